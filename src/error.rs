@@ -1,0 +1,267 @@
+//! The crate's single error type.
+//!
+//! Every fallible ipckit call returns [`Error`]: an opaque value with a
+//! [`kind()`](Error::kind), predicates for the common cases and an optional
+//! [`source()`](std::error::Error::source). Messages are lowercase, give the
+//! context first and the cause second, and never end with a period:
+//! `cannot open mutex "jobs": segment holds a Semaphore, not a Mutex`.
+
+use std::fmt;
+use std::io;
+
+/// A specialised `Result` whose error is [`ipckit::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in categories a program can act on.
+///
+/// New kinds may be added in minor releases, so match with a wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The named object does not exist.
+    NotFound,
+    /// An object with that name already exists (creation is exclusive).
+    AlreadyExists,
+    /// The caller lacks permission for the object.
+    PermissionDenied,
+    /// The name is empty, too long, or contains a character POSIX forbids.
+    InvalidName,
+    /// An argument is out of its domain (a zero size, a misaligned offset, …).
+    InvalidArgument,
+    /// An index or byte range lies outside the object.
+    OutOfRange,
+    /// The segment holds another kind of object (a `Mutex` opened as a `Queue`).
+    WrongKind,
+    /// The object holds another element type (`Value<u32>` opened as `Value<u64>`).
+    WrongType,
+    /// The object was made by an incompatible version of ipckit.
+    Incompatible,
+    /// The bytes in the segment are not a valid ipckit object (bad magic,
+    /// checksum mismatch, truncated segment, impossible lengths).
+    Corrupt,
+    /// The object's creator never finished initialising it (it may have died).
+    Uninitialized,
+    /// A deadline passed before the operation could complete.
+    Timeout,
+    /// A non-blocking operation could not proceed now.
+    WouldBlock,
+    /// A process died while holding the lock; the protected data may be
+    /// inconsistent. See [`LockError::OwnerDied`](crate::sync::LockError).
+    OwnerDied,
+    /// The barrier was broken by a timeout, an `abort()` or a `reset()`.
+    BrokenBarrier,
+    /// The operation would exceed a limit (a bounded semaphore released too
+    /// often, a lock taken twice by the same thread).
+    LimitExceeded,
+    /// The object was closed.
+    Closed,
+    /// Encoding or decoding a value failed.
+    Codec,
+    /// The operation is not supported on this platform or object.
+    Unsupported,
+    /// Another operating-system error; see `source()`.
+    Io,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::InvalidName => "invalid name",
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::OutOfRange => "out of range",
+            ErrorKind::WrongKind => "wrong object kind",
+            ErrorKind::WrongType => "wrong element type",
+            ErrorKind::Incompatible => "incompatible layout version",
+            ErrorKind::Corrupt => "corrupt object",
+            ErrorKind::Uninitialized => "object not initialised",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::WouldBlock => "operation would block",
+            ErrorKind::OwnerDied => "lock owner died",
+            ErrorKind::BrokenBarrier => "barrier is broken",
+            ErrorKind::LimitExceeded => "limit exceeded",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Codec => "encoding error",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Io => "i/o error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error type of every ipckit operation.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message (lowercase, no trailing period).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by an operating-system error; the kind is derived from it.
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Error {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            io::ErrorKind::WouldBlock => ErrorKind::WouldBlock,
+            io::ErrorKind::Unsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::Io,
+        };
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// Prefixes the message with more context: `"{context}: {message}"`.
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Error {
+        self.message = if self.message.is_empty() {
+            context.to_string()
+        } else {
+            format!("{context}: {}", self.message)
+        };
+        self
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The object or name does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+
+    /// A deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// A `try_` operation could not proceed without blocking.
+    pub fn is_would_block(&self) -> bool {
+        self.kind == ErrorKind::WouldBlock
+    }
+
+    /// A lock's previous owner died while holding it.
+    pub fn is_owner_died(&self) -> bool {
+        self.kind == ErrorKind::OwnerDied
+    }
+
+    /// The object was closed.
+    pub fn is_closed(&self) -> bool {
+        self.kind == ErrorKind::Closed
+    }
+
+    /// The barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.kind == ErrorKind::BrokenBarrier
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            if self.message.is_empty() {
+                write!(f, "{source}")?;
+            } else {
+                write!(f, ": {source}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        let kind = match err.kind {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::InvalidName | ErrorKind::InvalidArgument | ErrorKind::OutOfRange => {
+                io::ErrorKind::InvalidInput
+            }
+            ErrorKind::Corrupt | ErrorKind::WrongKind | ErrorKind::WrongType => {
+                io::ErrorKind::InvalidData
+            }
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
+            ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_is_context_then_cause() {
+        let e = Error::io(
+            "cannot open segment \"jobs\"",
+            io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.is_not_found());
+        let text = e.to_string();
+        assert!(text.starts_with("cannot open segment \"jobs\": "), "{text}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn context_prefixes() {
+        let e = Error::new(ErrorKind::WrongKind, "segment holds a Mutex, not a Queue")
+            .context("cannot open queue \"jobs\"");
+        assert_eq!(
+            e.to_string(),
+            "cannot open queue \"jobs\": segment holds a Mutex, not a Queue"
+        );
+    }
+
+    #[test]
+    fn converts_to_io_error() {
+        let e: io::Error = Error::new(ErrorKind::Timeout, "lock timed out").into();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+}

@@ -1,0 +1,523 @@
+//! Linux implementation of the platform layer.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared memory objects
+// ---------------------------------------------------------------------------
+
+/// How `shm_open` should treat an existing name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenHow {
+    /// `O_CREAT | O_EXCL`: fail if it exists.
+    CreateExclusive,
+    /// Open an existing object only.
+    Existing,
+}
+
+/// `shm_open(3)` with `O_RDWR | O_CLOEXEC`. `name` includes the leading `/`.
+pub(crate) fn shm_open(name: &CStr, how: OpenHow, mode: u32) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR
+        | libc::O_CLOEXEC
+        | match how {
+            OpenHow::CreateExclusive => libc::O_CREAT | libc::O_EXCL,
+            OpenHow::Existing => 0,
+        };
+    // SAFETY: `name` is a valid NUL-terminated string; the flags and mode are plain integers.
+    let fd = cvt_r(|| unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })?;
+    // SAFETY: `shm_open` returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shm_unlink(3)`.
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is a valid NUL-terminated string.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// `memfd_create(2)` with close-on-exec and sealing allowed.
+pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+    // SAFETY: `memfd_create` returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Seals a memfd against resizing, so no holder can shrink it under another's
+/// mapping (which would turn that holder's accesses into SIGBUS).
+pub(crate) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS takes an integer argument; `fd` is open.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }).map(drop)
+}
+
+/// `ftruncate(2)`.
+pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    // SAFETY: `fd` is open; `len` is non-negative.
+    cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// `fchmod(2)`: sets the exact mode, independent of the umask.
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: `fd` is open; `mode` is a plain integer.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// What `fstat` tells about a shared memory object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    pub size: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+}
+
+/// `fstat(2)`.
+pub(crate) fn fstat(fd: RawFd) -> io::Result<FileStat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` points to writable memory of the right size; `fd` is a descriptor.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FileStat {
+        size: st.st_size as u64,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+    })
+}
+
+/// Maps `len` bytes of `fd` shared and read-write.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw(fd)
+}
+
+/// Opens another process's descriptor through `/proc/<pid>/fd/<fd>`.
+///
+/// This is how an anonymous (memfd) segment reaches another process: the
+/// receiver opens the sender's descriptor by path, which gives it a new open
+/// file description of the same memory file.
+pub(crate) fn open_proc_fd(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let file = File::options().read(true).write(true).open(path)?;
+    Ok(OwnedFd::from(file))
+}
+
+// ---------------------------------------------------------------------------
+// Futex
+// ---------------------------------------------------------------------------
+
+/// Outcome of [`futex_wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutexWait {
+    /// Woken, value changed before sleeping, or interrupted: re-check the word.
+    Retry,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, for at most `timeout` (forever if `None`).
+///
+/// Uses the shared futex namespace (no `FUTEX_PRIVATE_FLAG`), so waiters and
+/// wakers may live in different processes that map the same memory.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+    let ts;
+    let ts_ptr = match timeout {
+        Some(d) => {
+            ts = libc::timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            &ts as *const libc::timespec
+        }
+        None => std::ptr::null(),
+    };
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the
+    // call; FUTEX_WAIT only reads it and compares it with `expected`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT) {
+        FutexWait::TimedOut
+    } else {
+        FutexWait::Retry
+    }
+}
+
+/// Wakes up to `n` waiters sleeping on `word`; returns how many were woken.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    let n = n.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: `word` is a valid, aligned 32-bit atomic; FUTEX_WAKE does not access it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    r.max(0) as usize
+}
+
+/// The time left until `deadline`, or `None` for no deadline. `Some(ZERO)` when passed.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+// ---------------------------------------------------------------------------
+// Robust process-shared pthread mutex
+// ---------------------------------------------------------------------------
+
+/// Outcome of a successful pthread lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PthreadLocked {
+    /// Acquired normally.
+    Ok,
+    /// Acquired, but the previous owner died holding it (`EOWNERDEAD`); the
+    /// mutex has already been marked consistent again.
+    OwnerDied,
+}
+
+/// Initialises a process-shared, robust, error-checking pthread mutex at `m`.
+///
+/// # Safety
+/// `m` must point to writable memory of `size_of::<pthread_mutex_t>()` bytes,
+/// suitably aligned, that no other thread or process uses as a mutex yet.
+pub(crate) unsafe fn pthread_mutex_init_robust(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    let p = attr.as_mut_ptr();
+    // SAFETY: `p` points to a mutexattr that lives until the end of this
+    // function; it is initialised before use and destroyed after; `m` is valid
+    // per this function's contract.
+    unsafe {
+        check(libc::pthread_mutexattr_init(p))?;
+        let r = (|| {
+            check(libc::pthread_mutexattr_setpshared(
+                p,
+                libc::PTHREAD_PROCESS_SHARED,
+            ))?;
+            check(libc::pthread_mutexattr_setrobust(
+                p,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))?;
+            // Error-checking: relocking from the owning thread returns EDEADLK
+            // instead of deadlocking, and unlocking a mutex we do not own is refused.
+            check(libc::pthread_mutexattr_settype(
+                p,
+                libc::PTHREAD_MUTEX_ERRORCHECK,
+            ))?;
+            check(libc::pthread_mutex_init(m, p))
+        })();
+        libc::pthread_mutexattr_destroy(p);
+        r
+    }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+#[cfg(target_env = "gnu")]
+unsafe extern "C" {
+    // glibc >= 2.30. Waits against CLOCK_MONOTONIC, so wall-clock jumps do not
+    // shorten or stretch lock timeouts.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+fn lock_result(m: *mut libc::pthread_mutex_t, ret: libc::c_int) -> io::Result<PthreadLocked> {
+    match ret {
+        0 => Ok(PthreadLocked::Ok),
+        libc::EOWNERDEAD => {
+            // SAFETY: we own the mutex now (EOWNERDEAD means acquired); marking
+            // it consistent keeps it usable. Whether the *data* is consistent
+            // is tracked one level up.
+            check(unsafe { libc::pthread_mutex_consistent(m) })?;
+            Ok(PthreadLocked::OwnerDied)
+        }
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Locks, blocking until `deadline` (forever if `None`).
+///
+/// Errors: `ETIMEDOUT` (as `io::ErrorKind::TimedOut`), `EDEADLK` (this thread
+/// already holds it), `ENOTRECOVERABLE`.
+///
+/// # Safety
+/// `m` must point to a mutex initialised by [`pthread_mutex_init_robust`] that
+/// stays mapped for the whole call.
+pub(crate) unsafe fn pthread_mutex_lock(
+    m: *mut libc::pthread_mutex_t,
+    deadline: Option<Instant>,
+) -> io::Result<PthreadLocked> {
+    let ret = match deadline {
+        // SAFETY: `m` is a valid initialised mutex per the contract.
+        None => unsafe { libc::pthread_mutex_lock(m) },
+        Some(deadline) => {
+            let ts = monotonic_timespec(deadline);
+            #[cfg(target_env = "gnu")]
+            // SAFETY: `m` is valid per the contract; `ts` outlives the call.
+            let r = unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) };
+            #[cfg(not(target_env = "gnu"))]
+            // SAFETY: as above. Without clocklock, convert to a realtime deadline.
+            let r = unsafe {
+                let _ = ts;
+                let rt = realtime_timespec(deadline);
+                libc::pthread_mutex_timedlock(m, &rt)
+            };
+            r
+        }
+    };
+    lock_result(m, ret)
+}
+
+/// Tries to lock without blocking; `EBUSY` means held by someone else.
+///
+/// # Safety
+/// As for [`pthread_mutex_lock`].
+pub(crate) unsafe fn pthread_mutex_trylock(
+    m: *mut libc::pthread_mutex_t,
+) -> io::Result<PthreadLocked> {
+    // SAFETY: `m` is a valid initialised mutex per the contract.
+    let ret = unsafe { libc::pthread_mutex_trylock(m) };
+    lock_result(m, ret)
+}
+
+/// Unlocks.
+///
+/// # Safety
+/// The calling thread must hold `m`.
+pub(crate) unsafe fn pthread_mutex_unlock(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    // SAFETY: per the contract the calling thread owns `m`.
+    check(unsafe { libc::pthread_mutex_unlock(m) })
+}
+
+/// The owner TID recorded in a glibc robust mutex, if locked.
+///
+/// glibc keeps the owner's TID in the low 30 bits of `__data.__lock`, the
+/// first word of the structure; the kernel's robust-futex protocol depends on
+/// this layout, so it is stable.
+pub(crate) fn pthread_mutex_owner(m: *const libc::pthread_mutex_t) -> Option<u32> {
+    // SAFETY: the first 4 bytes of an initialised pthread_mutex_t are the lock
+    // word; we only read it atomically.
+    let word = unsafe { (*(m as *const AtomicU32)).load(std::sync::atomic::Ordering::Relaxed) };
+    let tid = word & 0x3fff_ffff; // FUTEX_TID_MASK
+    (tid != 0).then_some(tid)
+}
+
+fn monotonic_timespec(deadline: Instant) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    add_duration(now, deadline.saturating_duration_since(Instant::now()))
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn realtime_timespec(deadline: Instant) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    add_duration(now, deadline.saturating_duration_since(Instant::now()))
+}
+
+fn add_duration(ts: libc::timespec, d: Duration) -> libc::timespec {
+    let mut sec = (ts.tv_sec as i64).saturating_add(d.as_secs().min(i64::MAX as u64) as i64);
+    let mut nsec = ts.tv_nsec as i64 + d.subsec_nanos() as i64;
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// A process, identified so that a recycled pid is not mistaken for it: the
+/// pid plus the process's start time in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ProcessId {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    pub state: u8,
+    pub start_time: u64,
+}
+
+/// Parses the fields ipckit needs from the text of `/proc/<pid>/stat`.
+///
+/// The command name (field 2) is in parentheses and may itself contain spaces
+/// and parentheses, so parsing starts after the *last* `)`.
+pub(crate) fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After the command: field 3 is the state, field 22 the start time.
+    let state = fields.next()?.bytes().next()?;
+    let start_time = fields.nth(22 - 4)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_proc_stat(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
+}
+
+/// The calling process's id.
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// This process's identity (cached; recomputed if the pid changed, as after `fork`).
+pub(crate) fn current_process() -> ProcessId {
+    static CACHE: OnceLock<std::sync::Mutex<Option<ProcessId>>> = OnceLock::new();
+    let pid = getpid();
+    let cache = CACHE.get_or_init(|| std::sync::Mutex::new(None));
+    let mut slot = cache.lock().unwrap_or_else(|e| e.into_inner());
+    match *slot {
+        Some(id) if id.pid == pid => id,
+        _ => {
+            let start_time = read_proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+            let id = ProcessId { pid, start_time };
+            *slot = Some(id);
+            id
+        }
+    }
+}
+
+/// Whether the process `id` is still running.
+///
+/// A zombie (dead, not yet reaped) counts as dead; a pid now used by a
+/// different process (different start time) counts as dead. When `/proc` cannot
+/// be read, the answer errs on the side of "alive".
+pub(crate) fn process_alive(id: ProcessId) -> bool {
+    if id.pid == 0 || id.pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let r = unsafe { libc::kill(id.pid as libc::pid_t, 0) };
+    if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    match read_proc_stat(id.pid) {
+        Ok(stat) => {
+            let zombie = stat.state == b'Z' || stat.state == b'X';
+            let same = id.start_time == 0 || stat.start_time == id.start_time;
+            !zombie && same
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(_) => true,
+    }
+}
+
+/// Nanoseconds since the Unix epoch (for "created at" fields).
+pub(crate) fn unix_time_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_with_odd_command_names() {
+        let text = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let s = parse_proc_stat(text).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.start_time, 98765);
+        assert_eq!(parse_proc_stat("garbage"), None);
+        assert_eq!(parse_proc_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn current_process_is_alive_and_stable() {
+        let me = current_process();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_time > 0);
+        assert!(process_alive(me));
+        assert_eq!(me, current_process());
+        let recycled = ProcessId {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        assert!(!process_alive(recycled));
+    }
+
+    #[test]
+    fn futex_wait_times_out_and_skips_on_mismatch() {
+        let w = AtomicU32::new(5);
+        let t = Instant::now();
+        assert_eq!(
+            futex_wait(&w, 5, Some(Duration::from_millis(20))),
+            FutexWait::TimedOut
+        );
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        assert_eq!(futex_wait(&w, 6, None), FutexWait::Retry);
+        assert_eq!(futex_wake(&w, 1), 0);
+    }
+}

@@ -1,0 +1,14 @@
+//! The only code in ipckit that calls the operating system.
+//!
+//! Everything above this module works with `io::Result`s and the small set of
+//! primitives exported here: POSIX shared memory, `memfd`, mappings, futex
+//! wait/wake on shared (never `FUTEX_PRIVATE_FLAG`) words, process-shared
+//! robust pthread mutexes and process identity.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ipckit currently supports Linux only (it needs futexes, memfd and robust mutexes)");
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::*;
