@@ -373,9 +373,11 @@ fn realtime_timespec(deadline: Instant) -> libc::timespec {
     add_duration(now, deadline.saturating_duration_since(Instant::now()))
 }
 
+// time_t and c_long are i64 on 64-bit targets but i32 on some 32-bit ones.
+#[allow(clippy::useless_conversion)]
 fn add_duration(ts: libc::timespec, d: Duration) -> libc::timespec {
-    let mut sec = (ts.tv_sec as i64).saturating_add(d.as_secs().min(i64::MAX as u64) as i64);
-    let mut nsec = ts.tv_nsec as i64 + d.subsec_nanos() as i64;
+    let mut sec = i64::from(ts.tv_sec).saturating_add(d.as_secs().min(i64::MAX as u64) as i64);
+    let mut nsec = i64::from(ts.tv_nsec) + i64::from(d.subsec_nanos());
     if nsec >= 1_000_000_000 {
         nsec -= 1_000_000_000;
         sec = sec.saturating_add(1);

@@ -323,7 +323,7 @@ impl RawEvent {
         loop {
             match self.state.load(Ordering::Acquire) {
                 EV_SET => return true,
-                EV_CLEAR => {
+                EV_CLEAR
                     if self
                         .state
                         .compare_exchange(
@@ -332,10 +332,9 @@ impl RawEvent {
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         )
-                        .is_err()
-                    {
-                        continue;
-                    }
+                        .is_err() =>
+                {
+                    continue;
                 }
                 _ => {}
             }

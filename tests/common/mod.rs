@@ -1,0 +1,246 @@
+//! Test support: children by re-executing the test binary, unique names,
+//! a watchdog, and a check that nothing is left in /dev/shm.
+//!
+//! This is deliberately small; `ipckit::process` will replace the spawning
+//! part. A child entry point is an ordinary `#[test]` function that calls
+//! [`child`]; in a normal test run it returns at once, and when the test
+//! binary is re-executed with `IPCKIT_TEST_CHILD` naming it, it runs the body
+//! and exits the process.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const CHILD_ENV: &str = "IPCKIT_TEST_CHILD";
+const ARG_ENV: &str = "IPCKIT_TEST_ARG";
+const PARENT_ENV: &str = "IPCKIT_TEST_PARENT";
+
+/// How long any single child may run before the parent kills it.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Per-test context: a unique name prefix and a watchdog. On drop it checks
+/// that no /dev/shm entry with its prefix remains.
+pub struct Ctx {
+    prefix: String,
+    counter: AtomicU32,
+    watchdog: Option<mpsc::Sender<()>>,
+}
+
+impl Ctx {
+    /// A context for the test `test`, aborting the process after `limit`.
+    pub fn with_limit(test: &str, limit: Duration) -> Ctx {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "ipckit-t{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            test
+        );
+        let (tx, rx) = mpsc::channel::<()>();
+        let name = test.to_owned();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                eprintln!("watchdog: test {name} still running after {limit:?}; aborting");
+                std::process::abort();
+            }
+        });
+        Ctx {
+            prefix,
+            counter: AtomicU32::new(0),
+            watchdog: Some(tx),
+        }
+    }
+
+    /// A context with the default two-minute watchdog.
+    pub fn new(test: &str) -> Ctx {
+        Ctx::with_limit(test, Duration::from_secs(120))
+    }
+
+    /// A unique object name for this test.
+    pub fn name(&self, tag: &str) -> String {
+        format!(
+            "{}-{}-{tag}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The entries in /dev/shm that this test created and that still exist.
+    pub fn leftovers(&self) -> Vec<String> {
+        shm_entries()
+            .into_iter()
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect()
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        drop(self.watchdog.take());
+        let left = self.leftovers();
+        for name in &left {
+            let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+        }
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "test left entries in /dev/shm: {left:?}");
+        }
+    }
+}
+
+/// The names in /dev/shm.
+pub fn shm_entries() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A child process running one `child_*` entry of this test binary. Dropping
+/// it kills and reaps the child, so no zombie outlives a test.
+pub struct Child {
+    inner: std::process::Child,
+    entry: String,
+    reaped: bool,
+}
+
+/// Starts `entry` (a test function calling [`child`]) in a new process, with
+/// `arg` postcard-encoded in its environment.
+pub fn spawn<A: Serialize>(entry: &str, arg: &A) -> Child {
+    let bytes = postcard::to_allocvec(arg).expect("encode child argument");
+    let exe = std::env::current_exe().expect("current_exe");
+    let inner = Command::new(exe)
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, entry)
+        .env(ARG_ENV, hex(&bytes))
+        .env(PARENT_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    Child {
+        inner,
+        entry: entry.to_owned(),
+        reaped: false,
+    }
+}
+
+impl Child {
+    pub fn pid(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// Waits for the child to exit (killing it after `CHILD_TIMEOUT`).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_timeout(CHILD_TIMEOUT)
+            .unwrap_or_else(|| panic!("child {} did not exit within {CHILD_TIMEOUT:?}", self.entry))
+    }
+
+    /// Waits up to `timeout`; `None` if still running (the child is left running).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.inner.try_wait().expect("try_wait") {
+                self.reaped = true;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits and asserts a successful exit.
+    pub fn join(mut self) {
+        let status = self.wait();
+        assert!(status.success(), "child {} failed: {status}", self.entry);
+    }
+
+    /// Sends SIGKILL (does not reap).
+    pub fn sigkill(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.inner.id() as i32, libc::SIGKILL) };
+    }
+
+    /// Sends SIGKILL and reaps.
+    pub fn kill_and_reap(mut self) -> ExitStatus {
+        self.sigkill();
+        self.wait()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.inner.kill();
+            let _ = self.inner.wait();
+        }
+    }
+}
+
+/// The body of a child entry point: runs `f` with the decoded argument and
+/// exits the process, if this process was started for `entry`; otherwise
+/// returns at once (in a normal test run).
+pub fn child<A: DeserializeOwned>(entry: &str, f: impl FnOnce(A)) {
+    if std::env::var(CHILD_ENV).as_deref() != Ok(entry) {
+        return;
+    }
+    // Die with the parent: no orphan outlives a crashed or aborted test run.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let parent: u32 = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        std::process::exit(3); // the parent died before prctl took effect
+    }
+    // A child must never hang a test run either.
+    std::thread::spawn(|| {
+        std::thread::sleep(CHILD_TIMEOUT);
+        eprintln!("child watchdog: exceeded {CHILD_TIMEOUT:?}");
+        std::process::abort();
+    });
+    let arg = std::env::var(ARG_ENV).expect("child argument");
+    let bytes = unhex(&arg);
+    let a: A = postcard::from_bytes(&bytes).expect("decode child argument");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(a)));
+    let _ = std::io::stderr().flush();
+    std::process::exit(if r.is_ok() { 0 } else { 101 });
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
