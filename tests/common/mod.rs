@@ -95,13 +95,25 @@ impl Drop for Ctx {
 
 /// The names in /dev/shm.
 pub fn shm_entries() -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The names in /dev/shm, minus those named by tests of this test binary
+/// (which run concurrently): what an anonymous object would leak into.
+pub fn shm_entries_not_ours() -> Vec<String> {
+    let ours = format!("ipckit-t{}-", std::process::id());
+    shm_entries()
+        .into_iter()
+        .filter(|n| !n.starts_with(&ours))
+        .collect()
 }
 
 /// A child process running one `child_*` entry of this test binary. Dropping
