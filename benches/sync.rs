@@ -1,1 +1,357 @@
-fn main() {}
+//! Synchronisation benchmarks.
+//!
+//! - `lock_unlock`: uncontended lock + increment + unlock, ipckit's robust
+//!   process-shared `Mutex` beside `std::sync::Mutex` (process-private).
+//! - `pingpong`: one round trip between two processes (a ping and its pong),
+//!   through ipckit `Event`s, through an ipckit `Mutex` + `Condvar`, and, as
+//!   baselines in the same run, through a raw shared futex word (no spinning:
+//!   the floor when the peer sleeps), a pipe pair and a unix socketpair.
+//!
+//! Run: `cargo bench --bench sync` (add `IPCKIT_BENCH_PIN=1` to pin parent
+//! and child to CPUs 0 and 1). The child side of each ping-pong is this
+//! same binary, re-executed with `IPCKIT_BENCH_CHILD` set.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use ipckit::sync::{Condvar, Event, Mutex};
+use ipckit::{Segment, Value};
+
+const ROLE: &str = "IPCKIT_BENCH_CHILD";
+const ARG: &str = "IPCKIT_BENCH_ARG";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+fn spawn_child<A: serde::Serialize>(role: &str, arg: &A) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(ROLE, role)
+        .env(ARG, hex(&postcard::to_allocvec(arg).unwrap()));
+    cmd
+}
+
+fn child_arg<A: serde::de::DeserializeOwned>() -> A {
+    postcard::from_bytes(&unhex(&std::env::var(ARG).unwrap())).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+
+fn lock_unlock(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lock_unlock");
+    let m = Mutex::new(0u64).unwrap();
+    g.bench_function("ipckit_mutex", |b| {
+        b.iter(|| {
+            *m.lock().unwrap() += 1;
+        })
+    });
+    let v = Value::new(0u64).unwrap();
+    g.bench_function("ipckit_value_update", |b| {
+        b.iter(|| v.update(|x| *x += 1).unwrap())
+    });
+    let s = std::sync::Mutex::new(0u64);
+    g.bench_function("std_mutex", |b| {
+        b.iter(|| {
+            *s.lock().unwrap() += 1;
+        })
+    });
+    g.finish();
+    black_box((m, v, s));
+}
+
+// ---------------------------------------------------------------------------
+
+/// A running ping-pong peer and how to do one round trip with it.
+trait Peer {
+    fn round_trip(&mut self);
+    fn stop(self: Box<Self>);
+}
+
+struct EventPeer {
+    ping: Event,
+    pong: Event,
+    stop: Value<u32>,
+    child: Child,
+}
+
+impl Peer for EventPeer {
+    fn round_trip(&mut self) {
+        self.ping.set();
+        self.pong.wait();
+        self.pong.clear();
+    }
+    fn stop(mut self: Box<Self>) {
+        self.stop.set(1).unwrap();
+        self.ping.set();
+        self.child.wait().unwrap();
+    }
+}
+
+fn event_child() {
+    let (ping, pong, stop): (Event, Event, Value<u32>) = child_arg();
+    loop {
+        ping.wait();
+        ping.clear();
+        if stop.get().unwrap() != 0 {
+            return;
+        }
+        pong.set();
+    }
+}
+
+struct CondvarPeer {
+    state: Mutex<u32>,
+    cv: Condvar,
+    child: Child,
+}
+
+// state: 0 idle, 1 ping, 2 pong, 3 stop
+impl Peer for CondvarPeer {
+    fn round_trip(&mut self) {
+        let mut g = self.state.lock().unwrap();
+        *g = 1;
+        self.cv.notify_one();
+        let mut g = self.cv.wait_while(g, |s| *s != 2).unwrap();
+        *g = 0;
+    }
+    fn stop(mut self: Box<Self>) {
+        *self.state.lock().unwrap() = 3;
+        self.cv.notify_one();
+        self.child.wait().unwrap();
+    }
+}
+
+fn condvar_child() {
+    let (state, cv): (Mutex<u32>, Condvar) = child_arg();
+    let mut g = state.lock().unwrap();
+    loop {
+        g = cv.wait_while(g, |s| *s != 1 && *s != 3).unwrap();
+        if *g == 3 {
+            return;
+        }
+        *g = 2;
+        cv.notify_one();
+    }
+}
+
+struct FutexPeer {
+    seg: Segment,
+    child: Child,
+}
+
+fn word(seg: &Segment) -> &AtomicU32 {
+    // SAFETY: the segment is at least 4 bytes, page-aligned, and the word is
+    // only accessed atomically by both processes.
+    unsafe { &*(seg.as_ptr() as *const AtomicU32) }
+}
+
+fn futex_wait(w: &AtomicU32, v: u32) {
+    // SAFETY: futex(2) FUTEX_WAIT on a valid shared word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAIT,
+            v,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+fn futex_wake(w: &AtomicU32) {
+    // SAFETY: futex(2) FUTEX_WAKE on a valid shared word.
+    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
+/// Waits (sleeping, never spinning) until the word equals `want`.
+fn futex_await(w: &AtomicU32, want: u32) -> u32 {
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == want || v == 3 {
+            return v;
+        }
+        futex_wait(w, v);
+    }
+}
+
+// word: 0 idle, 1 ping, 2 pong, 3 stop
+impl Peer for FutexPeer {
+    fn round_trip(&mut self) {
+        let w = word(&self.seg);
+        w.store(1, Ordering::Release);
+        futex_wake(w);
+        futex_await(w, 2);
+    }
+    fn stop(mut self: Box<Self>) {
+        let w = word(&self.seg);
+        w.store(3, Ordering::Release);
+        futex_wake(w);
+        self.child.wait().unwrap();
+    }
+}
+
+fn futex_child() {
+    let seg: Segment = child_arg();
+    let w = word(&seg);
+    loop {
+        if futex_await(w, 1) == 3 {
+            return;
+        }
+        w.store(2, Ordering::Release);
+        futex_wake(w);
+    }
+}
+
+struct StreamPeer<W: Write, R: Read> {
+    tx: Option<W>,
+    rx: R,
+    child: Child,
+}
+
+impl<W: Write, R: Read> Peer for StreamPeer<W, R> {
+    fn round_trip(&mut self) {
+        let mut b = [7u8];
+        self.tx.as_mut().unwrap().write_all(&b).unwrap();
+        self.rx.read_exact(&mut b).unwrap();
+    }
+    fn stop(mut self: Box<Self>) {
+        // EOF ends a pipe child; a socket's other clone keeps it open, so kill.
+        drop(self.tx.take());
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Echo one byte at a time from stdin to stdout (a pipe pair or a socket).
+fn echo_child() {
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let mut b = [0u8];
+    while input.read_exact(&mut b).is_ok() {
+        if output.write_all(&b).and_then(|()| output.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+fn start(kind: &str) -> Box<dyn Peer> {
+    match kind {
+        "ipckit_event" => {
+            let (ping, pong, stop) = (Event::new().unwrap(), Event::new().unwrap(), Value::new(0u32).unwrap());
+            let child = spawn_child("event", &(&ping, &pong, &stop)).spawn().unwrap();
+            Box::new(EventPeer { ping, pong, stop, child })
+        }
+        "ipckit_mutex_condvar" => {
+            let (state, cv) = (Mutex::new(0u32).unwrap(), Condvar::new().unwrap());
+            let child = spawn_child("condvar", &(&state, &cv)).spawn().unwrap();
+            Box::new(CondvarPeer { state, cv, child })
+        }
+        "raw_futex" => {
+            let seg = Segment::anonymous(64).unwrap();
+            let child = spawn_child("futex", &seg).spawn().unwrap();
+            Box::new(FutexPeer { seg, child })
+        }
+        "pipe" => {
+            let mut child = spawn_child("echo", &())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let tx: ChildStdin = child.stdin.take().unwrap();
+            let rx: ChildStdout = child.stdout.take().unwrap();
+            Box::new(StreamPeer { tx: Some(tx), rx, child })
+        }
+        "unix_socketpair" => {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let theirs2 = theirs.try_clone().unwrap();
+            let child = spawn_child("echo", &())
+                .stdin(Stdio::from(OwnedFd::from(theirs)))
+                .stdout(Stdio::from(OwnedFd::from(theirs2)))
+                .spawn()
+                .unwrap();
+            let rx = ours.try_clone().unwrap();
+            Box::new(StreamPeer { tx: Some(ours), rx, child })
+        }
+        other => panic!("unknown peer {other}"),
+    }
+}
+
+fn pingpong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pingpong_round_trip");
+    for kind in [
+        "ipckit_event",
+        "ipckit_mutex_condvar",
+        "raw_futex",
+        "pipe",
+        "unix_socketpair",
+    ] {
+        let mut peer = start(kind);
+        // Let the child get going before measuring.
+        for _ in 0..1000 {
+            peer.round_trip();
+        }
+        g.bench_function(kind, |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    peer.round_trip();
+                }
+                t.elapsed()
+            })
+        });
+        peer.stop();
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3));
+    targets = lock_unlock, pingpong
+}
+
+/// With `IPCKIT_BENCH_PIN=1`, pins the calling process to one CPU (parent
+/// on CPU 0, child on CPU 1), as the baselines in LIMITS.md were measured.
+/// By default processes float, as they do in real programs.
+fn pin_to(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity take
+    // a properly sized set for the calling process (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        pin_to(1);
+        match role.as_str() {
+            "event" => event_child(),
+            "condvar" => condvar_child(),
+            "futex" => futex_child(),
+            "echo" => echo_child(),
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
+    pin_to(0);
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
