@@ -249,9 +249,20 @@ fn echo_child() {
 fn start(kind: &str) -> Box<dyn Peer> {
     match kind {
         "ipckit_event" => {
-            let (ping, pong, stop) = (Event::new().unwrap(), Event::new().unwrap(), Value::new(0u32).unwrap());
-            let child = spawn_child("event", &(&ping, &pong, &stop)).spawn().unwrap();
-            Box::new(EventPeer { ping, pong, stop, child })
+            let (ping, pong, stop) = (
+                Event::new().unwrap(),
+                Event::new().unwrap(),
+                Value::new(0u32).unwrap(),
+            );
+            let child = spawn_child("event", &(&ping, &pong, &stop))
+                .spawn()
+                .unwrap();
+            Box::new(EventPeer {
+                ping,
+                pong,
+                stop,
+                child,
+            })
         }
         "ipckit_mutex_condvar" => {
             let (state, cv) = (Mutex::new(0u32).unwrap(), Condvar::new().unwrap());
@@ -271,7 +282,11 @@ fn start(kind: &str) -> Box<dyn Peer> {
                 .unwrap();
             let tx: ChildStdin = child.stdin.take().unwrap();
             let rx: ChildStdout = child.stdout.take().unwrap();
-            Box::new(StreamPeer { tx: Some(tx), rx, child })
+            Box::new(StreamPeer {
+                tx: Some(tx),
+                rx,
+                child,
+            })
         }
         "unix_socketpair" => {
             let (ours, theirs) = UnixStream::pair().unwrap();
@@ -282,7 +297,11 @@ fn start(kind: &str) -> Box<dyn Peer> {
                 .spawn()
                 .unwrap();
             let rx = ours.try_clone().unwrap();
-            Box::new(StreamPeer { tx: Some(ours), rx, child })
+            Box::new(StreamPeer {
+                tx: Some(ours),
+                rx,
+                child,
+            })
         }
         other => panic!("unknown peer {other}"),
     }

@@ -54,7 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reply = vec![0u8; u32::from_le_bytes(len) as usize];
     segment.read_at(1028, &mut reply)?;
     let total = counter.get()?;
-    println!("[parent {pid}] the child wrote back: {:?}", String::from_utf8_lossy(&reply));
+    println!(
+        "[parent {pid}] the child wrote back: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
     println!(
         "[parent {pid}] counter = {total} (2 processes x {INCREMENTS} locked increments) in {:.1} ms, {:.0} ns per increment",
         elapsed.as_secs_f64() * 1e3,
@@ -80,7 +83,10 @@ fn child(token: &str) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..INCREMENTS {
         counter.update(|c| *c += 1)?;
     }
-    let reply = format!("hello back from process {pid}, counter was {} when I finished", counter.get()?);
+    let reply = format!(
+        "hello back from process {pid}, counter was {} when I finished",
+        counter.get()?
+    );
     segment.write_at(1024, &(reply.len() as u32).to_le_bytes())?;
     segment.write_at(1028, reply.as_bytes())?;
     println!("[child  {pid}] did {INCREMENTS} increments under the lock");

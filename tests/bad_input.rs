@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::Ctx;
 use ipckit::layout::TypeFingerprint;
-use ipckit::layout::header::{HEADER_LEN, Header, ObjectKind, STATE_INIT, STATE_OFFSET, STATE_READY};
+use ipckit::layout::header::{
+    HEADER_LEN, Header, ObjectKind, STATE_INIT, STATE_OFFSET, STATE_READY,
+};
 use ipckit::sync::{Barrier, Condvar, Event, Mutex, Semaphore};
 use ipckit::{Array, ErrorKind, Segment, Value};
 use proptest::prelude::*;
@@ -18,7 +20,10 @@ fn open_all(name: &str) -> Vec<(&'static str, Option<ErrorKind>)> {
         r.err().map(|e| {
             // Every message names what was being opened.
             let text = e.to_string();
-            assert!(text.starts_with("cannot") || text.starts_with("invalid"), "{text}");
+            assert!(
+                text.starts_with("cannot") || text.starts_with("invalid"),
+                "{text}"
+            );
             e.kind()
         })
     }
@@ -40,7 +45,10 @@ fn missing_names_are_not_found() {
     for (what, kind) in open_all(&name) {
         assert_eq!(kind, Some(ErrorKind::NotFound), "{what}");
     }
-    assert_eq!(Segment::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        Segment::open(&name).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -94,21 +102,37 @@ fn another_element_type_is_wrong_type() {
         assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
     }
     let e = Value::<i64>::open(&v).unwrap_err();
-    assert!(e.to_string().contains("element type is `u64` (8 bytes), not `i64`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("element type is `u64` (8 bytes), not `i64`"),
+        "{e}"
+    );
     let a = t.name("a");
     let _a = Array::create(&a, &[1.0f32, 2.0]).unwrap();
-    assert_eq!(Array::<u32>::open(&a).unwrap_err().kind(), ErrorKind::WrongType);
-    assert_eq!(Array::<f32>::open(&a).unwrap().to_vec().unwrap(), [1.0, 2.0]);
+    assert_eq!(
+        Array::<u32>::open(&a).unwrap_err().kind(),
+        ErrorKind::WrongType
+    );
+    assert_eq!(
+        Array::<f32>::open(&a).unwrap().to_vec().unwrap(),
+        [1.0, 2.0]
+    );
 }
 
 fn write_header(seg: &Segment, offset: usize, h: &Header, state: u32) {
     let bytes = h.encode();
     seg.write_at(offset, &bytes).unwrap();
-    seg.write_at(offset + STATE_OFFSET, &state.to_le_bytes()).unwrap();
+    seg.write_at(offset + STATE_OFFSET, &state.to_le_bytes())
+        .unwrap();
 }
 
 fn value_header(total_len: u64) -> Header {
-    Header::new(ObjectKind::Value, TypeFingerprint::of::<u64>(), total_len, 0)
+    Header::new(
+        ObjectKind::Value,
+        TypeFingerprint::of::<u64>(),
+        total_len,
+        0,
+    )
 }
 
 #[test]
@@ -137,20 +161,39 @@ fn lengths_that_disagree_with_parameters_are_corrupt() {
     // An Array whose element count does not match its length.
     let name = t.name("array");
     let seg = Segment::create(&name, 4096).unwrap();
-    let h = Header::new(ObjectKind::Array, TypeFingerprint::of::<u32>(), 4096, 1 << 40);
+    let h = Header::new(
+        ObjectKind::Array,
+        TypeFingerprint::of::<u32>(),
+        4096,
+        1 << 40,
+    );
     write_header(&seg, 0, &h, STATE_READY);
-    assert_eq!(Array::<u32>::open(&name).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        Array::<u32>::open(&name).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
     // A Semaphore claiming far more holder slots than fit.
     let name = t.name("sem");
     let seg = Segment::create(&name, 4096).unwrap();
-    let h = Header::new(ObjectKind::Semaphore, TypeFingerprint::NONE, 4096, u32::MAX as u64);
+    let h = Header::new(
+        ObjectKind::Semaphore,
+        TypeFingerprint::NONE,
+        4096,
+        u32::MAX as u64,
+    );
     write_header(&seg, 0, &h, STATE_READY);
-    assert_eq!(Semaphore::open(&name).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        Semaphore::open(&name).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
     // A Value whose header is too short for the lock and data.
     let name = t.name("value");
     let seg = Segment::create(&name, 4096).unwrap();
     write_header(&seg, 0, &value_header(HEADER_LEN as u64), STATE_READY);
-    assert_eq!(Value::<u64>::open(&name).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        Value::<u64>::open(&name).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
 }
 
 #[test]
@@ -158,7 +201,9 @@ fn garbage_and_foreign_headers_are_corrupt() {
     let t = Ctx::new("garbage");
     let name = t.name("g");
     let seg = Segment::create(&name, 4096).unwrap();
-    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     seg.write_at(0, &junk).unwrap();
     for (what, kind) in open_all(&name) {
         assert_eq!(kind, Some(ErrorKind::Corrupt), "{what}");
@@ -167,7 +212,8 @@ fn garbage_and_foreign_headers_are_corrupt() {
     let mut bytes = value_header(4096).encode();
     bytes[80] ^= 0xff;
     seg.write_at(0, &bytes).unwrap();
-    seg.write_at(STATE_OFFSET, &STATE_READY.to_le_bytes()).unwrap();
+    seg.write_at(STATE_OFFSET, &STATE_READY.to_le_bytes())
+        .unwrap();
     let e = Value::<u64>::open(&name).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert!(e.to_string().contains("checksum"), "{e}");
@@ -175,11 +221,18 @@ fn garbage_and_foreign_headers_are_corrupt() {
     let mut bytes = value_header(4096).encode();
     bytes[12] = 99;
     seg.write_at(0, &bytes).unwrap();
-    seg.write_at(STATE_OFFSET, &STATE_READY.to_le_bytes()).unwrap();
-    assert_eq!(Value::<u64>::open(&name).unwrap_err().kind(), ErrorKind::Incompatible);
+    seg.write_at(STATE_OFFSET, &STATE_READY.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        Value::<u64>::open(&name).unwrap_err().kind(),
+        ErrorKind::Incompatible
+    );
     // An invalid state word.
     write_header(&seg, 0, &value_header(4096), 0xdead_beef);
-    assert_eq!(Value::<u64>::open(&name).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        Value::<u64>::open(&name).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
 }
 
 #[test]
@@ -189,7 +242,12 @@ fn objects_never_published_are_uninitialised_after_a_bounded_wait() {
     let _z = Segment::create(&zero, 4096).unwrap();
     let half = t.name("half");
     let seg = Segment::create(&half, 4096).unwrap();
-    write_header(&seg, 0, &value_header(Value::<u64>::size_in_segment() as u64), STATE_INIT);
+    write_header(
+        &seg,
+        0,
+        &value_header(Value::<u64>::size_in_segment() as u64),
+        STATE_INIT,
+    );
     for name in [&zero, &half] {
         let start = Instant::now();
         let e = Value::<u64>::open(name).unwrap_err();
@@ -203,23 +261,38 @@ fn objects_never_published_are_uninitialised_after_a_bounded_wait() {
 fn embedded_objects_check_offsets() {
     let _t = Ctx::new("offsets");
     let seg = Segment::anonymous(4096).unwrap();
-    assert_eq!(Event::create_in(&seg, 8).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(Event::create_in(&seg, 4096).unwrap_err().kind(), ErrorKind::OutOfRange);
+    assert_eq!(
+        Event::create_in(&seg, 8).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        Event::create_in(&seg, 4096).unwrap_err().kind(),
+        ErrorKind::OutOfRange
+    );
     assert_eq!(
         Mutex::create_in(&seg, 4096 - 64, 0u64).unwrap_err().kind(),
         ErrorKind::OutOfRange
     );
     // Several objects side by side in one segment.
     let e = Event::create_in(&seg, 0).unwrap();
-    let off = (Event::size_in_segment() + 63) / 64 * 64;
+    let off = Event::size_in_segment().next_multiple_of(64);
     let m = Mutex::create_in(&seg, off, 5u32).unwrap();
-    let off2 = off + (Mutex::<u32>::size_in_segment() + 63) / 64 * 64;
+    let off2 = off + Mutex::<u32>::size_in_segment().next_multiple_of(64);
     let v = Value::create_in(&seg, off2, 1.5f64).unwrap();
     e.set();
     assert!(Event::open_in(&seg, 0).unwrap().is_set());
-    assert_eq!(*Mutex::<u32>::open_in(&seg, off).unwrap().lock().unwrap(), 5);
-    assert_eq!(Value::<f64>::open_in(&seg, off2).unwrap().get().unwrap(), 1.5);
-    assert_eq!(Value::<f64>::open_in(&seg, off).unwrap_err().kind(), ErrorKind::WrongKind);
+    assert_eq!(
+        *Mutex::<u32>::open_in(&seg, off).unwrap().lock().unwrap(),
+        5
+    );
+    assert_eq!(
+        Value::<f64>::open_in(&seg, off2).unwrap().get().unwrap(),
+        1.5
+    );
+    assert_eq!(
+        Value::<f64>::open_in(&seg, off).unwrap_err().kind(),
+        ErrorKind::WrongKind
+    );
     drop((m, v));
 }
 

@@ -55,7 +55,11 @@ fn anonymous_segment_is_usable_by_children() {
     let mut buf = [0u8; 4];
     seg.read_at(seg.len() - 4, &mut buf).unwrap();
     assert_eq!(&buf, b"pong");
-    assert_eq!(common::shm_entries_not_ours(), before, "anonymous segments never appear in /dev/shm");
+    assert_eq!(
+        common::shm_entries_not_ours(),
+        before,
+        "anonymous segments never appear in /dev/shm"
+    );
 }
 
 #[test]
@@ -98,19 +102,22 @@ fn anonymous_objects_leak_nothing_when_their_holders_are_killed() {
 
 #[test]
 fn child_create_segment() {
-    child("child_create_segment", |(name, persist, ready): (String, bool, Option<Event>)| {
-        let seg = Segment::create(&name, 128).unwrap();
-        seg.write_at(0, b"made by child").unwrap();
-        if persist {
-            assert!(seg.persist());
-        }
-        if let Some(ready) = ready {
-            ready.set();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
+    child(
+        "child_create_segment",
+        |(name, persist, ready): (String, bool, Option<Event>)| {
+            let seg = Segment::create(&name, 128).unwrap();
+            seg.write_at(0, b"made by child").unwrap();
+            if persist {
+                assert!(seg.persist());
             }
-        }
-    });
+            if let Some(ready) = ready {
+                ready.set();
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        },
+    );
 }
 
 #[test]
@@ -118,7 +125,11 @@ fn creator_ownership_across_processes() {
     let t = Ctx::new("ownership");
     // A creator that exits normally unlinks its name.
     let name = t.name("owned");
-    spawn("child_create_segment", &(name.clone(), false, None::<Event>)).join();
+    spawn(
+        "child_create_segment",
+        &(name.clone(), false, None::<Event>),
+    )
+    .join();
     assert!(!Segment::exists(&name).unwrap());
 
     // One that persists leaves it for others, who can take it over.
@@ -137,7 +148,10 @@ fn creator_ownership_across_processes() {
     // anyone may remove it.
     let name = t.name("killed");
     let ready = Event::new().unwrap();
-    let c = spawn("child_create_segment", &(name.clone(), false, Some(ready.clone())));
+    let c = spawn(
+        "child_create_segment",
+        &(name.clone(), false, Some(ready.clone())),
+    );
     ready.wait_timeout(Duration::from_secs(30)).unwrap();
     c.kill_and_reap();
     assert!(Segment::exists(&name).unwrap());
@@ -207,7 +221,10 @@ fn python_attaches_to_a_rust_segment() {
     let mut buf = [0u8; 17];
     seg.read_at(500, &mut buf).unwrap();
     assert_eq!(&buf, b"hello from python");
-    assert!(Segment::exists(&name).unwrap(), "python must not have unlinked it");
+    assert!(
+        Segment::exists(&name).unwrap(),
+        "python must not have unlinked it"
+    );
 }
 
 #[test]

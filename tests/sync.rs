@@ -14,14 +14,17 @@ use ipckit::{Array, ErrorKind, Value};
 
 #[test]
 fn child_hold_mutex_forever() {
-    child("child_hold_mutex_forever", |(m, locked): (Mutex<u64>, Event)| {
-        let mut g = m.lock().unwrap();
-        *g = 7;
-        locked.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+    child(
+        "child_hold_mutex_forever",
+        |(m, locked): (Mutex<u64>, Event)| {
+            let mut g = m.lock().unwrap();
+            *g = 7;
+            locked.set();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        },
+    );
 }
 
 #[test]
@@ -158,7 +161,10 @@ fn writer_killed_at_random_points_never_leaves_silent_corruption() {
             Ok(g) => assert_eq!(g.a, g.b, "consistent state must satisfy the invariant"),
             Err(LockError::OwnerDied(mut g)) => {
                 owner_died_seen += 1;
-                assert!(g.a == g.b || g.a == g.b + 1, "torn at most by one step: {g:?}");
+                assert!(
+                    g.a == g.b || g.a == g.b + 1,
+                    "torn at most by one step: {g:?}"
+                );
                 g.b = g.a;
                 g.mark_consistent();
             }
@@ -168,7 +174,10 @@ fn writer_killed_at_random_points_never_leaves_silent_corruption() {
     let g = v.lock().unwrap();
     assert_eq!(g.a, g.b);
     assert!(g.a > 0);
-    eprintln!("owner died in {owner_died_seen} of 25 kills; final count {}", g.a);
+    eprintln!(
+        "owner died in {owner_died_seen} of 25 kills; final count {}",
+        g.a
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -200,7 +209,10 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
         "child_condvar_waiter",
         &(m.clone(), cv.clone(), waiting.clone(), 99u32),
     );
-    assert!(common::eventually(Duration::from_secs(30), || waiting.get().unwrap() == 1));
+    assert!(common::eventually(Duration::from_secs(30), || waiting
+        .get()
+        .unwrap()
+        == 1));
     // Taking the lock proves the waiter released it inside `wait`.
     drop(m.lock().unwrap());
     doomed.sigkill();
@@ -211,7 +223,10 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
         "child_condvar_waiter",
         &(m.clone(), cv.clone(), waiting.clone(), 1u32),
     );
-    assert!(common::eventually(Duration::from_secs(30), || waiting.get().unwrap() == 2));
+    assert!(common::eventually(Duration::from_secs(30), || waiting
+        .get()
+        .unwrap()
+        == 2));
     {
         let mut g = m.lock_timeout(Duration::from_secs(10)).unwrap();
         *g = 1;
@@ -230,15 +245,18 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
 
 #[test]
 fn child_condvar_pong() {
-    child("child_condvar_pong", |(m, cv, rounds): (Mutex<u32>, Condvar, u32)| {
-        let mut g = m.lock().unwrap();
-        for i in 0..rounds {
-            // Wait for the parent's odd value, answer with the next even one.
-            g = cv.wait_while(g, |v| *v != 2 * i + 1).unwrap();
-            *g += 1;
-            cv.notify_all();
-        }
-    });
+    child(
+        "child_condvar_pong",
+        |(m, cv, rounds): (Mutex<u32>, Condvar, u32)| {
+            let mut g = m.lock().unwrap();
+            for i in 0..rounds {
+                // Wait for the parent's odd value, answer with the next even one.
+                g = cv.wait_while(g, |v| *v != 2 * i + 1).unwrap();
+                *g += 1;
+                cv.notify_all();
+            }
+        },
+    );
 }
 
 #[test]
@@ -264,13 +282,16 @@ fn condvar_ping_pong_between_processes() {
 
 #[test]
 fn child_hold_permit_forever() {
-    child("child_hold_permit_forever", |(s, held): (Semaphore, Event)| {
-        let _p = s.acquire().unwrap();
-        held.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+    child(
+        "child_hold_permit_forever",
+        |(s, held): (Semaphore, Event)| {
+            let _p = s.acquire().unwrap();
+            held.set();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        },
+    );
 }
 
 #[test]
@@ -325,7 +346,11 @@ fn semaphore_bounds_concurrency_across_processes() {
     }
     let a = active.to_vec().unwrap();
     assert_eq!(a[0], 0);
-    assert!((1..=2).contains(&a[1]), "max concurrency {} exceeds 2", a[1]);
+    assert!(
+        (1..=2).contains(&a[1]),
+        "max concurrency {} exceeds 2",
+        a[1]
+    );
     assert_eq!(s.value(), 2);
 }
 
@@ -347,12 +372,7 @@ fn semaphore_release_forget_and_bounds() {
     let other = Semaphore::open(&name).unwrap();
     assert_eq!(other.value(), 1);
     assert!(
-        Semaphore::bounded(3)
-            .unwrap()
-            .release()
-            .unwrap_err()
-            .kind()
-            == ErrorKind::LimitExceeded
+        Semaphore::bounded(3).unwrap().release().unwrap_err().kind() == ErrorKind::LimitExceeded
     );
     let e = Semaphore::builder(3).max(2).anonymous().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
@@ -393,7 +413,13 @@ fn barrier_synchronises_three_processes() {
         .map(|me| {
             spawn(
                 "child_barrier_party",
-                &(b.clone(), marks.clone(), leaders.clone(), me as usize, rounds),
+                &(
+                    b.clone(),
+                    marks.clone(),
+                    leaders.clone(),
+                    me as usize,
+                    rounds,
+                ),
             )
         })
         .collect();
@@ -410,18 +436,25 @@ fn barrier_synchronises_three_processes() {
     for c in children {
         c.join();
     }
-    assert_eq!(leaders.get().unwrap(), rounds, "exactly one leader per round");
+    assert_eq!(
+        leaders.get().unwrap(),
+        rounds,
+        "exactly one leader per round"
+    );
     assert_eq!(b.parties(), 3);
     assert!(!b.is_broken());
 }
 
 #[test]
 fn child_barrier_expect_broken() {
-    child("child_barrier_expect_broken", |(b, arrived): (Barrier, Event)| {
-        arrived.set();
-        let e = b.wait().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
-    });
+    child(
+        "child_barrier_expect_broken",
+        |(b, arrived): (Barrier, Event)| {
+            arrived.set();
+            let e = b.wait().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
+        },
+    );
 }
 
 #[test]
@@ -431,7 +464,9 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
     let arrived = Event::new().unwrap();
     let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert!(common::eventually(Duration::from_secs(30), || b.n_waiting() == 1));
+    assert!(common::eventually(Duration::from_secs(30), || b
+        .n_waiting()
+        == 1));
     let start = Instant::now();
     let e = b.wait_timeout(Duration::from_millis(50)).unwrap_err();
     assert!(e.is_timeout(), "{e}");
@@ -447,7 +482,9 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
     let arrived = Event::new().unwrap();
     let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert!(common::eventually(Duration::from_secs(30), || b.n_waiting() == 1));
+    assert!(common::eventually(Duration::from_secs(30), || b
+        .n_waiting()
+        == 1));
     b.reset();
     c.join();
     assert!(!b.is_broken());
@@ -456,7 +493,9 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
     let arrived = Event::new().unwrap();
     let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert!(common::eventually(Duration::from_secs(30), || b.n_waiting() == 1));
+    assert!(common::eventually(Duration::from_secs(30), || b
+        .n_waiting()
+        == 1));
     b.abort();
     c.join();
     assert!(b.is_broken());
@@ -468,11 +507,14 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
 
 #[test]
 fn child_event_waiter() {
-    child("child_event_waiter", |(e, ready, woke): (Event, Semaphore, Value<u32>)| {
-        ready.release().unwrap();
-        e.wait_timeout(Duration::from_secs(30)).unwrap();
-        woke.update(|w| *w += 1).unwrap();
-    });
+    child(
+        "child_event_waiter",
+        |(e, ready, woke): (Event, Semaphore, Value<u32>)| {
+            ready.release().unwrap();
+            e.wait_timeout(Duration::from_secs(30)).unwrap();
+            woke.update(|w| *w += 1).unwrap();
+        },
+    );
 }
 
 #[test]
@@ -482,7 +524,12 @@ fn event_set_in_one_process_wakes_waiters_in_two_others() {
     let ready = Semaphore::new(0).unwrap();
     let woke = Value::new(0u32).unwrap();
     let children: Vec<_> = (0..2)
-        .map(|_| spawn("child_event_waiter", &(e.clone(), ready.clone(), woke.clone())))
+        .map(|_| {
+            spawn(
+                "child_event_waiter",
+                &(e.clone(), ready.clone(), woke.clone()),
+            )
+        })
         .collect();
     for _ in 0..2 {
         ready
@@ -510,14 +557,21 @@ fn event_set_in_one_process_wakes_waiters_in_two_others() {
 
 #[test]
 fn child_hold_until_released() {
-    child("child_hold_until_released", |(m, held, release): (Mutex<u32>, Event, Event)| {
-        let _g = m.lock().unwrap();
-        held.set();
-        release.wait_timeout(Duration::from_secs(60)).unwrap();
-    });
+    child(
+        "child_hold_until_released",
+        |(m, held, release): (Mutex<u32>, Event, Event)| {
+            let _g = m.lock().unwrap();
+            held.set();
+            release.wait_timeout(Duration::from_secs(60)).unwrap();
+        },
+    );
 }
 
-fn assert_timeout_after<T>(what: &str, wait: Duration, f: impl FnOnce() -> Result<T, ipckit::Error>) {
+fn assert_timeout_after<T>(
+    what: &str,
+    wait: Duration,
+    f: impl FnOnce() -> Result<T, ipckit::Error>,
+) {
     let start = Instant::now();
     let r = f();
     let elapsed = start.elapsed();
@@ -525,7 +579,10 @@ fn assert_timeout_after<T>(what: &str, wait: Duration, f: impl FnOnce() -> Resul
         Err(e) => assert!(e.is_timeout(), "{what}: expected a timeout, got {e}"),
         Ok(_) => panic!("{what}: expected a timeout, got success"),
     }
-    assert!(elapsed >= wait, "{what}: returned after {elapsed:?}, before {wait:?}");
+    assert!(
+        elapsed >= wait,
+        "{what}: returned after {elapsed:?}, before {wait:?}"
+    );
 }
 
 #[test]
@@ -535,19 +592,28 @@ fn every_timeout_variant_waits_at_least_as_long_as_asked() {
     let m = Mutex::new(0u32).unwrap();
     let held = Event::new().unwrap();
     let release = Event::new().unwrap();
-    let c = spawn("child_hold_until_released", &(m.clone(), held.clone(), release.clone()));
+    let c = spawn(
+        "child_hold_until_released",
+        &(m.clone(), held.clone(), release.clone()),
+    );
     held.wait_timeout(Duration::from_secs(30)).unwrap();
 
-    assert_timeout_after("Mutex::lock_timeout", d, || m.lock_timeout(d).map(drop).map_err(Into::into));
+    assert_timeout_after("Mutex::lock_timeout", d, || {
+        m.lock_timeout(d).map(drop).map_err(Into::into)
+    });
     assert_timeout_after("Mutex::lock_deadline", d, || {
-        m.lock_deadline(Instant::now() + d).map(drop).map_err(Into::into)
+        m.lock_deadline(Instant::now() + d)
+            .map(drop)
+            .map_err(Into::into)
     });
     assert!(m.try_lock().unwrap_err().is_would_block());
     release.set();
     c.join();
 
     let s = Semaphore::new(0).unwrap();
-    assert_timeout_after("Semaphore::acquire_timeout", d, || s.acquire_timeout(d).map(drop));
+    assert_timeout_after("Semaphore::acquire_timeout", d, || {
+        s.acquire_timeout(d).map(drop)
+    });
     assert_timeout_after("Semaphore::acquire_deadline", d, || {
         s.acquire_deadline(Instant::now() + d).map(drop)
     });
@@ -555,12 +621,16 @@ fn every_timeout_variant_waits_at_least_as_long_as_asked() {
 
     let e = Event::new().unwrap();
     assert_timeout_after("Event::wait_timeout", d, || e.wait_timeout(d));
-    assert_timeout_after("Event::wait_deadline", d, || e.wait_deadline(Instant::now() + d));
+    assert_timeout_after("Event::wait_deadline", d, || {
+        e.wait_deadline(Instant::now() + d)
+    });
 
     let b = Barrier::new(2).unwrap();
     assert_timeout_after("Barrier::wait_timeout", d, || b.wait_timeout(d));
     b.reset();
-    assert_timeout_after("Barrier::wait_deadline", d, || b.wait_deadline(Instant::now() + d));
+    assert_timeout_after("Barrier::wait_deadline", d, || {
+        b.wait_deadline(Instant::now() + d)
+    });
 
     let v = Value::new(1u8).unwrap();
     let g = v.lock().unwrap();
@@ -587,20 +657,22 @@ fn relocking_from_the_same_thread_is_an_error_not_a_deadlock() {
 // Handles: every type travels to a child and works there
 // ---------------------------------------------------------------------------
 
+type AllHandles = (
+    ipckit::Segment,
+    Mutex<u64>,
+    Condvar,
+    Semaphore,
+    Event,
+    Barrier,
+    Value<f64>,
+    Array<i32>,
+);
+
 #[test]
 fn child_use_every_handle() {
     child(
         "child_use_every_handle",
-        |(seg, m, cv, s, e, b, v, a): (
-            ipckit::Segment,
-            Mutex<u64>,
-            Condvar,
-            Semaphore,
-            Event,
-            Barrier,
-            Value<f64>,
-            Array<i32>,
-        )| {
+        |(seg, m, cv, s, e, b, v, a): AllHandles| {
             seg.write_at(0, b"child").unwrap();
             *m.lock().unwrap() += 1;
             cv.notify_all();
@@ -646,7 +718,16 @@ fn every_handle_type_works_in_a_child_named_and_anonymous() {
         };
         let c = spawn(
             "child_use_every_handle",
-            &(seg.clone(), m.clone(), cv.clone(), s.clone(), e.clone(), b.clone(), v.clone(), a.clone()),
+            &(
+                seg.clone(),
+                m.clone(),
+                cv.clone(),
+                s.clone(),
+                e.clone(),
+                b.clone(),
+                v.clone(),
+                a.clone(),
+            ),
         );
         e.wait_timeout(Duration::from_secs(30)).unwrap();
         b.wait_timeout(Duration::from_secs(30)).unwrap();

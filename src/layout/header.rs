@@ -274,7 +274,10 @@ fn get_u64(b: &[u8; HEADER_LEN], off: usize) -> u64 {
 
 /// The checksum of a header's bytes (all but the state word and the checksum).
 pub fn checksum(b: &[u8; HEADER_LEN]) -> u64 {
-    fnv1a_continue(fnv1a(&b[..STATE_OFFSET]), &b[STATE_OFFSET + 4..OFF_CHECKSUM])
+    fnv1a_continue(
+        fnv1a(&b[..STATE_OFFSET]),
+        &b[STATE_OFFSET + 4..OFF_CHECKSUM],
+    )
 }
 
 impl Header {
@@ -422,12 +425,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Header {
-        let mut h = Header::new(
-            ObjectKind::Value,
-            TypeFingerprint::of::<u64>(),
-            4096,
-            7,
-        );
+        let mut h = Header::new(ObjectKind::Value, TypeFingerprint::of::<u64>(), 4096, 7);
         h.creator_pid = 42;
         h.creator_start_time = 1234;
         h.created_unix_nanos = 99;
@@ -462,10 +460,7 @@ mod tests {
         let e = h
             .validate(ObjectKind::Value, TypeFingerprint::of::<i64>(), 4096)
             .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "element type is `u64` (8 bytes), not `i64`"
-        );
+        assert_eq!(e.to_string(), "element type is `u64` (8 bytes), not `i64`");
         assert!(matches!(
             h.validate(ObjectKind::Value, TypeFingerprint::of::<u64>(), 4095),
             Err(HeaderError::Truncated { .. })

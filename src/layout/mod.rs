@@ -43,7 +43,23 @@ macro_rules! shm_safe {
         unsafe impl ShmSafe for $t {}
     )* };
 }
-shm_safe!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, ());
+shm_safe!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    ()
+);
 
 // SAFETY: an array of ShmSafe elements has no padding between elements and
 // inherits every property of its element type.

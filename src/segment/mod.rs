@@ -298,7 +298,8 @@ impl Segment {
 
     fn open_posix(display: &str, posix: CString, min_size: usize) -> Result<Segment> {
         let ctx = || format!("cannot open segment {display:?}");
-        let fd = platform::shm_open(&posix, OpenHow::Existing, 0).map_err(|e| Error::io(ctx(), e))?;
+        let fd =
+            platform::shm_open(&posix, OpenHow::Existing, 0).map_err(|e| Error::io(ctx(), e))?;
         // A creator sizes the object right after creating it; wait briefly
         // for that rather than failing on the window in between.
         let deadline = Instant::now() + SIZE_WAIT;
@@ -317,8 +318,11 @@ impl Segment {
             .context(ctx()));
         }
         let size = usize::try_from(size).map_err(|_| {
-            Error::new(ErrorKind::Unsupported, "segment is larger than the address space")
-                .context(ctx())
+            Error::new(
+                ErrorKind::Unsupported,
+                "segment is larger than the address space",
+            )
+            .context(ctx())
         })?;
         if size < min_size {
             return Err(Error::new(
@@ -338,7 +342,8 @@ impl Segment {
         len: usize,
         owner: bool,
     ) -> Result<Segment> {
-        let st = platform::fstat(fd.as_raw_fd()).map_err(|e| Error::io("cannot stat segment", e))?;
+        let st =
+            platform::fstat(fd.as_raw_fd()).map_err(|e| Error::io("cannot stat segment", e))?;
         let map = platform::map_shared(&fd, len).map_err(|e| Error::io("cannot map segment", e))?;
         Ok(Segment {
             inner: Arc::new(Inner {
@@ -476,7 +481,10 @@ impl Segment {
                     .context(ctx()));
                 }
                 let len = usize::try_from(len).map_err(|_| {
-                    Error::new(ErrorKind::Unsupported, "segment larger than the address space")
+                    Error::new(
+                        ErrorKind::Unsupported,
+                        "segment larger than the address space",
+                    )
                 })?;
                 Segment::map(file, None, None, len, false).map_err(|e| e.context(ctx()))
             }
@@ -549,7 +557,10 @@ mod tests {
         let mut b = [0; 5];
         o.read_at(95, &mut b).unwrap();
         assert_eq!(&b, b"hello");
-        assert_eq!(s.write_at(96, b"hello").unwrap_err().kind(), ErrorKind::OutOfRange);
+        assert_eq!(
+            s.write_at(96, b"hello").unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
         assert_eq!(
             o.read_at(usize::MAX, &mut b).unwrap_err().kind(),
             ErrorKind::OutOfRange
@@ -584,7 +595,10 @@ mod tests {
         assert_eq!(b.len(), 64);
         let e = Segment::open_or_create(&name, 128).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(Segment::create(&unique("zero"), 0).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            Segment::create(&unique("zero"), 0).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 
     #[test]
@@ -594,10 +608,18 @@ mod tests {
         let st = platform::fstat(s.inner.fd.as_raw_fd()).unwrap();
         assert_eq!(st.mode & 0o777, 0o600);
         let name2 = unique("mode2");
-        let s2 = Segment::builder(&name2).size(10).mode(0o640).build().unwrap();
+        let s2 = Segment::builder(&name2)
+            .size(10)
+            .mode(0o640)
+            .build()
+            .unwrap();
         let st = platform::fstat(s2.inner.fd.as_raw_fd()).unwrap();
         assert_eq!(st.mode & 0o777, 0o640);
-        let e = Segment::builder(&unique("badmode")).size(1).mode(0o4777).build().unwrap_err();
+        let e = Segment::builder(&unique("badmode"))
+            .size(1)
+            .mode(0o4777)
+            .build()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
 
@@ -637,7 +659,13 @@ mod tests {
         let e = Segment::open(&unique("missing")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(e.to_string().starts_with("cannot open segment"), "{e}");
-        assert_eq!(Segment::open("a/b").unwrap_err().kind(), ErrorKind::InvalidName);
-        assert_eq!(Segment::exists("").unwrap_err().kind(), ErrorKind::InvalidName);
+        assert_eq!(
+            Segment::open("a/b").unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+        assert_eq!(
+            Segment::exists("").unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
     }
 }

@@ -46,8 +46,12 @@ pub(crate) fn validate(name: &str) -> Result<&str> {
 pub(crate) fn posix_name(name: &str) -> Result<CString> {
     let bare = validate(name)?;
     // Cannot fail: `validate` rejected NUL bytes.
-    CString::new(format!("/{bare}"))
-        .map_err(|_| Error::new(ErrorKind::InvalidName, format!("invalid segment name {name:?}")))
+    CString::new(format!("/{bare}")).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidName,
+            format!("invalid segment name {name:?}"),
+        )
+    })
 }
 
 #[cfg(test)]

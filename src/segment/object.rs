@@ -134,7 +134,12 @@ pub(crate) fn create_in(
     spec: Spec,
     init: impl FnOnce(*mut u8) -> Result<()>,
 ) -> Result<Placement> {
-    check_range(segment, offset, spec.total_len).map_err(|e| e.context(format!("cannot create {}", describe(Some(spec.kind), segment, offset))))?;
+    check_range(segment, offset, spec.total_len).map_err(|e| {
+        e.context(format!(
+            "cannot create {}",
+            describe(Some(spec.kind), segment, offset)
+        ))
+    })?;
     let me = platform::current_process();
     let mut header = Header::new(spec.kind, spec.ty, spec.total_len as u64, spec.param);
     header.creator_pid = me.pid;
@@ -209,10 +214,7 @@ pub(crate) fn open_in(
             // Not an object being created: report what is wrong with it.
             let err = match Header::decode(&bytes) {
                 Err(e) => header_error(e),
-                Ok(_) => Error::new(
-                    ErrorKind::Corrupt,
-                    format!("invalid state word {s:#010x}"),
-                ),
+                Ok(_) => Error::new(ErrorKind::Corrupt, format!("invalid state word {s:#010x}")),
             };
             return Err(err.context(ctx()));
         }
@@ -317,7 +319,11 @@ pub(crate) fn locate(
             opened(place, validate)
         }
         Location::OpenOrCreate { name, mode } => {
-            match Segment::builder(name).size(spec.total_len).mode(mode).build() {
+            match Segment::builder(name)
+                .size(spec.total_len)
+                .mode(mode)
+                .build()
+            {
                 Ok(seg) => create_in(&seg, 0, spec, init),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let seg = Segment::open(name)

@@ -110,11 +110,10 @@ impl Barrier {
         let raw = NonNull::new(place.ptr(PAYLOAD) as *mut RawBarrier).expect("mapped");
         let barrier = Barrier { place, raw };
         if barrier.parties() as u64 != barrier.place.header.param {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                "party count does not match the header",
-            )
-            .context(format!("cannot open {}", barrier.place.describe())));
+            return Err(
+                Error::new(ErrorKind::Corrupt, "party count does not match the header")
+                    .context(format!("cannot open {}", barrier.place.describe())),
+            );
         }
         Ok(barrier)
     }

@@ -137,7 +137,9 @@ impl Condvar {
 
     /// Releases the guard's lock, sleeps until notified, and re-takes the lock.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-        self.wait_inner(guard, None).map(|(g, _)| g).map_err(|e| e.map(|(g, _)| g))
+        self.wait_inner(guard, None)
+            .map(|(g, _)| g)
+            .map_err(|e| e.map(|(g, _)| g))
     }
 
     /// Waits while `condition` holds, re-checking after every wake-up.

@@ -29,9 +29,9 @@ use std::fmt;
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use event::Event;
-pub use mutex::{Mutex, MutexGuard};
 pub(crate) use mutex::unreachable_init as mutex_unreachable_init;
-pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphorePermit};
+pub use mutex::{Mutex, MutexGuard};
+pub use semaphore::{DEFAULT_HOLDER_SLOTS, Semaphore, SemaphoreBuilder, SemaphorePermit};
 
 use crate::error::{Error, ErrorKind};
 
@@ -159,12 +159,17 @@ impl<G> From<Error> for LockError<G> {
 macro_rules! handle_serde {
     ($ty:ident) => {
         impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 serde::Serialize::serialize(&self.place.token(), s)
             }
         }
         impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let (segment, offset) = crate::segment::object::ObjectToken::decode(d)?;
                 Self::open_in(&segment, offset).map_err(serde::de::Error::custom)
             }
@@ -172,12 +177,17 @@ macro_rules! handle_serde {
     };
     ($ty:ident<$g:ident: $bound:path>) => {
         impl<$g: $bound> serde::Serialize for $ty<$g> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 serde::Serialize::serialize(&self.place.token(), s)
             }
         }
         impl<'de, $g: $bound> serde::Deserialize<'de> for $ty<$g> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let (segment, offset) = crate::segment::object::ObjectToken::decode(d)?;
                 Self::open_in(&segment, offset).map_err(serde::de::Error::custom)
             }

@@ -128,7 +128,11 @@ impl<T: ShmSafe> Mutex<T> {
     /// Opens the named mutex, or creates it holding `value`.
     pub fn open_or_create(name: &str, value: T) -> Result<Mutex<T>> {
         let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(ObjectKind::Mutex, Location::OpenOrCreate { name, mode }, value)
+        Self::locate(
+            ObjectKind::Mutex,
+            Location::OpenOrCreate { name, mode },
+            value,
+        )
     }
 
     /// Creates an anonymous mutex holding `value`.
@@ -139,7 +143,11 @@ impl<T: ShmSafe> Mutex<T> {
     /// Creates a mutex at `offset` (a multiple of 64) inside `segment`,
     /// overwriting [`size_in_segment()`](Self::size_in_segment) bytes there.
     pub fn create_in(segment: &Segment, offset: usize, value: T) -> Result<Mutex<T>> {
-        Self::locate(ObjectKind::Mutex, Location::CreateIn { segment, offset }, value)
+        Self::locate(
+            ObjectKind::Mutex,
+            Location::CreateIn { segment, offset },
+            value,
+        )
     }
 
     /// Opens the mutex at `offset` inside `segment`.

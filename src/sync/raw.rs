@@ -20,9 +20,8 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
-
 use crate::error::{Error, ErrorKind, Result};
-use crate::platform::{self, PthreadLocked, ProcessId};
+use crate::platform::{self, ProcessId, PthreadLocked};
 
 /// Longest uninterrupted futex sleep (see the module docs).
 pub(crate) const SLEEP_SLICE: Duration = Duration::from_secs(1);
@@ -460,7 +459,12 @@ impl RawSemaphore {
     /// # Safety
     /// `this` must be valid for writes of `size_for(nslots)` bytes, aligned,
     /// and not in use.
-    pub(crate) unsafe fn init(this: *mut RawSemaphore, initial: u64, max: u64, nslots: u32) -> Result<()> {
+    pub(crate) unsafe fn init(
+        this: *mut RawSemaphore,
+        initial: u64,
+        max: u64,
+        nslots: u32,
+    ) -> Result<()> {
         // SAFETY: per the contract the whole region is ours to initialise.
         unsafe {
             RawMutex::init(std::ptr::addr_of_mut!((*this).lock))?;
@@ -470,7 +474,8 @@ impl RawSemaphore {
             std::ptr::addr_of_mut!((*this).max).write(AtomicU64::new(max));
             std::ptr::addr_of_mut!((*this).nslots).write(AtomicU32::new(nslots));
             std::ptr::addr_of_mut!((*this).journal).write_bytes(0, 1);
-            let slots = (this as *mut u8).add(std::mem::size_of::<RawSemaphore>()) as *mut HolderSlot;
+            let slots =
+                (this as *mut u8).add(std::mem::size_of::<RawSemaphore>()) as *mut HolderSlot;
             slots.write_bytes(0, nslots as usize);
         }
         Ok(())
@@ -549,10 +554,12 @@ impl<'a> SemRef<'a> {
             self.count
                 .store(j.prev_count.load(Ordering::Acquire), Ordering::Release);
             if let Some(s) = self.slots().get(slot) {
-                s.pid.store(j.prev_pid.load(Ordering::Acquire), Ordering::Release);
+                s.pid
+                    .store(j.prev_pid.load(Ordering::Acquire), Ordering::Release);
                 s.start_time
                     .store(j.prev_start.load(Ordering::Acquire), Ordering::Release);
-                s.held.store(j.prev_held.load(Ordering::Acquire), Ordering::Release);
+                s.held
+                    .store(j.prev_held.load(Ordering::Acquire), Ordering::Release);
             }
             j.active.store(0, Ordering::Release);
         }
@@ -568,10 +575,12 @@ impl<'a> SemRef<'a> {
         j.slot.store(slot as u32, Ordering::Release);
         j.prev_count
             .store(self.count.load(Ordering::Relaxed), Ordering::Release);
-        j.prev_pid.store(s.pid.load(Ordering::Relaxed), Ordering::Release);
+        j.prev_pid
+            .store(s.pid.load(Ordering::Relaxed), Ordering::Release);
         j.prev_start
             .store(s.start_time.load(Ordering::Relaxed), Ordering::Release);
-        j.prev_held.store(s.held.load(Ordering::Relaxed), Ordering::Release);
+        j.prev_held
+            .store(s.held.load(Ordering::Relaxed), Ordering::Release);
         j.active.store(1, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
         self.count.store(new_count, Ordering::Release);
@@ -602,7 +611,11 @@ impl<'a> SemRef<'a> {
                 && s.pid.load(Ordering::Relaxed) == me.pid
                 && s.start_time.load(Ordering::Relaxed) == me.start_time
         });
-        let free = || slots.iter().position(|s| s.held.load(Ordering::Relaxed) == 0);
+        let free = || {
+            slots
+                .iter()
+                .position(|s| s.held.load(Ordering::Relaxed) == 0)
+        };
         match mine.or_else(free) {
             Some(i) => {
                 // A free slot has held == 0, so this is right for both cases.
@@ -690,7 +703,13 @@ impl<'a> SemRef<'a> {
                 let me = platform::current_process();
                 let held = s.held.load(Ordering::Relaxed);
                 if held > 0 && s.pid.load(Ordering::Relaxed) == me.pid {
-                    self.journaled(i as usize, count.saturating_add(1), me.pid, me.start_time, held - 1);
+                    self.journaled(
+                        i as usize,
+                        count.saturating_add(1),
+                        me.pid,
+                        me.start_time,
+                        held - 1,
+                    );
                 } else {
                     // Our record is gone (it cannot be reclaimed while we
                     // live, so this means the table was reset by hand).
@@ -722,7 +741,9 @@ impl<'a> SemRef<'a> {
         let g = self.lock()?;
         let count = self.count.load(Ordering::Relaxed);
         let max = self.max();
-        let new = count.checked_add(n).filter(|&c| max == UNBOUNDED || c <= max);
+        let new = count
+            .checked_add(n)
+            .filter(|&c| max == UNBOUNDED || c <= max);
         let Some(new) = new else {
             drop(g);
             return Err(Error::new(
@@ -1029,7 +1050,11 @@ mod tests {
 
     #[test]
     fn barrier_state_packs() {
-        for (c, g, b) in [(0, 0, false), (5, 7, true), (u32::MAX, GEN_MASK as u32, false)] {
+        for (c, g, b) in [
+            (0, 0, false),
+            (5, 7, true),
+            (u32::MAX, GEN_MASK as u32, false),
+        ] {
             assert_eq!(unpack(pack(c, g, b)), (c, g, b));
         }
         // The generation wraps within its 31 bits.

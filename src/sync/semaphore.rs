@@ -191,9 +191,8 @@ impl Semaphore {
             kind: ObjectKind::Semaphore,
             ty: TypeFingerprint::NONE,
             param: slots as u64,
-            total_len: Self::total_len(slots).ok_or_else(|| {
-                Error::new(ErrorKind::InvalidArgument, "too many holder slots")
-            })?,
+            total_len: Self::total_len(slots)
+                .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "too many holder slots"))?,
         };
         let place = object::locate(
             loc,

@@ -395,9 +395,10 @@ impl<T: ShmSafe> Array<T> {
     fn with<R>(&self, verb: &str, f: impl FnOnce(&mut [T]) -> Result<R>) -> Result<R> {
         match self.lock() {
             Ok(mut g) => f(&mut g),
-            Err(LockError::OwnerDied(_)) => {
-                Err(owner_died(&format!("cannot {verb} {}", self.place.describe())))
-            }
+            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
+                "cannot {verb} {}",
+                self.place.describe()
+            ))),
             Err(LockError::Failed(e)) => Err(e),
         }
     }
@@ -405,7 +406,10 @@ impl<T: ShmSafe> Array<T> {
     fn out_of_range(&self, i: usize) -> Error {
         Error::new(
             ErrorKind::OutOfRange,
-            format!("index {i} is out of range for an array of length {}", self.len),
+            format!(
+                "index {i} is out of range for an array of length {}",
+                self.len
+            ),
         )
     }
 
