@@ -1073,6 +1073,51 @@ mod tests {
     }
 
     #[test]
+    fn event_wakes_threads() {
+        let e = std::sync::Arc::new(RawEvent::new());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let e = e.clone();
+                std::thread::spawn(move || e.wait(None))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        e.set();
+        for w in waiters {
+            assert!(w.join().unwrap());
+        }
+    }
+
+    #[test]
+    fn barrier_rounds_across_threads() {
+        use std::sync::Arc;
+        let parties = 3;
+        let rounds = 4;
+        let b = Arc::new(RawBarrier::new(parties));
+        let arrived = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..parties)
+            .map(|_| {
+                let (b, arrived) = (b.clone(), arrived.clone());
+                std::thread::spawn(move || {
+                    let mut leaders = 0;
+                    for round in 1..=rounds {
+                        arrived.fetch_add(1, Ordering::Relaxed);
+                        match b.wait(None) {
+                            BarrierOutcome::Passed(i) => leaders += u32::from(i + 1 == parties),
+                            other => panic!("{other:?}"),
+                        }
+                        // SYNC POINT "barrier": every arrival of this round is visible.
+                        assert!(arrived.load(Ordering::Relaxed) >= round * parties);
+                    }
+                    leaders
+                })
+            })
+            .collect();
+        let leaders: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(leaders, rounds);
+    }
+
+    #[test]
     fn barrier_single_party_passes() {
         let b = RawBarrier::new(1);
         assert_eq!(b.wait(None), BarrierOutcome::Passed(0));
