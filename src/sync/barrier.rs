@@ -2,9 +2,9 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::handle_serde;
 use super::mutex::unreachable_init;
 use super::raw::{BarrierOutcome, RawBarrier};
+use super::{handle_serde, placed_handle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -29,19 +29,7 @@ pub struct Barrier {
     raw: NonNull<RawBarrier>,
 }
 
-// SAFETY: atomics in a mapping kept alive by `place`.
-unsafe impl Send for Barrier {}
-// SAFETY: as above.
-unsafe impl Sync for Barrier {}
-
-impl Clone for Barrier {
-    fn clone(&self) -> Self {
-        Barrier {
-            place: self.place.clone(),
-            raw: self.raw,
-        }
-    }
-}
+placed_handle!(Barrier);
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

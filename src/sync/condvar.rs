@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::mutex::{MutexGuard, unreachable_init};
 use super::raw::RawCondvar;
-use super::{LockError, LockResult, handle_serde};
+use super::{LockError, LockResult, handle_serde, placed_handle, plain_constructors};
 use crate::error::Result;
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -28,19 +28,7 @@ pub struct Condvar {
     raw: NonNull<RawCondvar>,
 }
 
-// SAFETY: the condvar is a pair of atomics in a mapping kept alive by `place`.
-unsafe impl Send for Condvar {}
-// SAFETY: as above.
-unsafe impl Sync for Condvar {}
-
-impl Clone for Condvar {
-    fn clone(&self) -> Self {
-        Condvar {
-            place: self.place.clone(),
-            raw: self.raw,
-        }
-    }
-}
+placed_handle!(Condvar);
 
 impl fmt::Debug for Condvar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,37 +85,7 @@ impl Condvar {
         Ok(Condvar { place, raw })
     }
 
-    /// Creates a named condition variable; fails if the name exists.
-    pub fn create(name: &str) -> Result<Condvar> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, true)
-    }
-
-    /// Opens a named condition variable.
-    pub fn open(name: &str) -> Result<Condvar> {
-        Self::locate(Location::Open { name }, false)
-    }
-
-    /// Opens the named condition variable, or creates it.
-    pub fn open_or_create(name: &str) -> Result<Condvar> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, true)
-    }
-
-    /// Creates an anonymous condition variable.
-    pub fn new() -> Result<Condvar> {
-        Self::locate(Location::Anonymous, true)
-    }
-
-    /// Creates a condition variable at `offset` (a multiple of 64) inside `segment`.
-    pub fn create_in(segment: &Segment, offset: usize) -> Result<Condvar> {
-        Self::locate(Location::CreateIn { segment, offset }, true)
-    }
-
-    /// Opens the condition variable at `offset` inside `segment`.
-    pub fn open_in(segment: &Segment, offset: usize) -> Result<Condvar> {
-        Self::locate(Location::OpenIn { segment, offset }, false)
-    }
+    plain_constructors!("condition variable");
 
     fn raw(&self) -> &RawCondvar {
         // SAFETY: points into the mapping held by `self.place`, initialised

@@ -2,9 +2,9 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::handle_serde;
 use super::mutex::unreachable_init;
 use super::raw::RawEvent;
+use super::{handle_serde, placed_handle, plain_constructors};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -33,19 +33,7 @@ pub struct Event {
     raw: NonNull<RawEvent>,
 }
 
-// SAFETY: one atomic word in a mapping kept alive by `place`.
-unsafe impl Send for Event {}
-// SAFETY: as above.
-unsafe impl Sync for Event {}
-
-impl Clone for Event {
-    fn clone(&self) -> Self {
-        Event {
-            place: self.place.clone(),
-            raw: self.raw,
-        }
-    }
-}
+placed_handle!(Event);
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,37 +76,7 @@ impl Event {
         Ok(Event { place, raw })
     }
 
-    /// Creates a named event, initially clear; fails if the name exists.
-    pub fn create(name: &str) -> Result<Event> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, true)
-    }
-
-    /// Opens a named event.
-    pub fn open(name: &str) -> Result<Event> {
-        Self::locate(Location::Open { name }, false)
-    }
-
-    /// Opens the named event, or creates it (clear).
-    pub fn open_or_create(name: &str) -> Result<Event> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, true)
-    }
-
-    /// Creates an anonymous event, initially clear.
-    pub fn new() -> Result<Event> {
-        Self::locate(Location::Anonymous, true)
-    }
-
-    /// Creates an event at `offset` (a multiple of 64) inside `segment`.
-    pub fn create_in(segment: &Segment, offset: usize) -> Result<Event> {
-        Self::locate(Location::CreateIn { segment, offset }, true)
-    }
-
-    /// Opens the event at `offset` inside `segment`.
-    pub fn open_in(segment: &Segment, offset: usize) -> Result<Event> {
-        Self::locate(Location::OpenIn { segment, offset }, false)
-    }
+    plain_constructors!("event");
 
     fn raw(&self) -> &RawEvent {
         // SAFETY: points into the mapping held by `self.place`, initialised

@@ -154,6 +154,67 @@ impl<G> From<Error> for LockError<G> {
     }
 }
 
+/// `Send`, `Sync` and `Clone` for a handle made of a `place` (which keeps the
+/// mapping alive) and a `raw` pointer into it.
+macro_rules! placed_handle {
+    ($ty:ident) => {
+        // SAFETY: `raw` points into the shared mapping that `place` keeps
+        // alive; the pointee is only accessed through atomics or the
+        // process-shared lock, which any thread of any process may use.
+        unsafe impl Send for $ty {}
+        // SAFETY: as above.
+        unsafe impl Sync for $ty {}
+        impl Clone for $ty {
+            fn clone(&self) -> Self {
+                $ty {
+                    place: self.place.clone(),
+                    raw: self.raw,
+                }
+            }
+        }
+    };
+}
+pub(crate) use placed_handle;
+
+/// The six constructors of an object without parameters, delegating to
+/// `Self::locate(location, create: bool)`.
+macro_rules! plain_constructors {
+    ($what:literal) => {
+        #[doc = concat!("Creates a named ", $what, "; fails if the name exists.")]
+        pub fn create(name: &str) -> Result<Self> {
+            let mode = crate::segment::DEFAULT_MODE;
+            Self::locate(Location::Create { name, mode }, true)
+        }
+
+        #[doc = concat!("Opens a named ", $what, ".")]
+        pub fn open(name: &str) -> Result<Self> {
+            Self::locate(Location::Open { name }, false)
+        }
+
+        #[doc = concat!("Opens the named ", $what, ", or creates it.")]
+        pub fn open_or_create(name: &str) -> Result<Self> {
+            let mode = crate::segment::DEFAULT_MODE;
+            Self::locate(Location::OpenOrCreate { name, mode }, true)
+        }
+
+        #[doc = concat!("Creates an anonymous ", $what, ".")]
+        pub fn new() -> Result<Self> {
+            Self::locate(Location::Anonymous, true)
+        }
+
+        #[doc = concat!("Creates a ", $what, " at `offset` (a multiple of 64) inside `segment`.")]
+        pub fn create_in(segment: &Segment, offset: usize) -> Result<Self> {
+            Self::locate(Location::CreateIn { segment, offset }, true)
+        }
+
+        #[doc = concat!("Opens the ", $what, " at `offset` inside `segment`.")]
+        pub fn open_in(segment: &Segment, offset: usize) -> Result<Self> {
+            Self::locate(Location::OpenIn { segment, offset }, false)
+        }
+    };
+}
+pub(crate) use plain_constructors;
+
 /// Implements `Serialize`/`Deserialize` for a handle type through its
 /// placement token; deserialising opens (and validates) the object.
 macro_rules! handle_serde {

@@ -2,9 +2,9 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::handle_serde;
 use super::mutex::unreachable_init;
 use super::raw::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
+use super::{handle_serde, placed_handle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{TypeFingerprint, align_up};
@@ -42,20 +42,7 @@ pub struct Semaphore {
     raw: NonNull<RawSemaphore>,
 }
 
-// SAFETY: the state lives in a mapping kept alive by `place` and is only
-// touched through atomics and the process-shared robust lock.
-unsafe impl Send for Semaphore {}
-// SAFETY: as above.
-unsafe impl Sync for Semaphore {}
-
-impl Clone for Semaphore {
-    fn clone(&self) -> Self {
-        Semaphore {
-            place: self.place.clone(),
-            raw: self.raw,
-        }
-    }
-}
+placed_handle!(Semaphore);
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
