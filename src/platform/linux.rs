@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -347,7 +347,7 @@ pub(crate) unsafe fn pthread_mutex_unlock(m: *mut libc::pthread_mutex_t) -> io::
 pub(crate) fn pthread_mutex_owner(m: *const libc::pthread_mutex_t) -> Option<u32> {
     // SAFETY: the first 4 bytes of an initialised pthread_mutex_t are the lock
     // word; we only read it atomically.
-    let word = unsafe { (*(m as *const AtomicU32)).load(std::sync::atomic::Ordering::Relaxed) };
+    let word = unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) };
     let tid = word & 0x3fff_ffff; // FUTEX_TID_MASK
     (tid != 0).then_some(tid)
 }
@@ -427,26 +427,44 @@ fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
 }
 
-/// The calling process's id.
-pub(crate) fn getpid() -> u32 {
-    std::process::id()
+/// This process's identity, cached: 0 in `CACHED_PID` means "not computed".
+/// Reset in a `fork` child by an atfork handler, so a forked child does not
+/// report its parent's identity.
+static CACHED_PID: AtomicU32 = AtomicU32::new(0);
+static CACHED_START: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn reset_identity_after_fork() {
+    // Only atomics: async-signal-safe, as an atfork child handler must be.
+    CACHED_PID.store(0, Ordering::Relaxed);
 }
 
-/// This process's identity (cached; recomputed if the pid changed, as after `fork`).
+/// The calling process's id, without a system call after the first.
+pub(crate) fn getpid() -> u32 {
+    current_process().pid
+}
+
+/// This process's identity (pid and start time). Computed once; operations
+/// that record their holder (semaphore permits) make no system call for it.
 pub(crate) fn current_process() -> ProcessId {
-    static CACHE: OnceLock<std::sync::Mutex<Option<ProcessId>>> = OnceLock::new();
-    let pid = getpid();
-    let cache = CACHE.get_or_init(|| std::sync::Mutex::new(None));
-    let mut slot = cache.lock().unwrap_or_else(|e| e.into_inner());
-    match *slot {
-        Some(id) if id.pid == pid => id,
-        _ => {
-            let start_time = read_proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
-            let id = ProcessId { pid, start_time };
-            *slot = Some(id);
-            id
-        }
+    // Ordering: the start time is stored before the pid (Release) and read
+    // after it (Acquire), so a non-zero pid comes with its start time.
+    let pid = CACHED_PID.load(Ordering::Acquire);
+    if pid != 0 {
+        return ProcessId {
+            pid,
+            start_time: CACHED_START.load(Ordering::Relaxed),
+        };
     }
+    static ATFORK: OnceLock<()> = OnceLock::new();
+    ATFORK.get_or_init(|| {
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(reset_identity_after_fork)) };
+    });
+    let pid = std::process::id();
+    let start_time = read_proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+    CACHED_START.store(start_time, Ordering::Relaxed);
+    CACHED_PID.store(pid, Ordering::Release);
+    ProcessId { pid, start_time }
 }
 
 /// Whether the process `id` is still running.

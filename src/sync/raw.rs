@@ -729,7 +729,7 @@ impl<'a> SemRef<'a> {
             let _g = self.lock()?;
             let s = &self.slots()[i as usize];
             let held = s.held.load(Ordering::Relaxed);
-            if held > 0 && s.pid.load(Ordering::Relaxed) == platform::getpid() {
+            if held > 0 && s.pid.load(Ordering::Relaxed) == platform::current_process().pid {
                 s.held.store(held - 1, Ordering::Release);
             }
         }

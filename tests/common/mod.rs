@@ -127,23 +127,34 @@ pub struct Child {
 /// Starts `entry` (a test function calling [`child`]) in a new process, with
 /// `arg` postcard-encoded in its environment.
 pub fn spawn<A: Serialize>(entry: &str, arg: &A) -> Child {
-    let bytes = postcard::to_allocvec(arg).expect("encode child argument");
-    let exe = std::env::current_exe().expect("current_exe");
-    let inner = Command::new(exe)
-        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(CHILD_ENV, entry)
-        .env(ARG_ENV, hex(&bytes))
-        .env(PARENT_ENV, std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child");
+    let inner = child_command(
+        Command::new(std::env::current_exe().expect("current_exe")),
+        entry,
+        arg,
+    )
+    .env(PARENT_ENV, std::process::id().to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("spawn child");
     Child {
         inner,
         entry: entry.to_owned(),
         reaped: false,
     }
+}
+
+/// Adds to `cmd` the arguments and environment that make the test binary
+/// run `entry` with `arg`. `cmd` is the test binary itself, or a wrapper
+/// (such as strace) whose next argument is the test binary.
+pub fn child_command<A: Serialize>(mut cmd: Command, entry: &str, arg: &A) -> Command {
+    let bytes = postcard::to_allocvec(arg).expect("encode child argument");
+    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, entry)
+        .env(ARG_ENV, hex(&bytes))
+        .env(PARENT_ENV, "any");
+    cmd
 }
 
 impl Child {
@@ -210,13 +221,12 @@ pub fn child<A: DeserializeOwned>(entry: &str, f: impl FnOnce(A)) {
     // Die with the parent: no orphan outlives a crashed or aborted test run.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let parent: u32 = std::env::var(PARENT_ENV)
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } as u32 != parent {
-        std::process::exit(3); // the parent died before prctl took effect
+    // "any": started through a wrapper (strace), whose pid we do not know.
+    if let Ok(parent) = std::env::var(PARENT_ENV).unwrap_or_default().parse::<u32>() {
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } as u32 != parent {
+            std::process::exit(3); // the parent died before prctl took effect
+        }
     }
     // A child must never hang a test run either.
     std::thread::spawn(|| {
