@@ -32,6 +32,9 @@ pub(crate) struct Spec {
     pub param: u64,
     /// Bytes of the object, header included.
     pub total_len: usize,
+    /// Alignment the object's start needs: [`HEADER_ALIGN`], or more for a
+    /// payload of larger alignment (a `Value<T>` of a 128-aligned `T`).
+    pub align: usize,
 }
 
 /// Where an object lives: a segment and the offset of its header.
@@ -112,11 +115,12 @@ fn state_word(segment: &Segment, offset: usize) -> &AtomicU32 {
     unsafe { &*(segment.as_ptr().add(offset + STATE_OFFSET) as *const AtomicU32) }
 }
 
-fn check_range(segment: &Segment, offset: usize, len: usize) -> Result<()> {
-    if offset % HEADER_ALIGN != 0 {
+fn check_range(segment: &Segment, offset: usize, len: usize, align: usize) -> Result<()> {
+    let align = align.max(HEADER_ALIGN);
+    if offset % align != 0 {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!("offset {offset} is not a multiple of {HEADER_ALIGN}"),
+            format!("offset {offset} is not a multiple of {align}"),
         ));
     }
     segment.ptr_at(offset, len).map(drop)
@@ -134,7 +138,7 @@ pub(crate) fn create_in(
     spec: Spec,
     init: impl FnOnce(*mut u8) -> Result<()>,
 ) -> Result<Placement> {
-    check_range(segment, offset, spec.total_len).map_err(|e| {
+    check_range(segment, offset, spec.total_len, spec.align).map_err(|e| {
         e.context(format!(
             "cannot create {}",
             describe(Some(spec.kind), segment, offset)
@@ -179,17 +183,18 @@ pub(crate) fn create_in(
 pub(crate) fn open_in(
     segment: &Segment,
     offset: usize,
-    kind: ObjectKind,
-    ty: TypeFingerprint,
+    spec: &Spec,
     wait: Duration,
 ) -> Result<Placement> {
+    let (kind, ty) = (spec.kind, spec.ty);
+    let align = spec.align.max(HEADER_ALIGN);
     let ctx = || format!("cannot open {}", describe(Some(kind), segment, offset));
-    if offset % HEADER_ALIGN != 0 || segment.ptr_at(offset, HEADER_LEN).is_err() {
+    if offset % align != 0 || segment.ptr_at(offset, HEADER_LEN).is_err() {
         let available = segment.len().saturating_sub(offset) as u64;
-        let err = if offset % HEADER_ALIGN != 0 {
+        let err = if offset % align != 0 {
             Error::new(
                 ErrorKind::InvalidArgument,
-                format!("offset {offset} is not a multiple of {HEADER_ALIGN}"),
+                format!("offset {offset} is not a multiple of {align}"),
             )
         } else {
             header_error(HeaderError::Truncated {
@@ -315,7 +320,7 @@ pub(crate) fn locate(
         Location::Open { name } => {
             let seg = Segment::open(name)
                 .map_err(|e| e.context(format!("cannot open {kind_name} {name:?}")))?;
-            let place = open_in(&seg, 0, spec.kind, spec.ty, INIT_WAIT)?;
+            let place = open_in(&seg, 0, &spec, INIT_WAIT)?;
             opened(place, validate)
         }
         Location::OpenOrCreate { name, mode } => {
@@ -328,7 +333,7 @@ pub(crate) fn locate(
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let seg = Segment::open(name)
                         .map_err(|e| e.context(format!("cannot open {kind_name} {name:?}")))?;
-                    let place = open_in(&seg, 0, spec.kind, spec.ty, INIT_WAIT)?;
+                    let place = open_in(&seg, 0, &spec, INIT_WAIT)?;
                     opened(place, validate)
                 }
                 Err(e) => Err(e.context(format!("cannot create {kind_name} {name:?}"))),
@@ -341,7 +346,7 @@ pub(crate) fn locate(
         }
         Location::CreateIn { segment, offset } => create_in(segment, offset, spec, init),
         Location::OpenIn { segment, offset } => {
-            let place = open_in(segment, offset, spec.kind, spec.ty, INIT_WAIT)?;
+            let place = open_in(segment, offset, &spec, INIT_WAIT)?;
             opened(place, validate)
         }
     }

@@ -81,6 +81,7 @@ impl Barrier {
             ty: TypeFingerprint::NONE,
             param: parties.unwrap_or(0) as u64,
             total_len: Self::size_in_segment(),
+            align: crate::layout::header::HEADER_ALIGN,
         };
         let place = object::locate(
             loc,

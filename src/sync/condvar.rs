@@ -63,6 +63,7 @@ impl Condvar {
             ty: TypeFingerprint::NONE,
             param: 0,
             total_len: Self::size_in_segment(),
+            align: crate::layout::header::HEADER_ALIGN,
         }
     }
 

@@ -58,6 +58,7 @@ impl Event {
             ty: TypeFingerprint::NONE,
             param: 0,
             total_len: Self::size_in_segment(),
+            align: crate::layout::header::HEADER_ALIGN,
         };
         let place = object::locate(
             loc,

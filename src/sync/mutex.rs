@@ -83,6 +83,7 @@ impl<T: ShmSafe> Mutex<T> {
             ty: TypeFingerprint::of::<T>(),
             param: 0,
             total_len: Self::size_in_segment(),
+            align: std::mem::align_of::<MutexCell<T>>(),
         }
     }
 

@@ -180,6 +180,7 @@ impl Semaphore {
             param: slots as u64,
             total_len: Self::total_len(slots)
                 .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "too many holder slots"))?,
+            align: crate::layout::header::HEADER_ALIGN,
         };
         let place = object::locate(
             loc,

@@ -271,6 +271,7 @@ impl<T: ShmSafe> Array<T> {
             ty: TypeFingerprint::of::<T>(),
             param: len as u64,
             total_len,
+            align: std::mem::align_of::<T>(),
         };
         let place = object::locate(
             loc,
