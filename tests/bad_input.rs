@@ -344,4 +344,31 @@ proptest! {
         let (what, kind) = open_all(&name)[which];
         prop_assert!(kind.is_some(), "{} accepted garbage", what);
     }
+
+    /// A handle is decoded from bytes another process sent: arbitrary bytes
+    /// are an error (or, by freak chance, a valid handle), never a panic.
+    #[test]
+    fn arbitrary_handle_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = postcard::from_bytes::<Segment>(&bytes);
+        let _ = postcard::from_bytes::<Value<u32>>(&bytes);
+        let _ = postcard::from_bytes::<Semaphore>(&bytes);
+        let _ = postcard::from_bytes::<Array<u8>>(&bytes);
+    }
+
+    /// A real anonymous-handle token with one field corrupted is an error,
+    /// never a mapping of the wrong memory.
+    #[test]
+    fn corrupted_anonymous_tokens_are_rejected(at in 0usize..32, xor in 1u8..=255) {
+        let v = Value::new(7u32).unwrap();
+        let mut bytes = postcard::to_allocvec(&v).unwrap();
+        prop_assume!(at < bytes.len());
+        bytes[at] ^= xor;
+        if let Ok(w) = postcard::from_bytes::<Value<u32>>(&bytes) {
+            // Only harmless corruptions decode (e.g. of the offset's unused
+            // high bits are impossible in postcard's varints): it must be `v`.
+            prop_assert_eq!(w.get().unwrap(), 7);
+            w.set(8).unwrap();
+            prop_assert_eq!(v.get().unwrap(), 8);
+        }
+    }
 }
