@@ -865,7 +865,11 @@ pub(crate) enum BarrierOutcome {
 ///
 /// Waiters sleep on `seq`, bumped after every state change that releases
 /// them. `last_reset` records the generation a `reset()` ended, so its
-/// waiters can tell "released by a reset" (an error) from "passed".
+/// waiters can tell "released by a reset" (an error) from "passed". It keeps
+/// only the latest reset: a waiter that stays asleep through two resets (and
+/// the rounds between them) would take the first one for a pass. With
+/// processes as parties this needs a waiter descheduled for whole rounds of
+/// the others, so it is documented rather than paid for with a history.
 #[repr(C)]
 pub(crate) struct RawBarrier {
     state: AtomicU64,
