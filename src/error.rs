@@ -59,6 +59,11 @@ pub enum ErrorKind {
     Codec,
     /// The operation is not supported on this platform or object.
     Unsupported,
+    /// A child process's function panicked; the message and location are
+    /// in the error's text.
+    Panicked,
+    /// A child process ended without a result (killed, aborted, exited).
+    ProcessDied,
     /// Another operating-system error; see `source()`.
     Io,
 }
@@ -85,6 +90,8 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Codec => "encoding error",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Panicked => "child panicked",
+            ErrorKind::ProcessDied => "child process died",
             ErrorKind::Io => "i/o error",
         }
     }
@@ -142,6 +149,18 @@ impl Error {
         self
     }
 
+    /// Appends more detail to the message.
+    pub(crate) fn context_suffix(mut self, suffix: &str) -> Error {
+        self.message.push_str(suffix);
+        self
+    }
+
+    /// A copy with the same kind and full text (the source becomes part of
+    /// the message, since sources cannot be cloned).
+    pub(crate) fn clone_error(&self) -> Error {
+        Error::new(self.kind, self.to_string())
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -175,6 +194,16 @@ impl Error {
     /// The barrier is broken.
     pub fn is_broken(&self) -> bool {
         self.kind == ErrorKind::BrokenBarrier
+    }
+
+    /// A child process panicked.
+    pub fn is_panicked(&self) -> bool {
+        self.kind == ErrorKind::Panicked
+    }
+
+    /// A child process ended without a result.
+    pub fn is_process_died(&self) -> bool {
+        self.kind == ErrorKind::ProcessDied
     }
 }
 

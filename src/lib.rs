@@ -67,14 +67,17 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod codec;
 pub mod error;
 pub mod layout;
 mod platform;
+pub mod process;
 pub mod segment;
 pub mod sync;
 mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use layout::ShmSafe;
+pub use process::init;
 pub use segment::{CreationMode, Segment, SegmentBuilder};
 pub use value::{Array, Value};

@@ -500,6 +500,106 @@ pub(crate) fn unix_time_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/// `waitpid(pid, WNOHANG or 0)`: the raw wait status once the child has
+/// exited, `None` if it is still running (only with `nohang`).
+pub(crate) fn waitpid(pid: u32, nohang: bool) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: `status` is a valid out-pointer; `pid` is one of our children.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        match r {
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            0 => return Ok(None),
+            _ => return Ok(Some(status)),
+        }
+    }
+}
+
+/// `kill(2)`.
+pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: plain kill(2); callers only signal children they have not reaped.
+    cvt(unsafe { libc::kill(pid as libc::pid_t, signal) }).map(drop)
+}
+
+/// `pidfd_open(2)` (Linux 5.3+): a descriptor that polls readable when the
+/// process exits.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `Ok(true)` if readable.
+pub(crate) fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = match timeout {
+        None => -1,
+        // Round up so a 0.5 ms wait does not become a busy poll.
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = cvt_r(|| unsafe { libc::poll(&mut pfd, 1, ms) })?;
+    Ok(r > 0)
+}
+
+/// Sets or clears close-on-exec on `fd`.
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD on a descriptor number; no memory is passed.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFD))?;
+        let flags = if on {
+            flags | libc::FD_CLOEXEC
+        } else {
+            flags & !libc::FD_CLOEXEC
+        };
+        cvt(libc::fcntl(fd, libc::F_SETFD, flags)).map(drop)
+    }
+}
+
+/// Runs in a freshly forked child, before `exec`: keeps `fd` across exec,
+/// and for a daemon asks for SIGKILL when the parent dies. Only
+/// async-signal-safe calls.
+pub(crate) fn child_pre_exec(fd: RawFd, daemon: bool, parent: u32) -> io::Result<()> {
+    set_cloexec(fd, false)?;
+    if daemon {
+        // SAFETY: prctl with integer arguments.
+        cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
+        // The parent may have died before prctl: then we must not run.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } as u32 != parent {
+            // SAFETY: _exit is async-signal-safe and never returns.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of this process's executable.
+pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/exe")?;
+    Ok((m.dev(), m.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,168 @@
+//! Encoding values (serde + postcard) and framing them on byte streams.
+//!
+//! A frame is a little-endian `u32` length followed by that many bytes. The
+//! reader never trusts the length: anything above the caller's limit is an
+//! error before any allocation, and a stream that ends inside a frame is an
+//! error too.
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The largest frame the framing format can carry.
+pub const MAX_FRAME: usize = u32::MAX as usize;
+
+/// Encodes `value` with postcard.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value)
+        .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode value: {e}")))
+}
+
+/// Decodes a `T` from `bytes`; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Codec,
+            format!(
+                "cannot decode a `{}` from {} bytes: {e}",
+                std::any::type_name::<T>(),
+                bytes.len()
+            ),
+        )
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "{} unexpected bytes after a `{}`",
+                rest.len(),
+                std::any::type_name::<T>()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        Error::new(
+            ErrorKind::LimitExceeded,
+            format!("frame of {} bytes exceeds the 4 GiB limit", payload.len()),
+        )
+    })?;
+    w.write_all(&len.to_le_bytes())
+        .and_then(|()| w.write_all(payload))
+        .and_then(|()| w.flush())
+        .map_err(|e| Error::io("cannot write frame", e))
+}
+
+/// Reads one frame of at most `limit` bytes. `Ok(None)` on a clean end of
+/// stream before the frame starts.
+pub fn read_frame(r: &mut impl Read, limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::Codec,
+                    format!("stream ended inside a frame header ({got} of 4 bytes)"),
+                ));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("cannot read frame", e)),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > limit {
+        return Err(Error::new(
+            ErrorKind::LimitExceeded,
+            format!("frame of {len} bytes exceeds the limit of {limit}"),
+        ));
+    }
+    let mut buf = Vec::new();
+    // Grow as data arrives rather than trusting `len` for the allocation.
+    let read = r
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read frame", e))?;
+    if read < len {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!("stream ended inside a frame ({read} of {len} bytes)"),
+        ));
+    }
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").unwrap();
+        write_frame(&mut buf, b"").unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r, 10).unwrap().unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 10).unwrap().unwrap(), b"");
+        assert_eq!(read_frame(&mut r, 10).unwrap(), None);
+        let v: (u32, String) = decode(&encode(&(7u32, "x".to_owned())).unwrap()).unwrap();
+        assert_eq!(v, (7, "x".to_owned()));
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let mut r: &[u8] = &[5, 0, 0, 0, 1, 2];
+        assert_eq!(read_frame(&mut r, 10).unwrap_err().kind(), ErrorKind::Codec);
+        let mut r: &[u8] = &[5, 0];
+        assert_eq!(read_frame(&mut r, 10).unwrap_err().kind(), ErrorKind::Codec);
+        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            read_frame(&mut r, 1 << 20).unwrap_err().kind(),
+            ErrorKind::LimitExceeded
+        );
+        assert_eq!(
+            decode::<u8>(&[1, 2]).unwrap_err().kind(),
+            ErrorKind::Codec,
+            "trailing bytes"
+        );
+        assert_eq!(
+            decode::<String>(&[5, b'a']).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_streams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), limit in 0usize..32) {
+            let mut r = &bytes[..];
+            while let Ok(Some(frame)) = read_frame(&mut r, limit) {
+                prop_assert!(frame.len() <= limit);
+            }
+            let _ = decode::<(u64, String, Vec<u8>)>(&bytes);
+        }
+
+        #[test]
+        fn frames_round_trip(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5)) {
+            let mut buf = Vec::new();
+            for p in &payloads {
+                write_frame(&mut buf, p).unwrap();
+            }
+            let mut r = &buf[..];
+            for p in &payloads {
+                let got = read_frame(&mut r, 40).unwrap().unwrap();
+                prop_assert_eq!(&got, p);
+            }
+            prop_assert_eq!(read_frame(&mut r, 40).unwrap(), None);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The child side: what `init()` does in a process started by `spawn`.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::{FD_ENV, IDENTITY, ProcessInfo};
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform;
+
+/// Layout version of [`Payload`] and [`Report`].
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// What the parent sends its child: which function to run, and its argument.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Payload {
+    pub protocol: u32,
+    /// Device and inode of the parent's executable.
+    pub exe: (u64, u64),
+    /// Offsets of known functions from the base marker, to check that both
+    /// processes lay the executable out alike.
+    pub identity: i64,
+    /// Offset of the monomorphised trampoline `run::<A, R>`.
+    pub trampoline: i64,
+    /// Offset of the user's `fn(A) -> R`.
+    pub function: i64,
+    pub name: String,
+    pub parent: ProcessInfo,
+    pub arg: Vec<u8>,
+}
+
+/// What the child sends back.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Report {
+    /// The encoded return value.
+    Returned(Vec<u8>),
+    /// The function panicked.
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+    /// The child could not run the function (bad payload, wrong executable).
+    Failed(String),
+}
+
+/// The signature every trampoline has.
+pub(crate) type Trampoline = fn(usize, &[u8]) -> std::result::Result<Vec<u8>, String>;
+
+/// Decodes the argument, calls the function at `function`, encodes its result.
+pub(crate) fn trampoline<A, R>(function: usize, arg: &[u8]) -> std::result::Result<Vec<u8>, String>
+where
+    A: serde::de::DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: `function` is the address of an `fn(A) -> R` in this very
+    // executable: the parent computed its offset from the same base marker
+    // in the same file (checked by `run_child` before calling us), and
+    // `trampoline::<A, R>` is only ever paired with an `fn(A) -> R`.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    let a: A = codec::decode(arg).map_err(|e| format!("cannot decode the argument: {e}"))?;
+    let r = f(a);
+    codec::encode(&r).map_err(|e| format!("cannot encode the result: {e}"))
+}
+
+/// The panic of the child's main function, captured by the hook.
+static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
+
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let p = info.payload();
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+fn send(stream: &mut UnixStream, report: &Report) -> Result<()> {
+    let bytes = codec::encode(report)?;
+    codec::write_frame(stream, &bytes)
+}
+
+fn fail(stream: &mut UnixStream, message: String) -> ! {
+    let _ = send(stream, &Report::Failed(message.clone()));
+    eprintln!("ipckit child {}: {message}", std::process::id());
+    std::process::exit(2);
+}
+
+/// Runs the function the parent asked for and exits. Never returns.
+pub(crate) fn run_child(fd: RawFd) -> ! {
+    // SAFETY: the parent passed this descriptor (its socket end, kept open
+    // across exec for us) in FD_ENV; nothing else in this process owns it.
+    let mut stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // Our own children must not inherit it.
+    let _ = platform::set_cloexec(fd, true);
+    let payload: Payload = match codec::read_frame(&mut stream, codec::MAX_FRAME)
+        .and_then(|f| f.ok_or_else(|| Error::new(ErrorKind::Closed, "no payload")))
+        .and_then(|bytes| codec::decode(&bytes))
+    {
+        Ok(p) => p,
+        Err(e) => fail(
+            &mut stream,
+            format!("cannot read the payload from the parent: {e}"),
+        ),
+    };
+    if payload.protocol != PROTOCOL {
+        fail(
+            &mut stream,
+            format!(
+                "parent speaks protocol {}, this executable {PROTOCOL}",
+                payload.protocol
+            ),
+        );
+    }
+    match platform::exe_identity() {
+        Ok(exe) if exe == payload.exe => {}
+        Ok(_) => fail(
+            &mut stream,
+            format!(
+                "this child runs another executable than its parent (process {}); \
+                 ipckit children must run the parent's own executable",
+                payload.parent.pid
+            ),
+        ),
+        Err(e) => fail(&mut stream, format!("cannot identify this executable: {e}")),
+    }
+    if payload.identity != super::identity_offset() {
+        fail(
+            &mut stream,
+            "the executable's layout differs from the parent's (another build?)".to_owned(),
+        );
+    }
+    let _ = IDENTITY.set((payload.name.clone(), Some(payload.parent.clone())));
+
+    // Capture the main function's panic (message and location). With
+    // panic=abort nothing runs after the hook, so the hook reports it itself.
+    let main_thread = std::thread::current().id();
+    let report_fd = fd;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == main_thread {
+            let message = panic_message(info);
+            let location = info.location().map(|l| l.to_string());
+            if cfg!(panic = "abort") {
+                // SAFETY: the fd stays open for the process's life; this
+                // temporary stream is forgotten, not closed.
+                let mut s =
+                    std::mem::ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(report_fd) });
+                let _ = send(
+                    &mut s,
+                    &Report::Panicked {
+                        message: message.clone(),
+                        location: location.clone(),
+                    },
+                );
+            }
+            *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
+        }
+        previous(info);
+    }));
+
+    let base = super::base_address();
+    let at = |offset: i64| (base as i64).wrapping_add(offset) as usize;
+    // SAFETY: the parent computed `trampoline` as the offset of a
+    // `trampoline::<A, R>` instance from `base_marker` in the same executable
+    // (checked above by device/inode and by the identity offset), so this
+    // address is that instance here.
+    let tramp: Trampoline =
+        unsafe { std::mem::transmute::<usize, Trampoline>(at(payload.trampoline)) };
+    let function = at(payload.function);
+    let arg = payload.arg;
+    let outcome = std::panic::catch_unwind(move || tramp(function, &arg));
+    let (report, code) = match outcome {
+        Ok(Ok(bytes)) => (Report::Returned(bytes), 0),
+        Ok(Err(message)) => (Report::Failed(message), 2),
+        Err(_) => {
+            let (message, location) = PANIC
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| ("panicked".to_owned(), None));
+            (Report::Panicked { message, location }, 101)
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    if send(&mut stream, &report).is_err() {
+        // The parent is gone or stopped listening: nothing to report to.
+        std::process::exit(3);
+    }
+    std::process::exit(code);
+}
+
+/// Reads `FD_ENV` and, if set, runs the child. Removes the variable so that
+/// this process's own subprocesses do not mistake themselves for children.
+pub(crate) fn maybe_run_child() {
+    let Some(value) = std::env::var_os(FD_ENV) else {
+        return;
+    };
+    // SAFETY: `init()` is documented to be the first call in `main`, before
+    // the program starts threads, so nothing reads the environment concurrently.
+    unsafe { std::env::remove_var(FD_ENV) };
+    let fd = value.to_str().and_then(|s| s.parse::<RawFd>().ok());
+    match fd {
+        Some(fd) if fd >= 0 => run_child(fd),
+        _ => {
+            eprintln!("ipckit: {FD_ENV} is set to {value:?}, which is not a descriptor");
+            std::process::exit(2);
+        }
+    }
+}
