@@ -1,6 +1,6 @@
 //! Run a Rust function in a child process: Python's `multiprocessing.Process`.
 //!
-//! ```no_run
+//! ```standalone_crate
 //! use ipckit::process::Process;
 //!
 //! fn square(x: u64) -> u64 {
@@ -46,8 +46,9 @@
 //!
 //! Integration tests have no `main` to put [`init`] in; invoke
 //! [`test_support!()`](crate::test_support) once at the root of the test file
-//! instead. Doc tests that spawn must be standalone and call [`init`] in
-//! their own `fn main`.
+//! instead. Doc tests that spawn must be standalone (mark the code block
+//! `standalone_crate`, as the one above) and call [`init`] in their own
+//! `fn main`.
 
 mod child;
 mod registry;
