@@ -2,24 +2,23 @@
 
 mod common;
 
+ipckit::test_support!();
+
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Ctx, child, spawn};
+use common::{Ctx, spawn};
 use ipckit::sync::Event;
 use ipckit::{ErrorKind, Segment, Value};
 
-#[test]
-fn child_segment_echo() {
-    child("child_segment_echo", |(name, seg): (String, Segment)| {
-        // `seg` arrived as a handle; also open the same name directly.
-        let by_name = Segment::open(&name).unwrap();
-        assert_eq!(by_name.len(), seg.len());
-        let mut buf = [0u8; 6];
-        by_name.read_at(10, &mut buf).unwrap();
-        assert_eq!(&buf, b"parent");
-        seg.write_at(100, b"child").unwrap();
-    });
+fn child_segment_echo((name, seg): (String, Segment)) {
+    // `seg` arrived as a handle; also open the same name directly.
+    let by_name = Segment::open(&name).unwrap();
+    assert_eq!(by_name.len(), seg.len());
+    let mut buf = [0u8; 6];
+    by_name.read_at(10, &mut buf).unwrap();
+    assert_eq!(&buf, b"parent");
+    seg.write_at(100, b"child").unwrap();
 }
 
 #[test]
@@ -28,21 +27,20 @@ fn named_segment_is_shared_between_processes() {
     let name = t.name("seg");
     let seg = Segment::create(&name, 4096).unwrap();
     seg.write_at(10, b"parent").unwrap();
-    spawn("child_segment_echo", &(name.clone(), seg.clone())).join();
+    spawn(child_segment_echo, (name.clone(), seg.clone()))
+        .join()
+        .unwrap();
     let mut buf = [0u8; 5];
     seg.read_at(100, &mut buf).unwrap();
     assert_eq!(&buf, b"child");
 }
 
-#[test]
-fn child_anonymous_echo() {
-    child("child_anonymous_echo", |seg: Segment| {
-        assert!(seg.is_anonymous());
-        let mut buf = [0u8; 4];
-        seg.read_at(0, &mut buf).unwrap();
-        assert_eq!(&buf, b"ping");
-        seg.write_at(seg.len() - 4, b"pong").unwrap();
-    });
+fn child_anonymous_echo(seg: Segment) {
+    assert!(seg.is_anonymous());
+    let mut buf = [0u8; 4];
+    seg.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    seg.write_at(seg.len() - 4, b"pong").unwrap();
 }
 
 #[test]
@@ -51,7 +49,7 @@ fn anonymous_segment_is_usable_by_children() {
     let before = common::shm_entries_not_ours();
     let seg = Segment::anonymous(1 << 20).unwrap();
     seg.write_at(0, b"ping").unwrap();
-    spawn("child_anonymous_echo", &seg).join();
+    spawn(child_anonymous_echo, seg.clone()).join().unwrap();
     let mut buf = [0u8; 4];
     seg.read_at(seg.len() - 4, &mut buf).unwrap();
     assert_eq!(&buf, b"pong");
@@ -62,20 +60,17 @@ fn anonymous_segment_is_usable_by_children() {
     );
 }
 
-#[test]
-fn child_make_anonymous_then_hang() {
-    child("child_make_anonymous_then_hang", |ready: Event| {
-        let seg = Segment::anonymous(8 << 20).unwrap();
-        seg.write_at(0, &[1; 4096]).unwrap();
-        let v = Value::new(5u64).unwrap();
-        let m = ipckit::sync::Mutex::new(0u32).unwrap();
-        let _g = m.lock().unwrap();
-        ready.set();
-        let _keep = (seg, v);
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+fn child_make_anonymous_then_hang(ready: Event) {
+    let seg = Segment::anonymous(8 << 20).unwrap();
+    seg.write_at(0, &[1; 4096]).unwrap();
+    let v = Value::new(5u64).unwrap();
+    let m = ipckit::sync::Mutex::new(0u32).unwrap();
+    let _g = m.lock().unwrap();
+    ready.set();
+    let _keep = (seg, v);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[test]
@@ -86,38 +81,32 @@ fn anonymous_objects_leak_nothing_when_their_holders_are_killed() {
     let mut children: Vec<_> = (0..3)
         .map(|_| {
             ready.clear();
-            let c = spawn("child_make_anonymous_then_hang", &ready);
+            let c = spawn(child_make_anonymous_then_hang, ready.clone());
             ready.wait_timeout(Duration::from_secs(30)).unwrap();
             c
         })
         .collect();
     for c in &mut children {
-        c.sigkill();
+        c.kill().unwrap();
     }
-    for mut c in children {
-        c.wait();
+    for c in children {
+        assert!(c.join().unwrap_err().is_process_died());
     }
     assert_eq!(common::shm_entries_not_ours(), before);
 }
 
-#[test]
-fn child_create_segment() {
-    child(
-        "child_create_segment",
-        |(name, persist, ready): (String, bool, Option<Event>)| {
-            let seg = Segment::create(&name, 128).unwrap();
-            seg.write_at(0, b"made by child").unwrap();
-            if persist {
-                assert!(seg.persist());
-            }
-            if let Some(ready) = ready {
-                ready.set();
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        },
-    );
+fn child_create_segment((name, persist, ready): (String, bool, Option<Event>)) {
+    let seg = Segment::create(&name, 128).unwrap();
+    seg.write_at(0, b"made by child").unwrap();
+    if persist {
+        assert!(seg.persist());
+    }
+    if let Some(ready) = ready {
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
 }
 
 #[test]
@@ -125,16 +114,16 @@ fn creator_ownership_across_processes() {
     let t = Ctx::new("ownership");
     // A creator that exits normally unlinks its name.
     let name = t.name("owned");
-    spawn(
-        "child_create_segment",
-        &(name.clone(), false, None::<Event>),
-    )
-    .join();
+    spawn(child_create_segment, (name.clone(), false, None::<Event>))
+        .join()
+        .unwrap();
     assert!(!Segment::exists(&name).unwrap());
 
     // One that persists leaves it for others, who can take it over.
     let name = t.name("persisted");
-    spawn("child_create_segment", &(name.clone(), true, None::<Event>)).join();
+    spawn(child_create_segment, (name.clone(), true, None::<Event>))
+        .join()
+        .unwrap();
     let seg = Segment::open(&name).unwrap();
     let mut buf = [0u8; 13];
     seg.read_at(0, &mut buf).unwrap();
@@ -149,11 +138,12 @@ fn creator_ownership_across_processes() {
     let name = t.name("killed");
     let ready = Event::new().unwrap();
     let c = spawn(
-        "child_create_segment",
-        &(name.clone(), false, Some(ready.clone())),
+        child_create_segment,
+        (name.clone(), false, Some(ready.clone())),
     );
     ready.wait_timeout(Duration::from_secs(30)).unwrap();
-    c.kill_and_reap();
+    c.kill().unwrap();
+    assert!(c.join().unwrap_err().is_process_died());
     assert!(Segment::exists(&name).unwrap());
     Segment::unlink(&name).unwrap();
     assert!(!Segment::exists(&name).unwrap());

@@ -2,9 +2,11 @@
 
 mod common;
 
+ipckit::test_support!();
+
 use std::time::{Duration, Instant};
 
-use common::{Ctx, child, spawn};
+use common::{Ctx, spawn};
 use ipckit::sync::{Barrier, Condvar, Event, LockError, Mutex, Semaphore};
 use ipckit::{Array, ErrorKind, Value};
 
@@ -12,19 +14,13 @@ use ipckit::{Array, ErrorKind, Value};
 // Mutex: a holder killed while holding the lock
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_hold_mutex_forever() {
-    child(
-        "child_hold_mutex_forever",
-        |(m, locked): (Mutex<u64>, Event)| {
-            let mut g = m.lock().unwrap();
-            *g = 7;
-            locked.set();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        },
-    );
+fn child_hold_mutex_forever((m, locked): (Mutex<u64>, Event)) {
+    let mut g = m.lock().unwrap();
+    *g = 7;
+    locked.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[test]
@@ -32,13 +28,12 @@ fn mutex_owner_killed_is_reported_and_recovered() {
     let t = Ctx::new("mutex_owner_killed");
     let m = Mutex::create(&t.name("m"), 0u64).unwrap();
     let locked = Event::new().unwrap();
-    let c = spawn("child_hold_mutex_forever", &(m.clone(), locked.clone()));
+    let c = spawn(child_hold_mutex_forever, (m.clone(), locked.clone()));
     locked.wait_timeout(Duration::from_secs(30)).unwrap();
     // The child holds the lock: we cannot take it.
     assert!(m.try_lock().unwrap_err().is_would_block());
     // Kill it without reaping: a zombie's robust locks are already released.
-    let mut c = c;
-    c.sigkill();
+    c.kill().unwrap();
     let g = match m.lock_timeout(Duration::from_secs(10)) {
         Err(LockError::OwnerDied(g)) => g,
         Ok(_) => panic!("expected OwnerDied, got the lock normally"),
@@ -57,20 +52,17 @@ fn mutex_owner_killed_is_reported_and_recovered() {
         *g += 1;
     }
     assert_eq!(*m.lock().unwrap(), 11);
-    assert!(c.wait().code().is_none());
+    assert!(c.join().unwrap_err().to_string().contains("SIGKILL"));
 }
 
 // ---------------------------------------------------------------------------
 // Value: 4 processes × 100 000 increments
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_increment() {
-    child("child_increment", |(v, n): (Value<u64>, u32)| {
-        for _ in 0..n {
-            *v.lock().unwrap() += 1;
-        }
-    });
+fn child_increment((v, n): (Value<u64>, u32)) {
+    for _ in 0..n {
+        *v.lock().unwrap() += 1;
+    }
 }
 
 #[test]
@@ -78,10 +70,10 @@ fn value_counter_four_processes_exact() {
     let t = Ctx::new("value_counter");
     let v = Value::create(&t.name("counter"), 0u64).unwrap();
     let children: Vec<_> = (0..4)
-        .map(|_| spawn("child_increment", &(v.clone(), 100_000u32)))
+        .map(|_| spawn(child_increment, (v.clone(), 100_000u32)))
         .collect();
     for c in children {
-        c.join();
+        c.join().unwrap();
     }
     assert_eq!(v.get().unwrap(), 400_000);
 }
@@ -91,13 +83,13 @@ fn anonymous_value_counter_with_parent_participating() {
     let _t = Ctx::new("anon_value_counter");
     let v = Value::new(0u64).unwrap();
     let children: Vec<_> = (0..2)
-        .map(|_| spawn("child_increment", &(v.clone(), 20_000u32)))
+        .map(|_| spawn(child_increment, (v.clone(), 20_000u32)))
         .collect();
     for _ in 0..20_000 {
         v.update(|x| *x += 1).unwrap();
     }
     for c in children {
-        c.join();
+        c.join().unwrap();
     }
     assert_eq!(v.get().unwrap(), 60_000);
 }
@@ -115,30 +107,27 @@ struct Pair {
 // SAFETY: repr(C), two u64: no pointers, every bit pattern valid.
 unsafe impl ipckit::ShmSafe for Pair {}
 
-#[test]
-fn child_pair_writer() {
-    child("child_pair_writer", |(v, started): (Value<Pair>, Event)| {
-        started.set();
-        loop {
-            let mut g = match v.lock() {
-                Ok(g) => g,
-                Err(LockError::OwnerDied(g)) => g, // the test repairs, not us
-                Err(e) => panic!("{e}"),
-            };
-            g.a += 1;
-            // Widen the window between the two halves of the update.
-            for _ in 0..100 {
-                std::hint::spin_loop();
-            }
-            g.b += 1;
-            let a = g.a;
-            drop(g);
-            if a % 16 == 0 {
-                // Sometimes be killed outside the lock too.
-                std::thread::sleep(Duration::from_micros(50));
-            }
+fn child_pair_writer((v, started): (Value<Pair>, Event)) {
+    started.set();
+    loop {
+        let mut g = match v.lock() {
+            Ok(g) => g,
+            Err(LockError::OwnerDied(g)) => g, // the test repairs, not us
+            Err(e) => panic!("{e}"),
+        };
+        g.a += 1;
+        // Widen the window between the two halves of the update.
+        for _ in 0..100 {
+            std::hint::spin_loop();
         }
-    });
+        g.b += 1;
+        let a = g.a;
+        drop(g);
+        if a % 16 == 0 {
+            // Sometimes be killed outside the lock too.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 #[test]
@@ -149,14 +138,14 @@ fn writer_killed_at_random_points_never_leaves_silent_corruption() {
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
     for _ in 0..25 {
         let started = Event::new().unwrap();
-        let mut c = spawn("child_pair_writer", &(v.clone(), started.clone()));
+        let c = spawn(child_pair_writer, (v.clone(), started.clone()));
         started.wait_timeout(Duration::from_secs(30)).unwrap();
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         std::thread::sleep(Duration::from_micros(200 + seed % 5_000));
-        c.sigkill();
-        c.wait();
+        c.kill().unwrap();
+        assert!(c.join().unwrap_err().is_process_died());
         match v.lock() {
             Ok(g) => assert_eq!(g.a, g.b, "consistent state must satisfy the invariant"),
             Err(LockError::OwnerDied(mut g)) => {
@@ -184,18 +173,12 @@ fn writer_killed_at_random_points_never_leaves_silent_corruption() {
 // Condvar
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_condvar_waiter() {
-    child(
-        "child_condvar_waiter",
-        |(m, cv, waiting, target): (Mutex<u32>, Condvar, Value<u32>, u32)| {
-            let mut g = m.lock().unwrap();
-            waiting.update(|w| *w += 1).unwrap();
-            while *g < target {
-                g = cv.wait(g).unwrap();
-            }
-        },
-    );
+fn child_condvar_waiter((m, cv, waiting, target): (Mutex<u32>, Condvar, Value<u32>, u32)) {
+    let mut g = m.lock().unwrap();
+    waiting.update(|w| *w += 1).unwrap();
+    while *g < target {
+        g = cv.wait(g).unwrap();
+    }
 }
 
 #[test]
@@ -205,9 +188,9 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
     let cv = Condvar::create(&t.name("cv")).unwrap();
     let waiting = Value::new(0u32).unwrap();
 
-    let mut doomed = spawn(
-        "child_condvar_waiter",
-        &(m.clone(), cv.clone(), waiting.clone(), 99u32),
+    let doomed = spawn(
+        child_condvar_waiter,
+        (m.clone(), cv.clone(), waiting.clone(), 99u32),
     );
     assert!(common::eventually(Duration::from_secs(30), || waiting
         .get()
@@ -215,13 +198,13 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
         == 1));
     // Taking the lock proves the waiter released it inside `wait`.
     drop(m.lock().unwrap());
-    doomed.sigkill();
-    doomed.wait();
+    doomed.kill().unwrap();
+    assert!(doomed.join().unwrap_err().is_process_died());
 
     // A live waiter is still woken by notify_one, and the lock is free.
     let survivor = spawn(
-        "child_condvar_waiter",
-        &(m.clone(), cv.clone(), waiting.clone(), 1u32),
+        child_condvar_waiter,
+        (m.clone(), cv.clone(), waiting.clone(), 1u32),
     );
     assert!(common::eventually(Duration::from_secs(30), || waiting
         .get()
@@ -235,28 +218,23 @@ fn condvar_waiter_killed_while_waiting_wedges_nothing() {
     let mut survivor = survivor;
     loop {
         cv.notify_one();
-        if let Some(status) = survivor.wait_timeout(Duration::from_millis(20)) {
-            assert!(status.success());
-            break;
+        match survivor.join_timeout(Duration::from_millis(20)) {
+            Ok(()) => break,
+            Err(e) if e.is_timeout() => {}
+            Err(e) => panic!("{e}"),
         }
         assert!(Instant::now() < deadline, "survivor never woke");
     }
 }
 
-#[test]
-fn child_condvar_pong() {
-    child(
-        "child_condvar_pong",
-        |(m, cv, rounds): (Mutex<u32>, Condvar, u32)| {
-            let mut g = m.lock().unwrap();
-            for i in 0..rounds {
-                // Wait for the parent's odd value, answer with the next even one.
-                g = cv.wait_while(g, |v| *v != 2 * i + 1).unwrap();
-                *g += 1;
-                cv.notify_all();
-            }
-        },
-    );
+fn child_condvar_pong((m, cv, rounds): (Mutex<u32>, Condvar, u32)) {
+    let mut g = m.lock().unwrap();
+    for i in 0..rounds {
+        // Wait for the parent's odd value, answer with the next even one.
+        g = cv.wait_while(g, |v| *v != 2 * i + 1).unwrap();
+        *g += 1;
+        cv.notify_all();
+    }
 }
 
 #[test]
@@ -265,7 +243,7 @@ fn condvar_ping_pong_between_processes() {
     let m = Mutex::new(0u32).unwrap();
     let cv = Condvar::new().unwrap();
     let rounds = 200;
-    let c = spawn("child_condvar_pong", &(m.clone(), cv.clone(), rounds));
+    let c = spawn(child_condvar_pong, (m.clone(), cv.clone(), rounds));
     let mut g = m.lock().unwrap();
     for i in 0..rounds {
         *g = 2 * i + 1;
@@ -273,25 +251,19 @@ fn condvar_ping_pong_between_processes() {
         g = cv.wait_while(g, |v| *v != 2 * i + 2).unwrap();
     }
     drop(g);
-    c.join();
+    c.join().unwrap();
 }
 
 // ---------------------------------------------------------------------------
 // Semaphore
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_hold_permit_forever() {
-    child(
-        "child_hold_permit_forever",
-        |(s, held): (Semaphore, Event)| {
-            let _p = s.acquire().unwrap();
-            held.set();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        },
-    );
+fn child_hold_permit_forever((s, held): (Semaphore, Event)) {
+    let _p = s.acquire().unwrap();
+    held.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[test]
@@ -299,11 +271,11 @@ fn semaphore_permit_of_killed_holder_comes_back() {
     let t = Ctx::new("sem_killed");
     let s = Semaphore::create(&t.name("s"), 1).unwrap();
     let held = Event::new().unwrap();
-    let mut c = spawn("child_hold_permit_forever", &(s.clone(), held.clone()));
+    let c = spawn(child_hold_permit_forever, (s.clone(), held.clone()));
     held.wait_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(s.value(), 0);
     assert!(s.try_acquire().unwrap_err().is_would_block());
-    c.sigkill();
+    c.kill().unwrap();
     // No reaping: a zombie holder counts as dead.
     let p = s
         .acquire_timeout(Duration::from_secs(10))
@@ -311,26 +283,20 @@ fn semaphore_permit_of_killed_holder_comes_back() {
     assert_eq!(s.value(), 0);
     drop(p);
     assert_eq!(s.value(), 1);
-    c.wait();
+    assert!(c.join().unwrap_err().is_process_died());
 }
 
-#[test]
-fn child_bounded_worker() {
-    child(
-        "child_bounded_worker",
-        |(s, active, rounds): (Semaphore, Array<u32>, u32)| {
-            for _ in 0..rounds {
-                let _p = s.acquire().unwrap();
-                {
-                    let mut a = active.lock().unwrap();
-                    a[0] += 1;
-                    a[1] = a[1].max(a[0]);
-                }
-                std::thread::sleep(Duration::from_micros(300));
-                active.lock().unwrap()[0] -= 1;
-            }
-        },
-    );
+fn child_bounded_worker((s, active, rounds): (Semaphore, Array<u32>, u32)) {
+    for _ in 0..rounds {
+        let _p = s.acquire().unwrap();
+        {
+            let mut a = active.lock().unwrap();
+            a[0] += 1;
+            a[1] = a[1].max(a[0]);
+        }
+        std::thread::sleep(Duration::from_micros(300));
+        active.lock().unwrap()[0] -= 1;
+    }
 }
 
 #[test]
@@ -339,10 +305,10 @@ fn semaphore_bounds_concurrency_across_processes() {
     let s = Semaphore::new(2).unwrap();
     let active = Array::new(&[0u32, 0]).unwrap(); // [now, max]
     let children: Vec<_> = (0..5)
-        .map(|_| spawn("child_bounded_worker", &(s.clone(), active.clone(), 30u32)))
+        .map(|_| spawn(child_bounded_worker, (s.clone(), active.clone(), 30u32)))
         .collect();
     for c in children {
-        c.join();
+        c.join().unwrap();
     }
     let a = active.to_vec().unwrap();
     assert_eq!(a[0], 0);
@@ -382,24 +348,20 @@ fn semaphore_release_forget_and_bounds() {
 // Barrier
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_barrier_party() {
-    child(
-        "child_barrier_party",
-        |(b, marks, leaders, me, rounds): (Barrier, Array<u32>, Value<u32>, usize, u32)| {
-            for round in 1..=rounds {
-                marks.set(me, round).unwrap();
-                let r = b.wait_timeout(Duration::from_secs(30)).unwrap();
-                if r.is_leader() {
-                    leaders.update(|l| *l += 1).unwrap();
-                }
-                // Everyone wrote this round's mark before anyone passed.
-                let all = marks.to_vec().unwrap();
-                assert!(all.iter().all(|&m| m >= round), "round {round}: {all:?}");
-                b.wait_timeout(Duration::from_secs(30)).unwrap();
-            }
-        },
-    );
+fn child_barrier_party(
+    (b, marks, leaders, me, rounds): (Barrier, Array<u32>, Value<u32>, usize, u32),
+) {
+    for round in 1..=rounds {
+        marks.set(me, round).unwrap();
+        let r = b.wait_timeout(Duration::from_secs(30)).unwrap();
+        if r.is_leader() {
+            leaders.update(|l| *l += 1).unwrap();
+        }
+        // Everyone wrote this round's mark before anyone passed.
+        let all = marks.to_vec().unwrap();
+        assert!(all.iter().all(|&m| m >= round), "round {round}: {all:?}");
+        b.wait_timeout(Duration::from_secs(30)).unwrap();
+    }
 }
 
 #[test]
@@ -412,8 +374,8 @@ fn barrier_synchronises_three_processes() {
     let children: Vec<_> = (1..3)
         .map(|me| {
             spawn(
-                "child_barrier_party",
-                &(
+                child_barrier_party,
+                (
                     b.clone(),
                     marks.clone(),
                     leaders.clone(),
@@ -434,7 +396,7 @@ fn barrier_synchronises_three_processes() {
         b.wait_timeout(Duration::from_secs(30)).unwrap();
     }
     for c in children {
-        c.join();
+        c.join().unwrap();
     }
     assert_eq!(
         leaders.get().unwrap(),
@@ -445,16 +407,10 @@ fn barrier_synchronises_three_processes() {
     assert!(!b.is_broken());
 }
 
-#[test]
-fn child_barrier_expect_broken() {
-    child(
-        "child_barrier_expect_broken",
-        |(b, arrived): (Barrier, Event)| {
-            arrived.set();
-            let e = b.wait().unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
-        },
-    );
+fn child_barrier_expect_broken((b, arrived): (Barrier, Event)) {
+    arrived.set();
+    let e = b.wait().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
 }
 
 #[test]
@@ -462,7 +418,7 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
     let _t = Ctx::new("barrier_break");
     let b = Barrier::new(3).unwrap();
     let arrived = Event::new().unwrap();
-    let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
+    let c = spawn(child_barrier_expect_broken, (b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(common::eventually(Duration::from_secs(30), || b
         .n_waiting()
@@ -471,7 +427,7 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
     let e = b.wait_timeout(Duration::from_millis(50)).unwrap_err();
     assert!(e.is_timeout(), "{e}");
     assert!(start.elapsed() >= Duration::from_millis(50));
-    c.join();
+    c.join().unwrap();
     assert!(b.is_broken());
     assert!(b.wait().unwrap_err().is_broken());
     b.reset();
@@ -480,24 +436,24 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
 
     // reset() while someone waits: that waiter fails with BrokenBarrier.
     let arrived = Event::new().unwrap();
-    let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
+    let c = spawn(child_barrier_expect_broken, (b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(common::eventually(Duration::from_secs(30), || b
         .n_waiting()
         == 1));
     b.reset();
-    c.join();
+    c.join().unwrap();
     assert!(!b.is_broken());
 
     // abort() likewise.
     let arrived = Event::new().unwrap();
-    let c = spawn("child_barrier_expect_broken", &(b.clone(), arrived.clone()));
+    let c = spawn(child_barrier_expect_broken, (b.clone(), arrived.clone()));
     arrived.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(common::eventually(Duration::from_secs(30), || b
         .n_waiting()
         == 1));
     b.abort();
-    c.join();
+    c.join().unwrap();
     assert!(b.is_broken());
 }
 
@@ -505,16 +461,10 @@ fn barrier_timeout_breaks_it_for_other_processes_until_reset() {
 // Event
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_event_waiter() {
-    child(
-        "child_event_waiter",
-        |(e, ready, woke): (Event, Semaphore, Value<u32>)| {
-            ready.release().unwrap();
-            e.wait_timeout(Duration::from_secs(30)).unwrap();
-            woke.update(|w| *w += 1).unwrap();
-        },
-    );
+fn child_event_waiter((e, ready, woke): (Event, Semaphore, Value<u32>)) {
+    ready.release().unwrap();
+    e.wait_timeout(Duration::from_secs(30)).unwrap();
+    woke.update(|w| *w += 1).unwrap();
 }
 
 #[test]
@@ -524,12 +474,7 @@ fn event_set_in_one_process_wakes_waiters_in_two_others() {
     let ready = Semaphore::new(0).unwrap();
     let woke = Value::new(0u32).unwrap();
     let children: Vec<_> = (0..2)
-        .map(|_| {
-            spawn(
-                "child_event_waiter",
-                &(e.clone(), ready.clone(), woke.clone()),
-            )
-        })
+        .map(|_| spawn(child_event_waiter, (e.clone(), ready.clone(), woke.clone())))
         .collect();
     for _ in 0..2 {
         ready
@@ -542,7 +487,7 @@ fn event_set_in_one_process_wakes_waiters_in_two_others() {
     assert_eq!(woke.get().unwrap(), 0);
     e.set();
     for c in children {
-        c.join();
+        c.join().unwrap();
     }
     assert_eq!(woke.get().unwrap(), 2);
     assert!(e.is_set());
@@ -555,16 +500,10 @@ fn event_set_in_one_process_wakes_waiters_in_two_others() {
 // Timeouts: never earlier than asked
 // ---------------------------------------------------------------------------
 
-#[test]
-fn child_hold_until_released() {
-    child(
-        "child_hold_until_released",
-        |(m, held, release): (Mutex<u32>, Event, Event)| {
-            let _g = m.lock().unwrap();
-            held.set();
-            release.wait_timeout(Duration::from_secs(60)).unwrap();
-        },
-    );
+fn child_hold_until_released((m, held, release): (Mutex<u32>, Event, Event)) {
+    let _g = m.lock().unwrap();
+    held.set();
+    release.wait_timeout(Duration::from_secs(60)).unwrap();
 }
 
 fn assert_timeout_after<T>(
@@ -593,8 +532,8 @@ fn every_timeout_variant_waits_at_least_as_long_as_asked() {
     let held = Event::new().unwrap();
     let release = Event::new().unwrap();
     let c = spawn(
-        "child_hold_until_released",
-        &(m.clone(), held.clone(), release.clone()),
+        child_hold_until_released,
+        (m.clone(), held.clone(), release.clone()),
     );
     held.wait_timeout(Duration::from_secs(30)).unwrap();
 
@@ -608,7 +547,7 @@ fn every_timeout_variant_waits_at_least_as_long_as_asked() {
     });
     assert!(m.try_lock().unwrap_err().is_would_block());
     release.set();
-    c.join();
+    c.join().unwrap();
 
     let s = Semaphore::new(0).unwrap();
     assert_timeout_after("Semaphore::acquire_timeout", d, || {
@@ -651,93 +590,4 @@ fn relocking_from_the_same_thread_is_an_error_not_a_deadlock() {
     let _g = m.lock().unwrap();
     let e = m.lock().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
-}
-
-// ---------------------------------------------------------------------------
-// Handles: every type travels to a child and works there
-// ---------------------------------------------------------------------------
-
-type AllHandles = (
-    ipckit::Segment,
-    Mutex<u64>,
-    Condvar,
-    Semaphore,
-    Event,
-    Barrier,
-    Value<f64>,
-    Array<i32>,
-);
-
-#[test]
-fn child_use_every_handle() {
-    child(
-        "child_use_every_handle",
-        |(seg, m, cv, s, e, b, v, a): AllHandles| {
-            seg.write_at(0, b"child").unwrap();
-            *m.lock().unwrap() += 1;
-            cv.notify_all();
-            s.release().unwrap();
-            v.set(2.5).unwrap();
-            a.set(2, -3).unwrap();
-            e.set();
-            b.wait_timeout(Duration::from_secs(30)).unwrap();
-        },
-    );
-}
-
-#[test]
-fn every_handle_type_works_in_a_child_named_and_anonymous() {
-    let t = Ctx::new("handles");
-    for named in [false, true] {
-        let n = |tag: &str| t.name(tag);
-        let seg = if named {
-            ipckit::Segment::create(&n("seg"), 64).unwrap()
-        } else {
-            ipckit::Segment::anonymous(64).unwrap()
-        };
-        let (m, cv, s, e, b, v, a) = if named {
-            (
-                Mutex::create(&n("m"), 0u64).unwrap(),
-                Condvar::create(&n("cv")).unwrap(),
-                Semaphore::create(&n("s"), 0).unwrap(),
-                Event::create(&n("e")).unwrap(),
-                Barrier::create(&n("b"), 2).unwrap(),
-                Value::create(&n("v"), 0.0f64).unwrap(),
-                Array::create(&n("a"), &[0i32; 4]).unwrap(),
-            )
-        } else {
-            (
-                Mutex::new(0u64).unwrap(),
-                Condvar::new().unwrap(),
-                Semaphore::new(0).unwrap(),
-                Event::new().unwrap(),
-                Barrier::new(2).unwrap(),
-                Value::new(0.0f64).unwrap(),
-                Array::new(&[0i32; 4]).unwrap(),
-            )
-        };
-        let c = spawn(
-            "child_use_every_handle",
-            &(
-                seg.clone(),
-                m.clone(),
-                cv.clone(),
-                s.clone(),
-                e.clone(),
-                b.clone(),
-                v.clone(),
-                a.clone(),
-            ),
-        );
-        e.wait_timeout(Duration::from_secs(30)).unwrap();
-        b.wait_timeout(Duration::from_secs(30)).unwrap();
-        c.join();
-        let mut buf = [0u8; 5];
-        seg.read_at(0, &mut buf).unwrap();
-        assert_eq!(&buf, b"child");
-        assert_eq!(*m.lock().unwrap(), 1);
-        assert_eq!(s.value(), 1);
-        assert_eq!(v.get().unwrap(), 2.5);
-        assert_eq!(a.to_vec().unwrap(), [0, 0, -3, 0]);
-    }
 }

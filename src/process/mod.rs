@@ -127,7 +127,7 @@ pub fn init() {
 /// binary's children run. Invoke once at the root of each test file that
 /// spawns processes.
 ///
-/// ```ignore
+/// ```no_run
 /// ipckit::test_support!();
 ///
 /// fn double(x: i32) -> i32 { x * 2 }

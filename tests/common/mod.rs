@@ -1,15 +1,15 @@
-//! Test support: children by re-executing the test binary, unique names,
-//! a watchdog, and a check that nothing is left in /dev/shm.
+//! Test support: unique names, a watchdog, a check that nothing is left in
+//! /dev/shm, and [`spawn`] (daemon children through `ipckit::process`).
 //!
-//! This is deliberately small; `ipckit::process` will replace the spawning
-//! part. A child entry point is an ordinary `#[test]` function that calls
-//! [`child`]; in a normal test run it returns at once, and when the test
-//! binary is re-executed with `IPCKIT_TEST_CHILD` naming it, it runs the body
-//! and exits the process.
+//! [`child`] and [`child_command`] remain for the one test that must start
+//! its child under a wrapper (strace): a child entry point is an ordinary
+//! `#[test]` function that calls [`child`]; in a normal run it returns at
+//! once, and when the test binary is re-executed with `IPCKIT_TEST_CHILD`
+//! naming it, it runs the body and exits.
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -116,33 +116,16 @@ pub fn shm_entries_not_ours() -> Vec<String> {
         .collect()
 }
 
-/// A child process running one `child_*` entry of this test binary. Dropping
-/// it kills and reaps the child, so no zombie outlives a test.
-pub struct Child {
-    inner: std::process::Child,
-    entry: String,
-    reaped: bool,
-}
-
-/// Starts `entry` (a test function calling [`child`]) in a new process, with
-/// `arg` postcard-encoded in its environment.
-pub fn spawn<A: Serialize>(entry: &str, arg: &A) -> Child {
-    let inner = child_command(
-        Command::new(std::env::current_exe().expect("current_exe")),
-        entry,
-        arg,
-    )
-    .env(PARENT_ENV, std::process::id().to_string())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("spawn child");
-    Child {
-        inner,
-        entry: entry.to_owned(),
-        reaped: false,
-    }
+/// Starts `f(arg)` in a daemon child (it dies if the test process dies).
+pub fn spawn<A, R>(f: fn(A) -> R, arg: A) -> ipckit::process::Process<R>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned,
+{
+    ipckit::process::Process::builder()
+        .daemon(true)
+        .spawn(f, arg)
+        .expect("spawn child")
 }
 
 /// Adds to `cmd` the arguments and environment that make the test binary
@@ -155,60 +138,6 @@ pub fn child_command<A: Serialize>(mut cmd: Command, entry: &str, arg: &A) -> Co
         .env(ARG_ENV, hex(&bytes))
         .env(PARENT_ENV, "any");
     cmd
-}
-
-impl Child {
-    pub fn pid(&self) -> u32 {
-        self.inner.id()
-    }
-
-    /// Waits for the child to exit (killing it after `CHILD_TIMEOUT`).
-    pub fn wait(&mut self) -> ExitStatus {
-        self.wait_timeout(CHILD_TIMEOUT)
-            .unwrap_or_else(|| panic!("child {} did not exit within {CHILD_TIMEOUT:?}", self.entry))
-    }
-
-    /// Waits up to `timeout`; `None` if still running (the child is left running).
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.inner.try_wait().expect("try_wait") {
-                self.reaped = true;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits and asserts a successful exit.
-    pub fn join(mut self) {
-        let status = self.wait();
-        assert!(status.success(), "child {} failed: {status}", self.entry);
-    }
-
-    /// Sends SIGKILL (does not reap).
-    pub fn sigkill(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.inner.id() as i32, libc::SIGKILL) };
-    }
-
-    /// Sends SIGKILL and reaps.
-    pub fn kill_and_reap(mut self) -> ExitStatus {
-        self.sigkill();
-        self.wait()
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.inner.kill();
-            let _ = self.inner.wait();
-        }
-    }
 }
 
 /// The body of a child entry point: runs `f` with the decoded argument and
