@@ -20,6 +20,9 @@ fn handles_are_send_and_sync() {
     send_sync::<Array<u8>>();
     send_sync::<Error>();
     send_sync::<SemaphorePermit<'static>>();
+    fn send<T: Send>() {}
+    send::<ipckit::process::Process<Vec<String>>>();
+    send_sync::<ipckit::process::ProcessInfo>();
     // A guard may be shared by reference but not sent: the kernel tracks
     // robust-lock owners per thread, so it must be dropped where it was taken.
     sync_only::<MutexGuard<'static, u64>>();

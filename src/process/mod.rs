@@ -638,6 +638,14 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
             },
             Ok(None) => {
                 let mut e = died("ended without a result");
+                if status.is_some_and(|s| s.code() == Some(0)) && self.spawn_error.is_none() {
+                    // A clean exit that never reported: most likely the
+                    // program never ran the child protocol.
+                    e = e.context_suffix(
+                        " (if the function did not call exit(), check that ipckit::init() is the \
+                         first line of main, or that the test file invokes ipckit::test_support!())",
+                    );
+                }
                 if let Some(spawn_error) = &self.spawn_error {
                     e = e.context_suffix(&format!("; sending its argument failed: {spawn_error}"));
                 }
