@@ -21,6 +21,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
         .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode value: {e}")))
 }
 
+/// Encodes `value` into `buf`, replacing its contents and reusing its allocation.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let taken = std::mem::take(buf);
+    *buf = postcard::to_extend(value, taken)
+        .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode value: {e}")))?;
+    Ok(())
+}
+
 /// Decodes a `T` from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {

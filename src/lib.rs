@@ -72,6 +72,7 @@ pub mod error;
 pub mod layout;
 mod platform;
 pub mod process;
+pub mod queue;
 pub mod segment;
 pub mod sync;
 mod value;

@@ -93,11 +93,15 @@ pub enum ObjectKind {
     Value,
     /// [`crate::Array`].
     Array,
+    /// [`crate::queue::Queue`].
+    Queue,
+    /// [`crate::queue::JoinableQueue`].
+    JoinableQueue,
 }
 
 impl ObjectKind {
     /// Every kind, for lookups.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Mutex,
         ObjectKind::Condvar,
         ObjectKind::Semaphore,
@@ -105,6 +109,8 @@ impl ObjectKind {
         ObjectKind::Barrier,
         ObjectKind::Value,
         ObjectKind::Array,
+        ObjectKind::Queue,
+        ObjectKind::JoinableQueue,
     ];
 
     /// The code stored in headers.
@@ -117,6 +123,8 @@ impl ObjectKind {
             ObjectKind::Barrier => 5,
             ObjectKind::Value => 6,
             ObjectKind::Array => 7,
+            ObjectKind::Queue => 8,
+            ObjectKind::JoinableQueue => 9,
         }
     }
 
@@ -135,6 +143,8 @@ impl ObjectKind {
             ObjectKind::Barrier => "Barrier",
             ObjectKind::Value => "Value",
             ObjectKind::Array => "Array",
+            ObjectKind::Queue => "Queue",
+            ObjectKind::JoinableQueue => "JoinableQueue",
         }
     }
 }

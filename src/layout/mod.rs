@@ -92,7 +92,7 @@ pub struct TypeFingerprint {
 
 impl TypeFingerprint {
     /// The fingerprint of `T`.
-    pub fn of<T: 'static>() -> TypeFingerprint {
+    pub fn of<T>() -> TypeFingerprint {
         TypeFingerprint {
             name: std::any::type_name::<T>(),
             size: std::mem::size_of::<T>() as u64,

@@ -1,0 +1,279 @@
+//! The pure parts of the queue: ring position words and frame headers.
+//! No system calls and no shared memory here, so Miri runs all of it.
+//!
+//! # Position words
+//!
+//! Each side of the ring has one 64-bit word, committed by a single store:
+//!
+//! | bits | meaning |
+//! |---|---|
+//! | 0..36 | position in 8-byte units, modulo 2^36 (a byte position modulo 2^39) |
+//! | 36..64 | messages completed through this side, modulo 2^28 |
+//!
+//! Packing the position and the message count into one word is what makes a
+//! put or get crash-atomic: a process killed before the store leaves the old
+//! word (its frame is invisible, or still there), after it the new one. The
+//! ring capacity is at most 2^38 bytes, so positions that differ by at most
+//! the capacity compare correctly modulo 2^36 units; at most 2^28 - 1
+//! messages may be queued at once ([`MAX_ITEMS`]).
+//!
+//! # Frames
+//!
+//! A frame is an 8-byte header (`u32` payload length, `u32` kind) followed by
+//! the payload, padded to a multiple of 8 bytes. Headers are 8-byte aligned
+//! and the capacity is a power of two, so a header never wraps around the end
+//! of the ring; a payload may (it is copied in two parts).
+//!
+//! A message is one `Whole` frame, or, when larger than half the ring, a
+//! stream: `Start` (payload: the total length as a `u64`), `Cont` frames, and
+//! a final `End` frame — or an `Abort` frame if the producer gave up or died.
+
+use std::fmt;
+
+/// Bytes per position unit; frames are aligned to it.
+pub(crate) const UNIT: usize = 8;
+/// Bytes of a frame header.
+pub(crate) const FRAME_HEADER: usize = 8;
+const POS_BITS: u32 = 36;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+/// The most messages a queue can hold at once.
+pub const MAX_ITEMS: u64 = COUNT_MASK;
+/// Smallest ring capacity in bytes.
+pub const MIN_CAPACITY: usize = 4096;
+/// Largest ring capacity in bytes.
+pub const MAX_CAPACITY: u64 = 1 << 38;
+
+/// Packs a position (in units) and a message count into one word.
+pub(crate) const fn pack(pos_units: u64, count: u64) -> u64 {
+    (pos_units & POS_MASK) | ((count & COUNT_MASK) << POS_BITS)
+}
+
+/// Splits a word into (position in units, message count).
+pub(crate) const fn unpack(word: u64) -> (u64, u64) {
+    (word & POS_MASK, word >> POS_BITS)
+}
+
+/// Units between a head and a tail position.
+pub(crate) const fn used_units(head: u64, tail: u64) -> u64 {
+    tail.wrapping_sub(head) & POS_MASK
+}
+
+/// Messages between two counts (`later - earlier`, modulo 2^28).
+pub(crate) const fn count_between(earlier: u64, later: u64) -> u64 {
+    later.wrapping_sub(earlier) & COUNT_MASK
+}
+
+/// Units a frame with `payload` bytes occupies (`None` if absurdly large).
+pub(crate) const fn frame_units(payload: usize) -> Option<u64> {
+    match payload.checked_add(FRAME_HEADER + UNIT - 1) {
+        Some(n) => Some((n / UNIT) as u64),
+        None => None,
+    }
+}
+
+/// Byte offset in the ring of a position, for a power-of-two capacity.
+pub(crate) const fn ring_offset(pos_units: u64, capacity: usize) -> usize {
+    ((pos_units as usize).wrapping_mul(UNIT)) & (capacity - 1)
+}
+
+/// The capacity actually used for a request: a power of two, at least
+/// [`MIN_CAPACITY`]. `None` beyond [`MAX_CAPACITY`].
+pub(crate) fn round_capacity(requested: usize) -> Option<usize> {
+    let cap = requested.max(MIN_CAPACITY).checked_next_power_of_two()?;
+    (cap as u64 <= MAX_CAPACITY).then_some(cap)
+}
+
+/// Whether `cap` is a capacity a queue can have.
+pub(crate) fn valid_capacity(cap: u64) -> bool {
+    cap.is_power_of_two() && cap >= MIN_CAPACITY as u64 && cap <= MAX_CAPACITY
+}
+
+/// The largest message sent as a single frame: its frame fits in half the ring.
+pub(crate) const fn max_whole_payload(capacity: usize) -> usize {
+    capacity / 2 - FRAME_HEADER
+}
+
+/// Payload bytes per `Cont`/`End` frame of a stream: a quarter of the ring.
+pub(crate) const fn chunk_payload(capacity: usize) -> usize {
+    capacity / 4 - FRAME_HEADER
+}
+
+/// Frame kinds; the codes carry a tag so stray bytes are rarely mistaken for a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    Whole,
+    Start,
+    Cont,
+    End,
+    Abort,
+}
+
+const KIND_TAG: u32 = 0x4652_0000; // "FR"
+
+impl FrameKind {
+    const fn code(self) -> u32 {
+        KIND_TAG
+            | match self {
+                FrameKind::Whole => 1,
+                FrameKind::Start => 2,
+                FrameKind::Cont => 3,
+                FrameKind::End => 4,
+                FrameKind::Abort => 5,
+            }
+    }
+
+    fn from_code(code: u32) -> Option<FrameKind> {
+        match code {
+            c if c == FrameKind::Whole.code() => Some(FrameKind::Whole),
+            c if c == FrameKind::Start.code() => Some(FrameKind::Start),
+            c if c == FrameKind::Cont.code() => Some(FrameKind::Cont),
+            c if c == FrameKind::End.code() => Some(FrameKind::End),
+            c if c == FrameKind::Abort.code() => Some(FrameKind::Abort),
+            _ => None,
+        }
+    }
+}
+
+/// A frame header's bytes.
+pub(crate) fn encode_header(kind: FrameKind, len: u32) -> [u8; FRAME_HEADER] {
+    let mut b = [0u8; FRAME_HEADER];
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    b[4..].copy_from_slice(&kind.code().to_le_bytes());
+    b
+}
+
+/// Why a frame was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// The kind field is not a frame kind.
+    BadKind(u32),
+    /// The frame claims more bytes than the ring holds.
+    Overrun { frame_units: u64, used_units: u64 },
+    /// A `Start` frame whose payload is not a length.
+    BadStart(u32),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadKind(k) => write!(f, "corrupt frame: unknown kind {k:#010x}"),
+            FrameError::Overrun {
+                frame_units,
+                used_units,
+            } => write!(
+                f,
+                "corrupt frame: it claims {} bytes but only {} are queued",
+                frame_units * UNIT as u64,
+                used_units * UNIT as u64
+            ),
+            FrameError::BadStart(len) => {
+                write!(f, "corrupt frame: a stream start of {len} bytes, not 8")
+            }
+        }
+    }
+}
+
+/// Decodes and checks a frame header against the `used_units` queued.
+/// Returns the kind, the payload length and the frame's size in units.
+pub(crate) fn decode_header(
+    b: [u8; FRAME_HEADER],
+    used_units: u64,
+) -> Result<(FrameKind, u32, u64), FrameError> {
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let code = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let kind = FrameKind::from_code(code).ok_or(FrameError::BadKind(code))?;
+    let units = frame_units(len as usize).unwrap_or(u64::MAX);
+    if units > used_units {
+        return Err(FrameError::Overrun {
+            frame_units: units,
+            used_units,
+        });
+    }
+    if kind == FrameKind::Start && len != 8 {
+        return Err(FrameError::BadStart(len));
+    }
+    Ok((kind, len, units))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn words_pack_and_wrap() {
+        assert_eq!(unpack(pack(5, 7)), (5, 7));
+        assert_eq!(unpack(pack(POS_MASK + 3, COUNT_MASK + 2)), (2, 1));
+        assert_eq!(used_units(POS_MASK, 1), 2, "the tail wrapped past the head");
+        assert_eq!(count_between(COUNT_MASK, 0), 1);
+        assert_eq!(frame_units(0), Some(1));
+        assert_eq!(frame_units(1), Some(2));
+        assert_eq!(frame_units(8), Some(2));
+        assert_eq!(frame_units(9), Some(3));
+        assert_eq!(frame_units(usize::MAX), None);
+        assert_eq!(ring_offset(3, 4096), 24);
+        assert_eq!(ring_offset(512, 4096), 0);
+    }
+
+    #[test]
+    fn capacities_round_to_powers_of_two() {
+        assert_eq!(round_capacity(0), Some(MIN_CAPACITY));
+        assert_eq!(round_capacity(5000), Some(8192));
+        assert_eq!(round_capacity(1 << 20), Some(1 << 20));
+        assert_eq!(round_capacity(usize::MAX), None);
+        assert!(valid_capacity(4096));
+        assert!(!valid_capacity(4095));
+        assert!(!valid_capacity(2048));
+        assert!(!valid_capacity(1 << 39));
+        assert_eq!(max_whole_payload(4096), 2040);
+        assert_eq!(chunk_payload(4096), 1016);
+    }
+
+    #[test]
+    fn headers_round_trip_and_are_checked() {
+        for kind in [
+            FrameKind::Whole,
+            FrameKind::Cont,
+            FrameKind::End,
+            FrameKind::Abort,
+        ] {
+            let h = encode_header(kind, 100);
+            assert_eq!(decode_header(h, 14), Ok((kind, 100, 14)));
+            assert!(matches!(
+                decode_header(h, 13),
+                Err(FrameError::Overrun { .. })
+            ));
+        }
+        assert_eq!(
+            decode_header(encode_header(FrameKind::Start, 8), 2),
+            Ok((FrameKind::Start, 8, 2))
+        );
+        assert_eq!(
+            decode_header(encode_header(FrameKind::Start, 9), 10),
+            Err(FrameError::BadStart(9))
+        );
+        assert!(matches!(
+            decode_header([0; 8], 100),
+            Err(FrameError::BadKind(0))
+        ));
+        let e = decode_header(encode_header(FrameKind::Whole, u32::MAX), 10).unwrap_err();
+        assert!(e.to_string().contains("only 80 are queued"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_bytes_decode_safely(b in any::<[u8; 8]>(), used in any::<u64>()) {
+            if let Ok((_, len, units)) = decode_header(b, used) {
+                prop_assert!(units <= used);
+                prop_assert_eq!(frame_units(len as usize), Some(units));
+            }
+        }
+
+        #[test]
+        fn positions_compare_modulo(head in any::<u64>(), delta in 0u64..(1 << 35)) {
+            let tail = (head + delta) & POS_MASK;
+            prop_assert_eq!(used_units(head & POS_MASK, tail), delta);
+        }
+    }
+}

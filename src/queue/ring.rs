@@ -1,0 +1,737 @@
+//! The queue in shared memory: a byte ring of variable-size frames with a
+//! producer side and a consumer side, each guarded by its own robust lock.
+//!
+//! # Why two locks
+//!
+//! Producers only ever write the ring beyond the tail and move the tail;
+//! consumers only read between head and tail and move the head. So producers
+//! serialise among themselves on `prod_lock`, consumers on `cons_lock`, and a
+//! producer never waits for a consumer's lock (the two-lock queue of Michael
+//! and Scott, 1996, on a ring). With one producer and one consumer neither
+//! lock is ever contended and the two sides copy in parallel.
+//!
+//! # Commit points
+//!
+//! | word | written by | meaning |
+//! |---|---|---|
+//! | `tail` | the `prod_lock` holder, one Release store per frame | end of committed frames + messages produced (see `frame.rs`) |
+//! | `head` | the `cons_lock` holder, one Release store per frame | end of consumed frames + messages consumed |
+//! | `stream_open` | the `prod_lock` holder | 1 while a multi-frame message is being written |
+//! | `closed` | `close()` | 1 once closed; never reset |
+//! | `done` | `task_done()`, by CAS | tasks finished (JoinableQueue), modulo 2^28 |
+//!
+//! SYNC POINT "tail": a producer copies a frame into the ring, then
+//! Release-stores `tail`; a consumer Acquire-loads `tail` before reading the
+//! frame. SYNC POINT "head": a consumer copies a frame out, then
+//! Release-stores `head`; a producer Acquire-loads `head` before reusing the
+//! space.
+//!
+//! # Crashes
+//!
+//! A producer killed before its `tail` store leaves bytes beyond the tail
+//! that nobody reads; a consumer killed before its `head` store leaves the
+//! message for the next consumer. The next locker of the dead process's lock
+//! gets `EOWNERDEAD`; the only repair is for a producer that died inside a
+//! stream (`stream_open`): the recoverer appends an `Abort` frame, for which
+//! every stream keeps 8 bytes of space in reserve. A consumer that waits for
+//! the rest of a stream checks for that case itself (it try-locks
+//! `prod_lock`), so a stream whose producer died never wedges it.
+//!
+//! # Waiting
+//!
+//! A producer waits for space (a consumer for data) while holding its own
+//! lock, so at most one process per side sleeps on the ring's futex words;
+//! the others queue on the lock. The waiter spins briefly on the other side's
+//! word, then registers in `sleepers`, re-checks and sleeps on `seq`; the
+//! other side bumps `seq` and wakes only if `sleepers` is non-zero (SYNC
+//! POINT "wake": SeqCst on both sides, the pattern of `RawCondvar`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use super::frame::{
+    self, FRAME_HEADER, FrameError, FrameKind, UNIT, count_between, pack, unpack, used_units,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform;
+use crate::sync::raw::{Locked, RawMutex};
+
+/// A value alone on its pair of cache lines (adjacent-line prefetch makes 128
+/// the unit of false sharing on x86_64, as crossbeam's `CachePadded` notes).
+#[repr(C, align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+/// One side's futex word and sleeper count.
+#[repr(C)]
+pub(crate) struct Wait {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Wait {
+    const fn new() -> Wait {
+        Wait {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes `n` sleepers if any sleep. Call after the state change is stored.
+    fn wake(&self, n: u32) {
+        // SYNC POINT "wake": the fence orders our state store before the
+        // sleeper check, pairing with the fence in `sleep`.
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            platform::futex_wake(&self.seq, n);
+        }
+    }
+
+    /// Sleeps until woken (or a slice passes) unless `ready()` holds after
+    /// registering. Returns `false` if the deadline passed.
+    fn sleep(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+        let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+            Some(d) if d.is_zero() => return false,
+            Some(d) => d.min(SLEEP_SLICE),
+            None => SLEEP_SLICE,
+        };
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let seq = self.seq.load(Ordering::SeqCst);
+        // SYNC POINT "wake" (see `wake`).
+        fence(Ordering::SeqCst);
+        if !ready() {
+            platform::futex_wait(&self.seq, seq, Some(timeout));
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
+}
+
+/// Every sleep is bounded (see `sync::raw`): after a crash between a commit
+/// and its wake-up, waiters continue within one slice.
+const SLEEP_SLICE: Duration = Duration::from_secs(1);
+
+/// Polls before sleeping (see `sync::raw::SPIN_LIMIT` for the measurement).
+const SPIN_LIMIT: u32 = 100;
+
+/// Space every stream keeps free for an `Abort` frame.
+const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
+
+/// The queue's shared state; the ring's bytes follow it.
+#[repr(C)]
+pub(crate) struct QueueShared {
+    prod_lock: Padded<RawMutex>,
+    tail: Padded<AtomicU64>,
+    stream_open: Padded<AtomicU32>,
+    cons_lock: Padded<RawMutex>,
+    head: Padded<AtomicU64>,
+    not_empty: Padded<Wait>,
+    not_full: Padded<Wait>,
+    joined: Padded<Wait>,
+    done: Padded<AtomicU64>,
+    closed: Padded<AtomicU32>,
+    max_items: Padded<AtomicU64>,
+}
+
+impl QueueShared {
+    /// Initialises the shared state in place.
+    ///
+    /// # Safety
+    /// `this` must be valid for writes of `size_of::<QueueShared>()` bytes,
+    /// aligned, and not in use.
+    pub(crate) unsafe fn init(this: *mut QueueShared, max_items: u64) -> Result<()> {
+        // SAFETY: per the contract the region is ours; fields are written
+        // through raw pointers before any reference to the struct exists.
+        unsafe {
+            RawMutex::init(std::ptr::addr_of_mut!((*this).prod_lock.0))?;
+            RawMutex::init(std::ptr::addr_of_mut!((*this).cons_lock.0))?;
+            std::ptr::addr_of_mut!((*this).tail).write(Padded(AtomicU64::new(0)));
+            std::ptr::addr_of_mut!((*this).stream_open).write(Padded(AtomicU32::new(0)));
+            std::ptr::addr_of_mut!((*this).head).write(Padded(AtomicU64::new(0)));
+            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(Wait::new()));
+            std::ptr::addr_of_mut!((*this).not_full).write(Padded(Wait::new()));
+            std::ptr::addr_of_mut!((*this).joined).write(Padded(Wait::new()));
+            std::ptr::addr_of_mut!((*this).done).write(Padded(AtomicU64::new(0)));
+            std::ptr::addr_of_mut!((*this).closed).write(Padded(AtomicU32::new(0)));
+            std::ptr::addr_of_mut!((*this).max_items).write(Padded(AtomicU64::new(max_items)));
+        }
+        Ok(())
+    }
+}
+
+/// A view of a queue: the shared state, the ring, and the capacity as
+/// validated when the queue was opened (never re-read from shared memory).
+#[derive(Clone, Copy)]
+pub(crate) struct Ring<'a> {
+    s: &'a QueueShared,
+    data: *mut u8,
+    cap: usize,
+    cap_units: u64,
+}
+
+/// A message read by [`Ring::read_message`].
+pub(crate) enum Read {
+    /// A message is in the buffer.
+    Message,
+    /// A message over the size limit was skipped; its length.
+    TooLarge(u64),
+}
+
+impl<'a> Ring<'a> {
+    /// # Safety
+    /// `s` must be an initialised `QueueShared` followed by `cap` ring bytes
+    /// at `data`, all mapped for `'a`; `cap` must be a valid capacity.
+    pub(crate) unsafe fn new(s: &'a QueueShared, data: *mut u8, cap: usize) -> Ring<'a> {
+        debug_assert!(frame::valid_capacity(cap as u64));
+        Ring {
+            s,
+            data,
+            cap,
+            cap_units: (cap / UNIT) as u64,
+        }
+    }
+
+    pub(crate) fn max_items(&self) -> u64 {
+        self.s
+            .max_items
+            .0
+            .load(Ordering::Relaxed)
+            .min(frame::MAX_ITEMS)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.s.closed.0.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn close(&self) {
+        self.s.closed.0.store(1, Ordering::Release);
+        self.s.not_empty.0.wake(u32::MAX);
+        self.s.not_full.0.wake(u32::MAX);
+        self.s.joined.0.wake(u32::MAX);
+    }
+
+    /// Messages queued now (a snapshot).
+    pub(crate) fn len(&self) -> u64 {
+        // Head first: counts only grow, so the tail read later is never behind.
+        let (_, consumed) = unpack(self.s.head.0.load(Ordering::Acquire));
+        let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        count_between(consumed, produced)
+    }
+
+    /// Bytes of the ring in use now (a snapshot).
+    pub(crate) fn used_bytes(&self) -> u64 {
+        let (h, _) = unpack(self.s.head.0.load(Ordering::Acquire));
+        let (t, _) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        used_units(h, t) * UNIT as u64
+    }
+
+    // -- copying in and out of the ring -----------------------------------
+
+    fn copy_in(&self, pos: u64, src: &[u8]) {
+        let off = frame::ring_offset(pos, self.cap);
+        let first = src.len().min(self.cap - off);
+        // SAFETY: `off + first <= cap` and the rest (< cap, as every frame is
+        // smaller than the ring) goes to the start; the ring lies inside the
+        // mapping. The region is beyond the committed tail and we hold
+        // `prod_lock`, so no other process reads or writes it now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+        }
+    }
+
+    fn copy_out(&self, pos: u64, dst: &mut [u8]) {
+        let off = frame::ring_offset(pos, self.cap);
+        let first = dst.len().min(self.cap - off);
+        // SAFETY: as in `copy_in`; the region lies between head and the
+        // committed tail and we hold `cons_lock`, so producers do not write it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(off), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(
+                self.data,
+                dst.as_mut_ptr().add(first),
+                dst.len() - first,
+            );
+        }
+    }
+
+    /// Appends `len` bytes at `pos` to `buf` without zero-filling first.
+    fn append_out(&self, pos: u64, len: usize, buf: &mut Vec<u8>) {
+        buf.reserve(len);
+        let start = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len];
+        // SAFETY: MaybeUninit<u8> and u8 have the same layout; `copy_out`
+        // writes every byte of the slice before anything reads it.
+        let dst = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+        self.copy_out(pos, dst);
+        // SAFETY: the `len` bytes after `start` were just initialised.
+        unsafe { buf.set_len(start + len) };
+    }
+
+    // -- locks -------------------------------------------------------------
+
+    fn lock_error(side: &str, e: Error) -> Error {
+        if e.is_timeout() {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("timed out waiting for the queue's {side} lock"),
+            )
+        } else {
+            e
+        }
+    }
+
+    /// Takes `prod_lock`, repairing after a producer that died.
+    pub(crate) fn lock_producer(&self, deadline: Option<Instant>) -> Result<ProducerGuard<'a>> {
+        let locked = self
+            .s
+            .prod_lock
+            .0
+            .lock(deadline)
+            .map_err(|e| Self::lock_error("producer", e))?;
+        self.after_producer_lock(locked);
+        Ok(ProducerGuard { ring: *self })
+    }
+
+    fn after_producer_lock(&self, locked: Locked) {
+        if locked.owner_died {
+            // A producer died holding the lock. Its uncommitted bytes are
+            // invisible already; if it was inside a stream, end the stream.
+            if self.s.stream_open.0.load(Ordering::Acquire) != 0 {
+                let (pos, count) = unpack(self.s.tail.0.load(Ordering::Relaxed));
+                self.copy_in(pos, &frame::encode_header(FrameKind::Abort, 0));
+                self.s
+                    .tail
+                    .0
+                    .store(pack(pos + ABORT_RESERVE, count), Ordering::Release);
+                self.s.stream_open.0.store(0, Ordering::Release);
+                self.s.not_empty.0.wake(u32::MAX);
+            }
+            self.s.prod_lock.0.mark_consistent();
+        }
+    }
+
+    /// Takes `cons_lock`. A consumer that died left nothing to repair: its
+    /// message is still queued, or its half-read stream is skipped later.
+    pub(crate) fn lock_consumer(&self, deadline: Option<Instant>) -> Result<ConsumerGuard<'a>> {
+        let locked = self
+            .s
+            .cons_lock
+            .0
+            .lock(deadline)
+            .map_err(|e| Self::lock_error("consumer", e))?;
+        if locked.owner_died {
+            self.s.cons_lock.0.mark_consistent();
+        }
+        Ok(ConsumerGuard { ring: *self })
+    }
+
+    /// Checks on the producer side from a consumer waiting inside a stream:
+    /// if `prod_lock` is free, takes it for a moment, which runs the
+    /// dead-producer repair (an `Abort` frame) if its last holder died.
+    fn probe_producer(&self) {
+        if let Ok(locked) = self.s.prod_lock.0.try_lock() {
+            self.after_producer_lock(locked);
+            // SAFETY: we just took the lock on this thread.
+            unsafe { self.s.prod_lock.0.unlock() };
+        }
+    }
+}
+
+/// Proof that this thread holds `prod_lock`.
+pub(crate) struct ProducerGuard<'a> {
+    ring: Ring<'a>,
+}
+
+impl Drop for ProducerGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { self.ring.s.prod_lock.0.unlock() };
+    }
+}
+
+/// Proof that this thread holds `cons_lock`.
+pub(crate) struct ConsumerGuard<'a> {
+    ring: Ring<'a>,
+}
+
+impl Drop for ConsumerGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { self.ring.s.cons_lock.0.unlock() };
+    }
+}
+
+fn timeout(what: &str) -> Error {
+    Error::new(ErrorKind::Timeout, format!("timed out waiting for {what}"))
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the queue is closed")
+}
+
+impl ProducerGuard<'_> {
+    /// Waits until `units` are free (and, if `item`, the item limit allows
+    /// one more message). Returns the current tail word.
+    fn wait_space(&self, units: u64, item: bool, deadline: Option<Instant>) -> Result<u64> {
+        let r = &self.ring;
+        let fits = || {
+            let (hpos, consumed) = unpack(r.s.head.0.load(Ordering::Acquire));
+            let (tpos, produced) = unpack(r.s.tail.0.load(Ordering::Relaxed));
+            let free = r.cap_units - used_units(hpos, tpos);
+            free >= units && (!item || count_between(consumed, produced) < r.max_items())
+        };
+        let mut spins = 0;
+        loop {
+            if fits() {
+                return Ok(r.s.tail.0.load(Ordering::Relaxed));
+            }
+            if spins < SPIN_LIMIT {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if !r.s.not_full.0.sleep(deadline, fits) {
+                return Err(timeout("space in the queue"));
+            }
+        }
+    }
+
+    /// Writes one frame at the tail word `tail` and commits it; returns the
+    /// new tail word. `ends_message` counts a message.
+    fn commit_frame(&self, tail: u64, kind: FrameKind, payload: &[u8], ends_message: bool) -> u64 {
+        let r = &self.ring;
+        let (pos, count) = unpack(tail);
+        let units = frame::frame_units(payload.len()).expect("frame sizes are bounded by the ring");
+        r.copy_in(pos, &frame::encode_header(kind, payload.len() as u32));
+        r.copy_in(pos + (FRAME_HEADER / UNIT) as u64, payload);
+        let new = pack(pos + units, count + u64::from(ends_message));
+        // SYNC POINT "tail": the frame's bytes happen-before a consumer's
+        // Acquire load that sees this word.
+        r.s.tail.0.store(new, Ordering::Release);
+        new
+    }
+
+    /// Puts one message. `deadline` bounds the waits for space; a stream
+    /// that runs out of time is ended with an `Abort` frame.
+    pub(crate) fn put(&self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let r = &self.ring;
+        if r.is_closed() {
+            return Err(closed());
+        }
+        if msg.len() <= frame::max_whole_payload(r.cap) {
+            let units = frame::frame_units(msg.len()).expect("bounded above");
+            let tail = self.wait_space(units, true, deadline)?;
+            self.commit_frame(tail, FrameKind::Whole, msg, true);
+            r.s.not_empty.0.wake(1);
+            return Ok(());
+        }
+        // A stream: Start (total length), Cont..., End.
+        let start_units = frame::frame_units(8).expect("small") + ABORT_RESERVE;
+        let mut tail = self.wait_space(start_units, true, deadline)?;
+        // Set before the Start frame is committed, cleared after the End:
+        // a recoverer that sees it set ends the stream with Abort (harmless
+        // if the Start or the End was never or already committed).
+        r.s.stream_open.0.store(1, Ordering::Release);
+        tail = self.commit_frame(
+            tail,
+            FrameKind::Start,
+            &(msg.len() as u64).to_le_bytes(),
+            false,
+        );
+        r.s.not_empty.0.wake(1);
+        let chunk = frame::chunk_payload(r.cap);
+        let mut rest = msg;
+        while !rest.is_empty() {
+            let n = rest.len().min(chunk);
+            let units = frame::frame_units(n).expect("bounded") + ABORT_RESERVE;
+            match self.wait_space(units, false, deadline) {
+                Ok(t) => tail = t,
+                Err(e) => {
+                    tail = r.s.tail.0.load(Ordering::Relaxed);
+                    self.commit_frame(tail, FrameKind::Abort, &[], false);
+                    r.s.stream_open.0.store(0, Ordering::Release);
+                    r.s.not_empty.0.wake(1);
+                    return Err(e);
+                }
+            }
+            let last = n == rest.len();
+            let kind = if last {
+                FrameKind::End
+            } else {
+                FrameKind::Cont
+            };
+            tail = self.commit_frame(tail, kind, &rest[..n], last);
+            rest = &rest[n..];
+            r.s.not_empty.0.wake(1);
+        }
+        let _ = tail;
+        r.s.stream_open.0.store(0, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The outcome of waiting for a frame.
+enum Next {
+    Frame {
+        kind: FrameKind,
+        len: u32,
+        units: u64,
+        head: u64,
+    },
+    Closed,
+}
+
+impl ConsumerGuard<'_> {
+    /// Waits for a frame at the head. Inside a stream (`mid_stream`) the
+    /// deadline is ignored — the rest of a started message is never dropped
+    /// for a timeout — and a producer that died is detected.
+    fn wait_frame(&self, deadline: Option<Instant>, mid_stream: bool) -> Result<Next> {
+        let r = &self.ring;
+        let available = || {
+            let (hpos, _) = unpack(r.s.head.0.load(Ordering::Relaxed));
+            let (tpos, _) = unpack(r.s.tail.0.load(Ordering::Acquire));
+            used_units(hpos, tpos) > 0
+        };
+        let mut spins = 0;
+        loop {
+            let head = r.s.head.0.load(Ordering::Relaxed);
+            // SYNC POINT "tail".
+            let tail = r.s.tail.0.load(Ordering::Acquire);
+            let used = used_units(unpack(head).0, unpack(tail).0);
+            if used > 0 {
+                let mut hdr = [0u8; FRAME_HEADER];
+                r.copy_out(unpack(head).0, &mut hdr);
+                let (kind, len, units) = frame::decode_header(hdr, used).map_err(corrupt)?;
+                return Ok(Next::Frame {
+                    kind,
+                    len,
+                    units,
+                    head,
+                });
+            }
+            if r.is_closed() && !mid_stream && r.s.stream_open.0.load(Ordering::Acquire) == 0 {
+                return Ok(Next::Closed);
+            }
+            if spins < SPIN_LIMIT {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if mid_stream {
+                // Is the stream's producer still there? If the producer lock
+                // is free, the stream ended (its End or Abort is coming), or
+                // its producer died and `try_lock_side` just wrote the Abort.
+                r.probe_producer();
+                r.s.not_empty.0.sleep(None, available);
+                continue;
+            }
+            if !r.s.not_empty.0.sleep(deadline, available) {
+                return Err(timeout("a message"));
+            }
+        }
+    }
+
+    /// Consumes the frame at `head` (`units` long); `ends` counts a message.
+    fn advance(&self, head: u64, units: u64, ends: bool) {
+        let (pos, count) = unpack(head);
+        // SYNC POINT "head": our copies out happen-before a producer's
+        // Acquire load that sees this word and reuses the space.
+        self.ring.s.head.0.store(
+            pack(pos + units, count + u64::from(ends)),
+            Ordering::Release,
+        );
+        self.ring.s.not_full.0.wake(u32::MAX);
+    }
+
+    fn payload_pos(head: u64) -> u64 {
+        unpack(head).0 + (FRAME_HEADER / UNIT) as u64
+    }
+
+    /// Reads the next message into `buf` (replacing its contents). Messages
+    /// longer than `limit` are skipped and reported as `TooLarge`.
+    pub(crate) fn read_message(
+        &self,
+        buf: &mut Vec<u8>,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Read>> {
+        let r = &self.ring;
+        loop {
+            let Next::Frame {
+                kind,
+                len,
+                units,
+                head,
+            } = self.wait_frame(deadline, false)?
+            else {
+                return Ok(None);
+            };
+            match kind {
+                FrameKind::Whole => {
+                    buf.clear();
+                    if u64::from(len) > limit {
+                        self.advance(head, units, true);
+                        return Ok(Some(Read::TooLarge(len.into())));
+                    }
+                    r.append_out(Self::payload_pos(head), len as usize, buf);
+                    self.advance(head, units, true);
+                    return Ok(Some(Read::Message));
+                }
+                FrameKind::Start => {
+                    let mut total = [0u8; 8];
+                    r.copy_out(Self::payload_pos(head), &mut total);
+                    let total = u64::from_le_bytes(total);
+                    self.advance(head, units, false);
+                    if let Some(read) = self.read_stream(buf, total, limit)? {
+                        return Ok(Some(read));
+                    }
+                    // Aborted: go on with the next message.
+                }
+                // Leftovers of a stream whose consumer died or whose Start we
+                // never saw: skip them (an End still counts its message).
+                FrameKind::Cont | FrameKind::Abort => self.advance(head, units, false),
+                FrameKind::End => self.advance(head, units, true),
+            }
+        }
+    }
+
+    /// Reads a stream's chunks after its Start. `None` if it was aborted.
+    fn read_stream(&self, buf: &mut Vec<u8>, total: u64, limit: u64) -> Result<Option<Read>> {
+        let r = &self.ring;
+        let keep = total <= limit;
+        buf.clear();
+        if keep {
+            buf.reserve(total as usize);
+        }
+        let mut got: u64 = 0;
+        loop {
+            let Next::Frame {
+                kind,
+                len,
+                units,
+                head,
+            } = self.wait_frame(None, true)?
+            else {
+                unreachable!("wait_frame mid-stream never reports Closed");
+            };
+            match kind {
+                FrameKind::Cont | FrameKind::End => {
+                    got += u64::from(len);
+                    if got > total {
+                        return Err(corrupt(FrameError::Overrun {
+                            frame_units: got,
+                            used_units: total,
+                        }));
+                    }
+                    if keep {
+                        r.append_out(Self::payload_pos(head), len as usize, buf);
+                    }
+                    let end = kind == FrameKind::End;
+                    self.advance(head, units, end);
+                    if end {
+                        if got != total {
+                            return Err(Error::new(
+                                ErrorKind::Corrupt,
+                                format!("corrupt stream: {got} of {total} bytes before its end"),
+                            ));
+                        }
+                        return Ok(Some(if keep {
+                            Read::Message
+                        } else {
+                            Read::TooLarge(total)
+                        }));
+                    }
+                }
+                FrameKind::Abort => {
+                    self.advance(head, units, false);
+                    buf.clear();
+                    return Ok(None);
+                }
+                // A new message without an End or Abort: the stream's
+                // producer died before its recoverer could abort it.
+                FrameKind::Whole | FrameKind::Start => {
+                    buf.clear();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Whether a complete `Whole` message is available right now.
+    pub(crate) fn whole_ready(&self) -> bool {
+        let r = &self.ring;
+        let head = r.s.head.0.load(Ordering::Relaxed);
+        let tail = r.s.tail.0.load(Ordering::Acquire);
+        let used = used_units(unpack(head).0, unpack(tail).0);
+        if used == 0 {
+            return false;
+        }
+        let mut hdr = [0u8; FRAME_HEADER];
+        r.copy_out(unpack(head).0, &mut hdr);
+        matches!(
+            frame::decode_header(hdr, used),
+            Ok((FrameKind::Whole, _, _))
+        )
+    }
+}
+
+fn corrupt(e: FrameError) -> Error {
+    Error::new(ErrorKind::Corrupt, e.to_string())
+}
+
+// -- JoinableQueue -----------------------------------------------------------
+
+impl Ring<'_> {
+    /// Messages put and not yet marked done.
+    pub(crate) fn unfinished(&self) -> u64 {
+        let done = self.s.done.0.load(Ordering::Acquire);
+        let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        count_between(done, produced)
+    }
+
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let mut done = self.s.done.0.load(Ordering::Acquire);
+        loop {
+            let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+            if count_between(done, produced) == 0 {
+                return Err(Error::new(
+                    ErrorKind::LimitExceeded,
+                    "task_done() called more times than there were items put",
+                ));
+            }
+            let next = (done + 1) & frame::MAX_ITEMS;
+            match self.s.done.0.compare_exchange_weak(
+                done,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(d) => done = d,
+            }
+        }
+        if self.unfinished() == 0 {
+            self.s.joined.0.wake(u32::MAX);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<()> {
+        let finished = || self.unfinished() == 0;
+        let mut spins = 0;
+        loop {
+            if finished() {
+                return Ok(());
+            }
+            if spins < SPIN_LIMIT {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.s.joined.0.sleep(deadline, finished) {
+                return Err(timeout("all tasks to be done"));
+            }
+        }
+    }
+}
