@@ -327,10 +327,9 @@ impl<T> Queue<T> {
         unsafe { Ring::new(self.shared.as_ref(), self.data.as_ptr(), self.cap) }
     }
 
-    fn ctx(&self, verb: &str) -> impl Fn(Error) -> Error + '_ {
-        let what = self.place.describe();
-        let verb = verb.to_owned();
-        move |e: Error| e.context(format!("cannot {verb} {what}"))
+    /// Adds "cannot {verb} {queue}" to an error; builds the text only on error.
+    fn ctx<'s>(&'s self, verb: &'s str) -> impl Fn(Error) -> Error + 's {
+        move |e: Error| e.context(format!("cannot {verb} {}", self.place.describe()))
     }
 
     /// The ring's capacity in bytes.

@@ -54,7 +54,7 @@ use super::frame::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
-use crate::sync::raw::{Locked, RawMutex};
+use crate::sync::raw::{Locked, RawMutex, Spinner};
 
 /// A value alone on its pair of cache lines (adjacent-line prefetch makes 128
 /// the unit of false sharing on x86_64, as crossbeam's `CachePadded` notes).
@@ -76,15 +76,22 @@ impl Wait {
         }
     }
 
-    /// Wakes `n` sleepers if any sleep. Call after the state change is stored.
+    /// Wakes `n` sleepers if any sleep. Call after the state change was
+    /// committed by a SeqCst read-modify-write (or after a SeqCst fence).
     fn wake(&self, n: u32) {
-        // SYNC POINT "wake": the fence orders our state store before the
-        // sleeper check, pairing with the fence in `sleep`.
-        fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) > 0 {
+        // SYNC POINT "wake": our SeqCst commit precedes this SeqCst load in
+        // the single total order; a sleeper's SeqCst increment and fence
+        // precede its check of our word. One of the two sees the other.
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
             platform::futex_wake(&self.seq, n);
         }
+    }
+
+    /// `wake` after a plain store: fences first.
+    fn wake_fenced(&self, n: u32) {
+        fence(Ordering::SeqCst);
+        self.wake(n);
     }
 
     /// Sleeps until woken (or a slice passes) unless `ready()` holds after
@@ -111,9 +118,6 @@ impl Wait {
 /// and its wake-up, waiters continue within one slice.
 const SLEEP_SLICE: Duration = Duration::from_secs(1);
 
-/// Polls before sleeping (see `sync::raw::SPIN_LIMIT` for the measurement).
-const SPIN_LIMIT: u32 = 100;
-
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
 
@@ -123,8 +127,15 @@ pub(crate) struct QueueShared {
     prod_lock: Padded<RawMutex>,
     tail: Padded<AtomicU64>,
     stream_open: Padded<AtomicU32>,
+    /// The last `head` a producer loaded: written and read only under
+    /// `prod_lock`, so it stays in the producer's cache. It lags the real
+    /// head, which only moves forward, so it never overstates free space.
+    head_seen: Padded<AtomicU64>,
     cons_lock: Padded<RawMutex>,
     head: Padded<AtomicU64>,
+    /// The last `tail` a consumer loaded (under `cons_lock`); never
+    /// overstates what is queued.
+    tail_seen: Padded<AtomicU64>,
     not_empty: Padded<Wait>,
     not_full: Padded<Wait>,
     joined: Padded<Wait>,
@@ -148,6 +159,8 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).tail).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).stream_open).write(Padded(AtomicU32::new(0)));
             std::ptr::addr_of_mut!((*this).head).write(Padded(AtomicU64::new(0)));
+            std::ptr::addr_of_mut!((*this).head_seen).write(Padded(AtomicU64::new(0)));
+            std::ptr::addr_of_mut!((*this).tail_seen).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).not_empty).write(Padded(Wait::new()));
             std::ptr::addr_of_mut!((*this).not_full).write(Padded(Wait::new()));
             std::ptr::addr_of_mut!((*this).joined).write(Padded(Wait::new()));
@@ -205,9 +218,9 @@ impl<'a> Ring<'a> {
 
     pub(crate) fn close(&self) {
         self.s.closed.0.store(1, Ordering::Release);
-        self.s.not_empty.0.wake(u32::MAX);
-        self.s.not_full.0.wake(u32::MAX);
-        self.s.joined.0.wake(u32::MAX);
+        self.s.not_empty.0.wake_fenced(u32::MAX);
+        self.s.not_full.0.wake_fenced(u32::MAX);
+        self.s.joined.0.wake_fenced(u32::MAX);
     }
 
     /// Messages queued now (a snapshot).
@@ -375,20 +388,29 @@ impl ProducerGuard<'_> {
     /// one more message). Returns the current tail word.
     fn wait_space(&self, units: u64, item: bool, deadline: Option<Instant>) -> Result<u64> {
         let r = &self.ring;
-        let fits = || {
-            let (hpos, consumed) = unpack(r.s.head.0.load(Ordering::Acquire));
-            let (tpos, produced) = unpack(r.s.tail.0.load(Ordering::Relaxed));
+        let tail = r.s.tail.0.load(Ordering::Relaxed);
+        let (tpos, produced) = unpack(tail);
+        let fits_after = |head: u64| {
+            let (hpos, consumed) = unpack(head);
             let free = r.cap_units - used_units(hpos, tpos);
             free >= units && (!item || count_between(consumed, produced) < r.max_items())
         };
-        let mut spins = 0;
+        // First against the cached head: no cache miss on the consumer's line.
+        if fits_after(r.s.head_seen.0.load(Ordering::Relaxed)) {
+            return Ok(tail);
+        }
+        let fits = || {
+            // SYNC POINT "head".
+            let head = r.s.head.0.load(Ordering::Acquire);
+            r.s.head_seen.0.store(head, Ordering::Relaxed);
+            fits_after(head)
+        };
+        let mut spinner = Spinner::new();
         loop {
             if fits() {
-                return Ok(r.s.tail.0.load(Ordering::Relaxed));
+                return Ok(tail);
             }
-            if spins < SPIN_LIMIT {
-                spins += 1;
-                std::hint::spin_loop();
+            if spinner.spin() {
                 continue;
             }
             if !r.s.not_full.0.sleep(deadline, fits) {
@@ -407,8 +429,9 @@ impl ProducerGuard<'_> {
         r.copy_in(pos + (FRAME_HEADER / UNIT) as u64, payload);
         let new = pack(pos + units, count + u64::from(ends_message));
         // SYNC POINT "tail": the frame's bytes happen-before a consumer's
-        // Acquire load that sees this word.
-        r.s.tail.0.store(new, Ordering::Release);
+        // Acquire load that sees this word. SeqCst (an xchg on x86) also
+        // orders it before `wake`'s check of the sleepers (SYNC POINT "wake").
+        r.s.tail.0.swap(new, Ordering::SeqCst);
         new
     }
 
@@ -488,20 +511,26 @@ impl ConsumerGuard<'_> {
     /// for a timeout — and a producer that died is detected.
     fn wait_frame(&self, deadline: Option<Instant>, mid_stream: bool) -> Result<Next> {
         let r = &self.ring;
+        let head = r.s.head.0.load(Ordering::Relaxed);
+        let hpos = unpack(head).0;
         let available = || {
-            let (hpos, _) = unpack(r.s.head.0.load(Ordering::Relaxed));
-            let (tpos, _) = unpack(r.s.tail.0.load(Ordering::Acquire));
-            used_units(hpos, tpos) > 0
-        };
-        let mut spins = 0;
-        loop {
-            let head = r.s.head.0.load(Ordering::Relaxed);
             // SYNC POINT "tail".
             let tail = r.s.tail.0.load(Ordering::Acquire);
-            let used = used_units(unpack(head).0, unpack(tail).0);
+            used_units(hpos, unpack(tail).0) > 0
+        };
+        let mut spinner = Spinner::new();
+        loop {
+            // The cached tail first: no cache miss while frames are queued.
+            let mut tail = r.s.tail_seen.0.load(Ordering::Relaxed);
+            if used_units(hpos, unpack(tail).0) == 0 {
+                // SYNC POINT "tail".
+                tail = r.s.tail.0.load(Ordering::Acquire);
+                r.s.tail_seen.0.store(tail, Ordering::Relaxed);
+            }
+            let used = used_units(hpos, unpack(tail).0);
             if used > 0 {
                 let mut hdr = [0u8; FRAME_HEADER];
-                r.copy_out(unpack(head).0, &mut hdr);
+                r.copy_out(hpos, &mut hdr);
                 let (kind, len, units) = frame::decode_header(hdr, used).map_err(corrupt)?;
                 return Ok(Next::Frame {
                     kind,
@@ -513,15 +542,13 @@ impl ConsumerGuard<'_> {
             if r.is_closed() && !mid_stream && r.s.stream_open.0.load(Ordering::Acquire) == 0 {
                 return Ok(Next::Closed);
             }
-            if spins < SPIN_LIMIT {
-                spins += 1;
-                std::hint::spin_loop();
+            if spinner.spin() {
                 continue;
             }
             if mid_stream {
                 // Is the stream's producer still there? If the producer lock
                 // is free, the stream ended (its End or Abort is coming), or
-                // its producer died and `try_lock_side` just wrote the Abort.
+                // its producer died and `probe_producer` just wrote the Abort.
                 r.probe_producer();
                 r.s.not_empty.0.sleep(None, available);
                 continue;
@@ -719,14 +746,12 @@ impl Ring<'_> {
 
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<()> {
         let finished = || self.unfinished() == 0;
-        let mut spins = 0;
+        let mut spinner = Spinner::new();
         loop {
             if finished() {
                 return Ok(());
             }
-            if spins < SPIN_LIMIT {
-                spins += 1;
-                std::hint::spin_loop();
+            if spinner.spin() {
                 continue;
             }
             if !self.s.joined.0.sleep(deadline, finished) {

@@ -38,15 +38,12 @@ fn sleep_on(word: &AtomicU32, expected: u32, deadline: Option<Instant>, slice: D
     true
 }
 
-/// How many times a waiter polls before it sleeps. The same budget as
-/// std's futex mutex. Measured on the 2-vCPU project machine (benches/sync.rs,
-/// `ipckit_event` round trip, processes floating): no spinning 57 µs, 20
-/// polls 37 µs, 100 polls 14–19 µs. Pinned to separate vCPUs, sleeping is
-/// cheap there and spinning costs (2.3 µs without, 4.6 µs with 100 polls);
-/// floating processes are the common case.
+/// How many times a lock polls before it sleeps: std's futex mutex budget.
+/// Locks are held briefly; a holder that is descheduled should not be
+/// waited for by spinning.
 const SPIN_LIMIT: u32 = 100;
 
-/// Spins (without system calls) until `cond` holds or the spin budget is
+/// Spins (without system calls) until `cond` holds or the lock spin budget is
 /// used up; returns whether `cond` held.
 fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
     for _ in 0..SPIN_LIMIT {
@@ -56,6 +53,62 @@ fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
         std::hint::spin_loop();
     }
     cond()
+}
+
+/// How long a waiter for another process's *action* (an event set, a queue
+/// message, a barrier's last arrival) polls before it sleeps: about the cost
+/// of a futex sleep and wake-up on the project machine, the classic
+/// "spin for as long as blocking would cost" rule, which is never worse than
+/// twice the better choice. Measured on the 2-vCPU project machine
+/// (`benches/queue.rs`, 64 B round trip through two queues, processes
+/// floating): 100 polls (~2 µs) 70 µs, 5 µs 41 µs, 20 µs 0.83 µs, 50 µs
+/// 0.85 µs.
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(25);
+
+/// A bounded spin: `spin()` pauses and says whether the budget allows
+/// another poll. It reads the clock only every 32 polls and backs off to
+/// 16 pauses between polls, so the polled line is left to its writer.
+pub(crate) struct Spinner {
+    start: Option<Instant>,
+    polls: u32,
+}
+
+impl Spinner {
+    pub(crate) fn new() -> Spinner {
+        Spinner {
+            start: None,
+            polls: 0,
+        }
+    }
+
+    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the first call.
+    pub(crate) fn spin(&mut self) -> bool {
+        self.polls += 1;
+        if self.polls % 32 == 1 {
+            let now = Instant::now();
+            let start = *self.start.get_or_insert(now);
+            if now.duration_since(start) >= WAIT_SPIN {
+                return false;
+            }
+        }
+        for _ in 0..(1u32 << (self.polls / 64).min(4)) {
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// Spins until `cond` holds or the wait spin budget is used up.
+fn spin_wait(mut cond: impl FnMut() -> bool) -> bool {
+    let mut spinner = Spinner::new();
+    loop {
+        if cond() {
+            return true;
+        }
+        if !spinner.spin() {
+            return cond();
+        }
+    }
 }
 
 fn deadline_passed(deadline: Option<Instant>) -> bool {
@@ -348,7 +401,7 @@ impl RawEvent {
 
     /// Waits until set; `false` if `deadline` passed first.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        if spin_until(|| self.is_set()) {
+        if spin_wait(|| self.is_set()) {
             return true;
         }
         loop {
@@ -943,7 +996,7 @@ impl RawBarrier {
         }
         // Wait for the generation to end.
         let mut outcome = None;
-        if spin_until(|| {
+        if spin_wait(|| {
             outcome = self.check(generation, index);
             outcome.is_some()
         }) {
