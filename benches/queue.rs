@@ -14,8 +14,9 @@
 //! reader polls for `msg-N` (yielding between polls), reads and unlinks it;
 //! `<dir>` is under /dev/shm (tmpfs).
 //!
-//! Run: `cargo bench --bench queue`. Children are this binary re-executed
-//! with `IPCKIT_BENCH_CHILD` set.
+//! Run: `cargo bench --bench queue` (add `IPCKIT_BENCH_PIN=1` to pin parent
+//! and child to CPUs 0 and 1). Children are this binary re-executed with
+//! `IPCKIT_BENCH_CHILD` set.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -512,11 +513,28 @@ criterion_group! {
     targets = throughput, round_trip, memcpy
 }
 
+/// With `IPCKIT_BENCH_PIN=1`, pins the parent to CPU 0 and the child to
+/// CPU 1 (as LIMITS.md's baselines were measured); by default processes float.
+fn pin_to(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is valid; the set is sized for the call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
+        pin_to(1);
         child_main(&role);
         return;
     }
+    pin_to(0);
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
