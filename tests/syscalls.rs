@@ -20,7 +20,13 @@ fn child_uncontended_ops() {
         let b = Barrier::new(1).unwrap();
         let v = Value::new(0u32).unwrap();
         let a = Array::new(&[0u8; 16]).unwrap();
+        let q = ipckit::queue::Queue::<u32>::new(1 << 16).unwrap();
+        let mut buf = Vec::with_capacity(64);
         for i in 0..n {
+            q.put(&i).unwrap();
+            assert_eq!(q.get().unwrap(), i);
+            q.put_bytes(b"sixteen bytes!!!").unwrap();
+            q.get_bytes_into(&mut buf).unwrap();
             *m.lock().unwrap() += 1;
             cv.notify_one();
             cv.notify_all();
@@ -92,7 +98,7 @@ fn uncontended_operations_make_no_futex_calls() {
         .map(|(_, c)| c)
         .sum();
     eprintln!(
-        "{OPS} rounds of 10 uncontended operations: {total} system calls, {futex} futex\n{summary}"
+        "{OPS} rounds of 14 uncontended operations: {total} system calls, {futex} futex\n{summary}"
     );
     // Start-up and creating the seven objects take a few hundred calls; the
     // operations themselves must take none, so the total may not grow with OPS.
