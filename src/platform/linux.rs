@@ -600,6 +600,44 @@ pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+// ---------------------------------------------------------------------------
+// membarrier
+// ---------------------------------------------------------------------------
+
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
+    // SAFETY: membarrier(2) takes a command and flags; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (once);
+/// returns whether it is registered. A registered process may skip the
+/// store-load fence on a hot path whose rare slow path calls
+/// [`membarrier_global`] instead (an asymmetric Dekker, as userspace RCU does).
+pub(crate) fn membarrier_registered() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let supported = membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0);
+        let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+            as libc::c_long;
+        supported & needed == needed && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok()
+    })
+}
+
+/// Makes every running thread of every registered process execute a full
+/// memory barrier before returning. `false` if unavailable.
+pub(crate) fn membarrier_global() -> bool {
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,42 +678,4 @@ mod tests {
         assert_eq!(futex_wait(&w, 6, None), FutexWait::Retry);
         assert_eq!(futex_wake(&w, 1), 0);
     }
-}
-
-// ---------------------------------------------------------------------------
-// membarrier
-// ---------------------------------------------------------------------------
-
-const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
-const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
-const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
-
-fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
-    // SAFETY: membarrier(2) takes a command and flags; no memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (once);
-/// returns whether it is registered. A registered process may skip the
-/// store-load fence on a hot path whose rare slow path calls
-/// [`membarrier_global`] instead (an asymmetric Dekker, as userspace RCU does).
-pub(crate) fn membarrier_registered() -> bool {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        let supported = membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0);
-        let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
-            as libc::c_long;
-        supported & needed == needed && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok()
-    })
-}
-
-/// Makes every running thread of every registered process execute a full
-/// memory barrier before returning. `false` if unavailable.
-pub(crate) fn membarrier_global() -> bool {
-    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
 }
