@@ -7,6 +7,9 @@
 //! - `round_trip_64B/<transport>`: the child echoes each 64-byte message.
 //! - `memcpy_1MiB`: copying 1 MiB within one process, for scale.
 //!
+//! The round trip also has a raw shared-futex ping-pong (no spinning), the
+//! floor for a peer that sleeps.
+//!
 //! Transports: ipckit `Queue` raw bytes (`put_bytes`/`get_bytes_into`) and
 //! typed (`Queue<Vec<u8>>`, serde-encoded), an anonymous pipe pair, a unix
 //! socketpair, TCP loopback (NODELAY), and file exchange: each message is
@@ -28,22 +31,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use ipckit::Segment;
 use ipckit::queue::Queue;
+
+mod common;
+use common::{hex, pin_to, unhex};
 
 const ROLE: &str = "IPCKIT_BENCH_CHILD";
 const SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
 const RING: usize = 16 << 20;
 const STOP: u64 = u64::MAX;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
 
 /// The parent's side of a transport.
 trait Link {
@@ -77,6 +74,11 @@ fn child_main(role: &str) {
         parts.next().unwrap().parse::<usize>().unwrap(),
     );
     let arg = std::env::var("IPCKIT_BENCH_ARG").unwrap_or_default();
+    if transport == "futex" {
+        let seg: Segment = postcard::from_bytes(&unhex(&arg)).unwrap();
+        common::futex_pong(&seg);
+        return;
+    }
     let mut link: Box<dyn ChildLink> = match transport {
         "queue" => {
             let (q, back): (Queue<()>, Queue<()>) = postcard::from_bytes(&unhex(&arg)).unwrap();
@@ -460,8 +462,40 @@ fn throughput(c: &mut Criterion) {
     }
 }
 
+/// The floor for a peer that sleeps: one shared futex word, no spinning.
+fn raw_futex_round_trip(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let seg = Segment::anonymous(64).unwrap();
+    let mut child = command("futex", "echo", 4)
+        .env(
+            "IPCKIT_BENCH_ARG",
+            hex(&postcard::to_allocvec(&seg).unwrap()),
+        )
+        .spawn()
+        .unwrap();
+    let w = common::word(&seg);
+    let trip = || {
+        common::futex_set(w, common::PING);
+        common::futex_await(w, common::PONG);
+    };
+    for _ in 0..100 {
+        trip();
+    }
+    g.bench_function(BenchmarkId::from_parameter("raw_futex"), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                trip();
+            }
+            t.elapsed()
+        })
+    });
+    common::futex_set(w, common::STOP);
+    let _ = child.wait();
+}
+
 fn round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("round_trip_64B");
+    raw_futex_round_trip(&mut g);
     for transport in TRANSPORTS {
         let mut link = start(transport, "echo", 64);
         let msg = vec![0x5au8; 64];
@@ -511,21 +545,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
     targets = throughput, round_trip, memcpy
-}
-
-/// With `IPCKIT_BENCH_PIN=1`, pins the parent to CPU 0 and the child to
-/// CPU 1 (as LIMITS.md's baselines were measured); by default processes float.
-fn pin_to(cpu: usize) {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is valid; the set is sized for the call.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % n, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 fn main() {

@@ -16,25 +16,17 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
+
+mod common;
+use common::{PING, PONG, STOP, futex_await, futex_set, hex, pin_to, unhex, word};
 use ipckit::sync::{Condvar, Event, Mutex};
 use ipckit::{Segment, Value};
 
 const ROLE: &str = "IPCKIT_BENCH_CHILD";
 const ARG: &str = "IPCKIT_BENCH_ARG";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
 
 fn spawn_child<A: serde::Serialize>(role: &str, arg: &A) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -151,67 +143,21 @@ struct FutexPeer {
     child: Child,
 }
 
-fn word(seg: &Segment) -> &AtomicU32 {
-    // SAFETY: the segment is at least 4 bytes, page-aligned, and the word is
-    // only accessed atomically by both processes.
-    unsafe { &*(seg.as_ptr() as *const AtomicU32) }
-}
-
-fn futex_wait(w: &AtomicU32, v: u32) {
-    // SAFETY: futex(2) FUTEX_WAIT on a valid shared word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            w.as_ptr(),
-            libc::FUTEX_WAIT,
-            v,
-            std::ptr::null::<libc::timespec>(),
-        )
-    };
-}
-
-fn futex_wake(w: &AtomicU32) {
-    // SAFETY: futex(2) FUTEX_WAKE on a valid shared word.
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, 1) };
-}
-
-/// Waits (sleeping, never spinning) until the word equals `want`.
-fn futex_await(w: &AtomicU32, want: u32) -> u32 {
-    loop {
-        let v = w.load(Ordering::Acquire);
-        if v == want || v == 3 {
-            return v;
-        }
-        futex_wait(w, v);
-    }
-}
-
-// word: 0 idle, 1 ping, 2 pong, 3 stop
 impl Peer for FutexPeer {
     fn round_trip(&mut self) {
         let w = word(&self.seg);
-        w.store(1, Ordering::Release);
-        futex_wake(w);
-        futex_await(w, 2);
+        futex_set(w, PING);
+        futex_await(w, PONG);
     }
     fn stop(mut self: Box<Self>) {
-        let w = word(&self.seg);
-        w.store(3, Ordering::Release);
-        futex_wake(w);
+        futex_set(word(&self.seg), STOP);
         self.child.wait().unwrap();
     }
 }
 
 fn futex_child() {
     let seg: Segment = child_arg();
-    let w = word(&seg);
-    loop {
-        if futex_await(w, 1) == 3 {
-            return;
-        }
-        w.store(2, Ordering::Release);
-        futex_wake(w);
-    }
+    common::futex_pong(&seg);
 }
 
 struct StreamPeer<W: Write, R: Read> {
@@ -339,23 +285,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
     targets = lock_unlock, pingpong
-}
-
-/// With `IPCKIT_BENCH_PIN=1`, pins the calling process to one CPU (parent
-/// on CPU 0, child on CPU 1), as the baselines in LIMITS.md were measured.
-/// By default processes float, as they do in real programs.
-fn pin_to(cpu: usize) {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity take
-    // a properly sized set for the calling process (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % n, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 fn main() {

@@ -1,0 +1,90 @@
+//! Helpers shared by the benchmarks: CPU pinning, hex tokens for children's
+//! arguments, and a raw shared-futex ping-pong (the baseline for waiting).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipckit::Segment;
+
+/// With `IPCKIT_BENCH_PIN=1`, pins the calling process to one CPU (parent
+/// on CPU 0, child on CPU 1), as the baselines in LIMITS.md were measured.
+/// By default processes float, as they do in real programs.
+pub fn pin_to(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity take
+    // a properly sized set for the calling process (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The futex word at the start of `seg`.
+pub fn word(seg: &Segment) -> &AtomicU32 {
+    // SAFETY: the segment is at least 4 bytes, page-aligned, and the word is
+    // only accessed atomically by both processes.
+    unsafe { &*(seg.as_ptr() as *const AtomicU32) }
+}
+
+fn futex_wait(w: &AtomicU32, v: u32) {
+    // SAFETY: futex(2) FUTEX_WAIT on a valid shared word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAIT,
+            v,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+fn futex_wake(w: &AtomicU32) {
+    // SAFETY: futex(2) FUTEX_WAKE on a valid shared word.
+    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
+/// Word states of the raw ping-pong.
+pub const IDLE: u32 = 0;
+pub const PING: u32 = 1;
+pub const PONG: u32 = 2;
+pub const STOP: u32 = 3;
+
+/// Waits (sleeping, never spinning) until the word is `want` (or STOP).
+pub fn futex_await(w: &AtomicU32, want: u32) -> u32 {
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == want || v == STOP {
+            return v;
+        }
+        futex_wait(w, v);
+    }
+}
+
+/// Sets the word and wakes the peer.
+pub fn futex_set(w: &AtomicU32, v: u32) {
+    w.store(v, Ordering::Release);
+    futex_wake(w);
+}
+
+/// The child side of the raw ping-pong: answers every PING with a PONG.
+pub fn futex_pong(seg: &Segment) {
+    let w = word(seg);
+    while futex_await(w, PING) != STOP {
+        futex_set(w, PONG);
+    }
+}
