@@ -69,6 +69,7 @@
 
 pub mod codec;
 pub mod error;
+mod handoff;
 pub mod layout;
 mod platform;
 pub mod process;

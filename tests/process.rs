@@ -450,3 +450,17 @@ fn a_child_that_dies_holding_a_lock_is_reported_to_the_next_locker() {
     assert_eq!(*g, 99);
     g.mark_consistent();
 }
+
+fn read_value(v: Value<u64>) -> u64 {
+    v.get().unwrap()
+}
+
+#[test]
+fn anonymous_objects_in_the_argument_outlive_the_parents_handle() {
+    let _t = Ctx::new("handoff");
+    // The parent keeps no handle: the memfd itself travels with the argument.
+    for i in 0..20 {
+        let p = Process::spawn(read_value, Value::new(i).unwrap()).unwrap();
+        assert_eq!(p.join().unwrap(), i);
+    }
+}

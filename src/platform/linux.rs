@@ -638,6 +638,137 @@ pub(crate) fn membarrier_global() -> bool {
     membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
 }
 
+// ---------------------------------------------------------------------------
+// Passing descriptors and randomness
+// ---------------------------------------------------------------------------
+
+/// Most descriptors sent in one message.
+const FDS_PER_MESSAGE: usize = 250;
+
+/// Sends `fds` over a unix socket (SCM_RIGHTS), each batch attached to one
+/// byte of data.
+pub(crate) fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    for chunk in fds.chunks(FDS_PER_MESSAGE) {
+        let byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        let bytes = std::mem::size_of_val(chunk);
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: a zeroed msghdr is valid; every pointer set below points to
+        // live buffers of the given lengths; CMSG_FIRSTHDR/CMSG_DATA address
+        // inside `control`, which has room for one header and `bytes` bytes.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                chunk.as_ptr() as *const u8,
+                libc::CMSG_DATA(cmsg),
+                bytes,
+            );
+            cvt_r(|| libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) as libc::c_int)?;
+        }
+    }
+    Ok(())
+}
+
+/// Receives exactly `n` descriptors sent by [`send_fds`] (close-on-exec).
+pub(crate) fn recv_fds(sock: RawFd, n: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let want = (n - out.len()).min(FDS_PER_MESSAGE);
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        // SAFETY: a pure size computation.
+        let space =
+            unsafe { libc::CMSG_SPACE((want * std::mem::size_of::<RawFd>()) as u32) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: as in `send_fds`; the kernel writes at most `space`
+        // control bytes, and we only read headers it reports as present.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space as _;
+            let r = cvt_r(|| libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) as libc::c_int)?;
+            if r == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed before sending descriptors",
+                ));
+            }
+            let mut got = 0;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg);
+                    let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                    let count = len / std::mem::size_of::<RawFd>();
+                    for i in 0..count {
+                        let fd = std::ptr::read_unaligned((data as *const RawFd).add(i));
+                        out.push(OwnedFd::from_raw_fd(fd));
+                        got += 1;
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            if msg.msg_flags & libc::MSG_CTRUNC != 0 || got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "descriptors missing or truncated",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Fills `buf` with random bytes from the kernel (getrandom(2)).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most `len - filled` bytes into `buf[filled..]`.
+        let r = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - filled,
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += r as usize;
+    }
+    Ok(())
+}
+
+/// Duplicates a descriptor (close-on-exec).
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor number returns a new descriptor.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

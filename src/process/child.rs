@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 
 /// Layout version of [`Payload`] and [`Report`].
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// What the parent sends its child: which function to run, and its argument.
 #[derive(Serialize, Deserialize)]
@@ -30,6 +30,8 @@ pub(crate) struct Payload {
     pub function: i64,
     pub name: String,
     pub parent: ProcessInfo,
+    /// Descriptors sent after the payload (SCM_RIGHTS), for handles in `arg`.
+    pub fds: u32,
     pub arg: Vec<u8>,
 }
 
@@ -164,6 +166,18 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         previous(info);
     }));
 
+    let fds = if payload.fds > 0 {
+        match platform::recv_fds(fd, payload.fds as usize) {
+            Ok(fds) => fds,
+            Err(e) => fail(
+                &mut stream,
+                format!("cannot receive descriptors from the parent: {e}"),
+            ),
+        }
+    } else {
+        Vec::new()
+    };
+
     let base = super::base_address();
     let at = |offset: i64| (base as i64).wrapping_add(offset) as usize;
     // SAFETY: the parent computed `trampoline` as the offset of a
@@ -174,7 +188,8 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         unsafe { std::mem::transmute::<usize, Trampoline>(at(payload.trampoline)) };
     let function = at(payload.function);
     let arg = payload.arg;
-    let outcome = std::panic::catch_unwind(move || tramp(function, &arg));
+    let outcome =
+        std::panic::catch_unwind(move || crate::handoff::provide(fds, || tramp(function, &arg)));
     let (report, code) = match outcome {
         Ok(Ok(bytes)) => (Report::Returned(bytes), 0),
         Ok(Err(message)) => (Report::Failed(message), 2),

@@ -335,6 +335,9 @@ impl Builder {
         let ctx = || format!("cannot spawn process {name:?}");
         let trampoline: child::Trampoline = child::trampoline::<A, R>;
         let exe = platform::exe_identity().map_err(|e| Error::io(ctx(), e))?;
+        // Handles that are descriptors (sockets, memfds) push duplicates
+        // while the argument is encoded; they travel beside it (SCM_RIGHTS).
+        let (arg_bytes, fds) = crate::handoff::collect(|| codec::encode(&arg));
         let payload = Payload {
             protocol: child::PROTOCOL,
             exe,
@@ -343,7 +346,8 @@ impl Builder {
             function: offset_of(f as usize),
             name: name.clone(),
             parent: current_process(),
-            arg: codec::encode(&arg).map_err(|e| e.context(ctx()))?,
+            fds: fds.len() as u32,
+            arg: arg_bytes.map_err(|e| e.context(ctx()))?,
         };
         let payload = codec::encode(&payload).map_err(|e| e.context(ctx()))?;
 
@@ -423,7 +427,15 @@ impl Builder {
         // arguments larger than the socket buffer, until the child has them.
         if let Some(stream) = process.stream.as_mut() {
             let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
-            if let Err(e) = codec::write_frame(stream, &payload) {
+            let sent = codec::write_frame(stream, &payload).and_then(|()| {
+                let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+                if raw.is_empty() {
+                    return Ok(());
+                }
+                platform::send_fds(stream.as_raw_fd(), &raw)
+                    .map_err(|e| Error::io("cannot pass descriptors to the child", e))
+            });
+            if let Err(e) = sent {
                 process.spawn_error = Some(e);
             }
         }

@@ -443,6 +443,22 @@ impl Segment {
     }
 
     fn token(&self) -> SegmentToken {
+        use std::os::fd::AsFd;
+        match &self.inner.name {
+            Some(name) => SegmentToken::Named { name: name.clone() },
+            // Inside a spawn argument: pass the memfd itself, so the child
+            // has it even if this process drops its handle at once.
+            None => match crate::handoff::push(self.inner.fd.as_fd()) {
+                Some(Ok(index)) => SegmentToken::AnonymousFd {
+                    index,
+                    len: self.inner.len as u64,
+                },
+                _ => self.proc_token(),
+            },
+        }
+    }
+
+    fn proc_token(&self) -> SegmentToken {
         match &self.inner.name {
             Some(name) => SegmentToken::Named { name: name.clone() },
             None => SegmentToken::Anonymous {
@@ -458,6 +474,31 @@ impl Segment {
     fn from_token(token: SegmentToken) -> Result<Segment> {
         match token {
             SegmentToken::Named { name } => Segment::open(&name),
+            SegmentToken::AnonymousFd { index, len } => {
+                let ctx = "cannot open an anonymous segment passed by descriptor";
+                let fd = crate::handoff::take(index).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("descriptor {index} was not passed with this value"),
+                    )
+                    .context(ctx)
+                })?;
+                let st = platform::fstat(fd.as_raw_fd()).map_err(|e| Error::io(ctx, e))?;
+                if st.size != len {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("the descriptor holds {} bytes, not {len}", st.size),
+                    )
+                    .context(ctx));
+                }
+                let len = usize::try_from(len).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unsupported,
+                        "segment larger than the address space",
+                    )
+                })?;
+                Segment::map(fd, None, None, len, false).map_err(|e| e.context(ctx))
+            }
             SegmentToken::Anonymous {
                 pid,
                 fd,
@@ -502,6 +543,11 @@ impl Segment {
 enum SegmentToken {
     Named {
         name: String,
+    },
+    /// A memfd passed beside the encoded value (see `handoff`).
+    AnonymousFd {
+        index: u32,
+        len: u64,
     },
     Anonymous {
         pid: u32,
