@@ -64,6 +64,8 @@ pub enum ErrorKind {
     Panicked,
     /// A child process ended without a result (killed, aborted, exited).
     ProcessDied,
+    /// A peer failed to prove the shared auth key (or this side failed to).
+    AuthenticationFailed,
     /// Another operating-system error; see `source()`.
     Io,
 }
@@ -92,6 +94,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Panicked => "child panicked",
             ErrorKind::ProcessDied => "child process died",
+            ErrorKind::AuthenticationFailed => "authentication failed",
             ErrorKind::Io => "i/o error",
         }
     }

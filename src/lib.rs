@@ -68,9 +68,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod codec;
+pub mod connection;
 pub mod error;
 mod handoff;
 pub mod layout;
+pub mod pipe;
 mod platform;
 pub mod process;
 pub mod queue;

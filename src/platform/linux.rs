@@ -561,6 +561,17 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
     Ok(r > 0)
 }
 
+/// `poll(2)` on several descriptors; fills in `revents`.
+pub(crate) fn poll_many(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = match timeout {
+        None => -1,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: `fds` is a valid array of pollfd of the given length.
+    let r = cvt_r(|| unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) })?;
+    Ok(r as usize)
+}
+
 /// Sets or clears close-on-exec on `fd`.
 pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFD/F_SETFD on a descriptor number; no memory is passed.

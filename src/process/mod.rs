@@ -53,7 +53,6 @@
 mod child;
 mod registry;
 
-use std::any::Any;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
@@ -419,7 +418,6 @@ impl Builder {
             eof: false,
             outcome: None,
             spawn_error: None,
-            keepalive: Some(Box::new(arg)),
             max_result: self.max_result,
             _result: PhantomData,
         };
@@ -439,6 +437,11 @@ impl Builder {
                 process.spawn_error = Some(e);
             }
         }
+        // The child has its own copies of any descriptors in `arg` now (in
+        // flight with SCM_RIGHTS, or received). Dropping ours lets a pipe end
+        // moved into the child report EOF when the child dies.
+        drop(arg);
+        drop(fds);
         Ok(process)
     }
 }
@@ -462,7 +465,6 @@ pub struct Process<R> {
     eof: bool,
     outcome: Option<Outcome<R>>,
     spawn_error: Option<Error>,
-    keepalive: Option<Box<dyn Any + Send>>,
     max_result: usize,
     _result: PhantomData<fn() -> R>,
 }
@@ -542,7 +544,6 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
             self.wait_exit(deadline)?;
             let outcome = self.interpret();
             self.outcome = Some(outcome);
-            self.keepalive = None;
         }
         match self.outcome.as_mut() {
             Some(Outcome::Returned(r)) => r.take().ok_or_else(|| {
@@ -749,9 +750,8 @@ impl<R> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.shared.try_reap().is_none() {
-            // Detach: the child keeps running; the reaper collects it (and
-            // keeps its argument, which may hold objects it is opening).
-            registry::detach(self.shared.clone(), self.keepalive.take());
+            // Detach: the child keeps running; the reaper collects it.
+            registry::detach(self.shared.clone());
         }
     }
 }

@@ -2,7 +2,6 @@
 //! `active_children()`, the background reaper of detached children, and the
 //! long-lived thread that forks daemons.
 
-use std::any::Any;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
@@ -94,16 +93,16 @@ pub(crate) fn active_children() -> Vec<ProcessInfo> {
     children.iter().map(|c| c.info()).collect()
 }
 
-type Detached = (Arc<ChildShared>, Option<Box<dyn Any + Send>>);
+type Detached = Arc<ChildShared>;
 
 /// Detached children and whether a reaper thread is running for them.
 static DETACHED: Mutex<(Vec<Detached>, bool)> = Mutex::new((Vec::new(), false));
 
 /// Hands a child whose handle was dropped to the background reaper, which
 /// polls it every 20 ms and exits when nothing is left to reap.
-pub(crate) fn detach(child: Arc<ChildShared>, keepalive: Option<Box<dyn Any + Send>>) {
+pub(crate) fn detach(child: Arc<ChildShared>) {
     let mut detached = lock(&DETACHED);
-    detached.0.push((child, keepalive));
+    detached.0.push(child);
     if detached.1 {
         return;
     }
@@ -114,7 +113,7 @@ pub(crate) fn detach(child: Arc<ChildShared>, keepalive: Option<Box<dyn Any + Se
             loop {
                 std::thread::sleep(Duration::from_millis(20));
                 let mut detached = lock(&DETACHED);
-                detached.0.retain(|(c, _)| c.try_reap().is_none());
+                detached.0.retain(|c| c.try_reap().is_none());
                 if detached.0.is_empty() {
                     detached.1 = false;
                     return;
