@@ -48,6 +48,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
 
 const READ_AHEAD: usize = 64 << 10;
 const HEADER: usize = 4;
+/// Messages up to this size (with their header) are sent with one write.
+const SMALL_SEND: usize = 256;
 
 /// Creates connected pairs of [`Connection`]s.
 #[derive(Debug)]
@@ -124,6 +126,9 @@ struct RecvState {
     end: usize,
     /// A message too large for `buf`, read straight into this vector.
     big: Option<(usize, Vec<u8>)>,
+    /// The last message was too big for `buf`: read the next header alone,
+    /// so that its payload goes straight to its own vector, not through `buf`.
+    after_big: bool,
     eof: bool,
 }
 
@@ -176,6 +181,7 @@ impl Connection {
                 start: 0,
                 end: 0,
                 big: None,
+                after_big: false,
                 eof: false,
             }),
         }
@@ -241,8 +247,19 @@ impl Connection {
         let stream = self.stream()?;
         let _guard = lock(&self.send);
         let header = len.to_le_bytes();
-        let mut parts = [IoSlice::new(&header), IoSlice::new(bytes)];
-        let mut parts: &mut [IoSlice<'_>] = &mut parts;
+        // Small messages: one contiguous write (cheaper in the kernel than
+        // a two-part writev). Large ones: writev, no copy.
+        let mut small = [0u8; SMALL_SEND];
+        let mut joined = [IoSlice::new(&[])];
+        let mut split = [IoSlice::new(&header), IoSlice::new(bytes)];
+        let mut parts: &mut [IoSlice<'_>] = if bytes.len() + HEADER <= SMALL_SEND {
+            small[..HEADER].copy_from_slice(&header);
+            small[HEADER..HEADER + bytes.len()].copy_from_slice(bytes);
+            joined[0] = IoSlice::new(&small[..HEADER + bytes.len()]);
+            &mut joined
+        } else {
+            &mut split
+        };
         while !parts.is_empty() {
             match stream.write_vectored(parts) {
                 Ok(0) => return Err(closed_error().context("cannot send")),
@@ -349,6 +366,7 @@ impl Connection {
                 if big.len() == *len {
                     let (_, mut big) = st.big.take().expect("checked");
                     std::mem::swap(out, &mut big);
+                    st.after_big = true;
                     return Ok(());
                 }
                 if st.eof {
@@ -385,6 +403,7 @@ impl Connection {
                     ));
                 }
                 if avail >= HEADER + len {
+                    st.after_big = false;
                     let from = st.start + HEADER;
                     out.clear();
                     out.extend_from_slice(&st.buf[from..from + len]);
@@ -421,7 +440,12 @@ impl Connection {
             }
             wait_readable(stream, deadline)?;
             let end = st.end;
-            match stream.read(&mut st.buf[end..]) {
+            let stop = if st.after_big && avail < HEADER {
+                st.start + HEADER
+            } else {
+                st.buf.len()
+            };
+            match stream.read(&mut st.buf[end..stop]) {
                 Ok(0) => st.eof = true,
                 Ok(n) => st.end += n,
                 Err(e) => handle_read_error(e, st)?,
