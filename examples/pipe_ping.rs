@@ -13,7 +13,11 @@ use ipckit::connection::{Address, Client};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ipckit::init();
     let mut args = std::env::args().skip(1);
-    let address = Address::parse(&args.next().unwrap_or_else(|| "/tmp/ipckit-ping.sock".into()))?;
+    let address = Address::parse(
+        &args
+            .next()
+            .unwrap_or_else(|| "/tmp/ipckit-ping.sock".into()),
+    )?;
     let key = args.next().unwrap_or_else(|| "secret".into());
     let count: usize = args.next().map_or(Ok(100_000), |s| s.parse())?;
 
@@ -22,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = loop {
         match Client::connect(address.clone(), Some(key.as_bytes())) {
             Ok(c) => break c,
-            Err(e) if e.kind() == ipckit::ErrorKind::NotFound && start.elapsed() < Duration::from_secs(10) => {
+            Err(e)
+                if e.kind() == ipckit::ErrorKind::NotFound
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => return Err(e.into()),

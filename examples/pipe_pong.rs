@@ -11,7 +11,11 @@ use ipckit::connection::{Address, Listener};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ipckit::init();
     let mut args = std::env::args().skip(1);
-    let address = Address::parse(&args.next().unwrap_or_else(|| "/tmp/ipckit-ping.sock".into()))?;
+    let address = Address::parse(
+        &args
+            .next()
+            .unwrap_or_else(|| "/tmp/ipckit-ping.sock".into()),
+    )?;
     let key = args.next().unwrap_or_else(|| "secret".into());
     let listener = Listener::bind(address.clone(), Some(key.as_bytes()))?;
     println!("pong: listening on {address} (auth key required)");

@@ -80,9 +80,12 @@ pub enum CreationMode {
 /// may observe a mix of old and new bytes; synchronise with a lock.
 ///
 /// A `Segment` can be sent to another process inside any serde-encoded value:
-/// a named segment travels as its name, an anonymous one as a reference to the
-/// sender's descriptor (the receiver opens `/proc/<pid>/fd/<n>`, so the sender
-/// must keep its handle until the receiver has decoded it).
+/// a named segment travels as its name. An anonymous one inside a
+/// [`Process`](crate::process::Process) spawn argument travels as its
+/// descriptor (passed with SCM_RIGHTS); in any other value (a queue message,
+/// say) as a reference to the sender's descriptor, which the receiver opens
+/// through `/proc/<pid>/fd/<n>` — so there the sender must keep its handle
+/// until the receiver has decoded it.
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
