@@ -66,6 +66,8 @@ pub enum ErrorKind {
     ProcessDied,
     /// A peer failed to prove the shared auth key (or this side failed to).
     AuthenticationFailed,
+    /// A task was cancelled.
+    Cancelled,
     /// Another operating-system error; see `source()`.
     Io,
 }
@@ -95,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Panicked => "child panicked",
             ErrorKind::ProcessDied => "child process died",
             ErrorKind::AuthenticationFailed => "authentication failed",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Io => "i/o error",
         }
     }
@@ -207,6 +210,11 @@ impl Error {
     /// A child process ended without a result.
     pub fn is_process_died(&self) -> bool {
         self.kind == ErrorKind::ProcessDied
+    }
+
+    /// A task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == ErrorKind::Cancelled
     }
 }
 

@@ -74,6 +74,7 @@ mod handoff;
 pub mod layout;
 pub mod pipe;
 mod platform;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod segment;

@@ -71,6 +71,31 @@ where
 /// The panic of the child's main function, captured by the hook.
 static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
 
+/// Decodes a `Vec<A>`, calls the function at `function` on each element,
+/// encodes the `Vec<R>` (a chunk of a pool's `map`).
+pub(crate) fn chunk_trampoline<A, R>(
+    function: usize,
+    arg: &[u8],
+) -> std::result::Result<Vec<u8>, String>
+where
+    A: serde::de::DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: as in `trampoline`: `chunk_trampoline::<A, R>` is only ever
+    // paired with an `fn(A) -> R` of this executable.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    let args: Vec<A> =
+        codec::decode(arg).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let results: Vec<R> = args.into_iter().map(f).collect();
+    codec::encode(&results).map_err(|e| format!("cannot encode the results: {e}"))
+}
+
+/// The last panic of this child's main thread, taken (for pool workers,
+/// which go on after a task panics).
+pub(crate) fn take_last_panic() -> Option<(String, Option<String>)> {
+    PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
     let p = info.payload();
     if let Some(s) = p.downcast_ref::<&str>() {

@@ -71,7 +71,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
-use child::{Payload, Report};
+use child::Payload;
 use registry::ChildShared;
 
 /// Environment variable naming the child's end of the parent socket.
@@ -109,6 +109,69 @@ fn identity_offset() -> i64 {
 
 fn offset_of(f: usize) -> i64 {
     (f as i64).wrapping_sub(base_address() as i64)
+}
+
+/// A function call that can run in another process of this executable:
+/// offsets of a trampoline and of the function from the base marker. Used
+/// by process pools to send tasks to long-lived workers.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct RemoteCall {
+    trampoline: i64,
+    function: i64,
+}
+
+pub(crate) use child::Report;
+
+impl RemoteCall {
+    /// A call of `f` with one encoded `A`, returning an encoded `R`.
+    pub(crate) fn new<A, R>(f: fn(A) -> R) -> RemoteCall
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        let t: child::Trampoline = child::trampoline::<A, R>;
+        RemoteCall {
+            trampoline: offset_of(t as usize),
+            function: offset_of(f as usize),
+        }
+    }
+
+    /// A call of `f` on each element of an encoded `Vec<A>`, returning an
+    /// encoded `Vec<R>`.
+    pub(crate) fn chunked<A, R>(f: fn(A) -> R) -> RemoteCall
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        let t: child::Trampoline = child::chunk_trampoline::<A, R>;
+        RemoteCall {
+            trampoline: offset_of(t as usize),
+            function: offset_of(f as usize),
+        }
+    }
+
+    /// Runs the call here, catching a panic. Only in a process of the same
+    /// executable as the one that made the call (a pool worker, whose
+    /// identity `init()` checked when it started).
+    pub(crate) fn run(&self, arg: &[u8]) -> Report {
+        let base = base_address();
+        let at = |offset: i64| (base as i64).wrapping_add(offset) as usize;
+        // SAFETY: `trampoline` was computed by `RemoteCall::new`/`chunked` in
+        // a process running this same executable (checked at the worker's
+        // start by `run_child`), so the address is that trampoline here.
+        let tramp: child::Trampoline =
+            unsafe { std::mem::transmute::<usize, child::Trampoline>(at(self.trampoline)) };
+        let function = at(self.function);
+        match std::panic::catch_unwind(|| tramp(function, arg)) {
+            Ok(Ok(bytes)) => Report::Returned(bytes),
+            Ok(Err(message)) => Report::Failed(message),
+            Err(_) => {
+                let (message, location) =
+                    child::take_last_panic().unwrap_or_else(|| ("panicked".to_owned(), None));
+                Report::Panicked { message, location }
+            }
+        }
+    }
 }
 
 /// Makes this program usable as an ipckit child. Call it first in `main`.
@@ -757,7 +820,7 @@ impl<R> Drop for Process<R> {
 }
 
 /// "exit code 3", "killed by signal 9 (SIGKILL)".
-fn describe_status(status: ExitStatus) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         format!("exit code {code}")
     } else if let Some(sig) = status.signal() {

@@ -1,0 +1,517 @@
+//! Pools of workers and futures: Python's `multiprocessing.Pool` and
+//! `concurrent.futures`, with the same [`Executor`] interface for processes
+//! ([`ProcessPool`]) and threads ([`ThreadPool`]).
+//!
+//! ```no_run
+//! use ipckit::pool::{Executor, ProcessPool};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() -> ipckit::Result<()> {
+//!     ipckit::init();
+//!     let pool = ProcessPool::new(4)?;
+//!     let task = pool.submit(square, 7)?;          // a TaskHandle (a future)
+//!     assert_eq!(task.result()?, 49);
+//!     let squares: Vec<u64> = pool.map(square, 0..100).collect::<ipckit::Result<_>>()?;
+//!     assert_eq!(squares[9], 81);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Crashes
+//!
+//! A process worker that dies while running a task — SIGKILL, the OOM
+//! killer, an abort — fails only that task, with [`ErrorKind::ProcessDied`]
+//! naming the worker's exit status; the pool starts a replacement and goes
+//! on. [`ProcessPool::submit_with_timeout`] kills and replaces a worker whose
+//! task overruns; [`TaskHandle::cancel_running`] kills the worker running a
+//! task. Nothing in a pool waits forever on a dead process.
+//!
+//! [`ErrorKind::ProcessDied`]: crate::ErrorKind::ProcessDied
+
+mod process_pool;
+mod task;
+mod thread_pool;
+mod worker;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use process_pool::{ProcessPool, ProcessPoolBuilder};
+pub use task::{TaskEvent, TaskHandle, TaskState, Waitable};
+pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
+
+use crate::error::{Error, ErrorKind, Result};
+use task::Listener;
+
+/// A value that can be a task's argument or result: it crosses process
+/// boundaries encoded with serde, and thread boundaries as it is.
+pub trait TaskValue: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> TaskValue for T {}
+
+/// What process and thread pools have in common: `concurrent.futures.Executor`.
+///
+/// Tasks are plain functions `fn(A) -> R` (closures that capture nothing
+/// coerce to them): a process pool runs them in worker processes of this
+/// same executable, a thread pool in threads.
+pub trait Executor {
+    /// Submits `f(arg)`; returns its handle at once.
+    fn submit<A: TaskValue, R: TaskValue>(&self, f: fn(A) -> R, arg: A) -> Result<TaskHandle<R>>;
+
+    /// Submits `f` over a chunk of arguments as one task.
+    fn submit_chunk<A: TaskValue, R: TaskValue>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+    ) -> Result<TaskHandle<Vec<R>>>;
+
+    /// The number of workers.
+    fn workers(&self) -> usize;
+
+    /// Stops accepting tasks. With `cancel_pending`, tasks not yet started
+    /// are cancelled; with `wait`, blocks until the running (and, without
+    /// `cancel_pending`, the pending) tasks are done and the workers stopped.
+    fn shutdown(&self, wait: bool, cancel_pending: bool);
+
+    /// Runs `f(arg)` and waits for its result (Python's `apply`).
+    fn apply<A: TaskValue, R: TaskValue>(&self, f: fn(A) -> R, arg: A) -> Result<R> {
+        self.submit(f, arg)?.result()
+    }
+
+    /// Applies `f` to every argument; yields the results in input order,
+    /// submitting lazily with a bounded number of tasks in flight
+    /// (2 × workers; see [`map_with`](Self::map_with)).
+    fn map<A, R, I>(&self, f: fn(A) -> R, args: I) -> Map<'_, Self, A, R, I::IntoIter>
+    where
+        Self: Sized,
+        A: TaskValue,
+        R: TaskValue,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_with(f, args, MapOptions::default())
+    }
+
+    /// [`map`](Self::map) with options: chunk size (arguments per task) and
+    /// how many tasks may be in flight.
+    fn map_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        args: I,
+        options: MapOptions,
+    ) -> Map<'_, Self, A, R, I::IntoIter>
+    where
+        Self: Sized,
+        A: TaskValue,
+        R: TaskValue,
+        I: IntoIterator<Item = A>,
+    {
+        let in_flight = options.buffersize.unwrap_or(2 * self.workers()).max(1);
+        Map {
+            pool: self,
+            f,
+            args: args.into_iter(),
+            chunksize: options.chunksize.max(1),
+            in_flight,
+            queue: VecDeque::new(),
+            ready: VecDeque::new(),
+            exhausted: false,
+            #[cfg(feature = "progress")]
+            progress: None,
+        }
+    }
+
+    /// Like [`map`](Self::map), but yields results as they complete, in any
+    /// order.
+    fn map_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        args: I,
+    ) -> MapUnordered<'_, Self, A, R, I::IntoIter>
+    where
+        Self: Sized,
+        A: TaskValue,
+        R: TaskValue,
+        I: IntoIterator<Item = A>,
+    {
+        MapUnordered {
+            pool: self,
+            f,
+            args: args.into_iter(),
+            in_flight: 2 * self.workers().max(1),
+            tasks: Vec::new(),
+            listener: Listener::new(),
+            live: 0,
+            exhausted: false,
+        }
+    }
+}
+
+/// Options for [`Executor::map_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct MapOptions {
+    /// Arguments sent to a worker per task (default 1). Larger chunks cut
+    /// the per-task overhead for tiny functions.
+    pub chunksize: usize,
+    /// Tasks in flight at most (default 2 × workers), Python's `buffersize`.
+    pub buffersize: Option<usize>,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            chunksize: 1,
+            buffersize: None,
+        }
+    }
+}
+
+enum Pending<R> {
+    One(TaskHandle<R>),
+    Chunk(TaskHandle<Vec<R>>, usize),
+}
+
+/// The iterator [`Executor::map`] returns: results in input order.
+pub struct Map<'p, P, A, R, I> {
+    pool: &'p P,
+    f: fn(A) -> R,
+    args: I,
+    chunksize: usize,
+    in_flight: usize,
+    queue: VecDeque<Pending<R>>,
+    ready: VecDeque<Result<R>>,
+    exhausted: bool,
+    #[cfg(feature = "progress")]
+    progress: Option<Progress>,
+}
+
+impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Map<'_, P, A, R, I> {
+    fn refill(&mut self) {
+        while !self.exhausted && self.queue.len() < self.in_flight {
+            let chunk: Vec<A> = self.args.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                self.exhausted = true;
+                break;
+            }
+            let n = chunk.len();
+            let submitted = if self.chunksize == 1 {
+                let a = chunk.into_iter().next().expect("one");
+                self.pool.submit(self.f, a).map(Pending::One)
+            } else {
+                self.pool
+                    .submit_chunk(self.f, chunk)
+                    .map(|h| Pending::Chunk(h, n))
+            };
+            match submitted {
+                Ok(p) => self.queue.push_back(p),
+                Err(e) => {
+                    // The pool is shut down: report it in order and stop.
+                    for _ in 0..n {
+                        self.ready.push_back(Err(e.clone_error()));
+                    }
+                    self.exhausted = true;
+                }
+            }
+        }
+    }
+}
+
+impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
+    for Map<'_, P, A, R, I>
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                #[cfg(feature = "progress")]
+                if let Some(p) = &mut self.progress {
+                    p.tick();
+                }
+                return Some(r);
+            }
+            self.refill();
+            match self.queue.pop_front()? {
+                Pending::One(h) => self.ready.push_back(h.result()),
+                Pending::Chunk(h, n) => match h.result() {
+                    Ok(rs) => self.ready.extend(rs.into_iter().map(Ok)),
+                    Err(e) => {
+                        for _ in 0..n {
+                            self.ready.push_back(Err(e.clone_error()));
+                        }
+                    }
+                },
+            }
+            self.refill();
+        }
+    }
+}
+
+#[cfg(feature = "progress")]
+impl<P, A, R, I: ExactSizeIterator> Map<'_, P, A, R, I> {
+    /// Draws a progress bar on stderr as results are consumed (feature
+    /// `progress`). Needs an input of known length.
+    pub fn progress(mut self, label: &str) -> Self {
+        self.progress = Some(Progress::new(label, self.args.len()));
+        self
+    }
+}
+
+/// A minimal progress bar on stderr (feature `progress`).
+#[cfg(feature = "progress")]
+struct Progress {
+    label: String,
+    total: usize,
+    done: usize,
+    drawn: usize,
+    start: Instant,
+}
+
+#[cfg(feature = "progress")]
+impl Progress {
+    fn new(label: &str, total: usize) -> Progress {
+        let p = Progress {
+            label: label.to_owned(),
+            total: total.max(1),
+            done: 0,
+            drawn: usize::MAX,
+            start: Instant::now(),
+        };
+        p.draw();
+        p
+    }
+
+    fn tick(&mut self) {
+        self.done += 1;
+        let width = self.done * 40 / self.total;
+        if width != self.drawn || self.done == self.total {
+            self.drawn = width;
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        use std::io::Write;
+        let width = (self.done * 40 / self.total).min(40);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{} [{}{}] {}/{} {:.1}s",
+            self.label,
+            "#".repeat(width),
+            " ".repeat(40 - width),
+            self.done,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+        if self.done >= self.total {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    }
+}
+
+/// The iterator [`Executor::map_unordered`] returns: results as they complete.
+pub struct MapUnordered<'p, P, A, R, I> {
+    pool: &'p P,
+    f: fn(A) -> R,
+    args: I,
+    in_flight: usize,
+    tasks: Vec<Option<TaskHandle<R>>>,
+    listener: Arc<Listener>,
+    live: usize,
+    exhausted: bool,
+}
+
+impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
+    for MapUnordered<'_, P, A, R, I>
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        while !self.exhausted && self.live < self.in_flight {
+            match self.args.next() {
+                None => self.exhausted = true,
+                Some(a) => match self.pool.submit(self.f, a) {
+                    Ok(h) => {
+                        h.add_listener(&self.listener, self.tasks.len() as u64);
+                        self.tasks.push(Some(h));
+                        self.live += 1;
+                    }
+                    Err(e) => {
+                        self.exhausted = true;
+                        return Some(Err(e));
+                    }
+                },
+            }
+        }
+        if self.live == 0 {
+            return None;
+        }
+        let index = {
+            let mut fired = self
+                .listener
+                .fired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            while fired.is_empty() {
+                fired = self
+                    .listener
+                    .cv
+                    .wait(fired)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            fired.remove(0)
+        };
+        self.live -= 1;
+        let h = self.tasks[index as usize]
+            .take()
+            .expect("each task fires once");
+        Some(h.result())
+    }
+}
+
+/// Which tasks [`wait`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// Return as soon as any task is done.
+    FirstCompleted,
+    /// Return as soon as any task fails (or all are done).
+    FirstException,
+    /// Return when all tasks are done.
+    AllCompleted,
+}
+
+impl<W: Waitable + ?Sized> Waitable for &W {
+    fn add_listener(&self, l: &Arc<Listener>, index: u64) {
+        (**self).add_listener(l, index)
+    }
+    fn snapshot(&self) -> (TaskState, Option<ErrorKind>) {
+        (**self).snapshot()
+    }
+}
+
+/// Waits until the condition `when` holds for `tasks`, or `timeout` passes.
+/// Returns the indices of the tasks that are done and of those that are not
+/// (Python's `concurrent.futures.wait`).
+pub fn wait<W: Waitable>(
+    tasks: &[W],
+    timeout: Option<Duration>,
+    when: ReturnWhen,
+) -> (Vec<usize>, Vec<usize>) {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let listener = Listener::new();
+    for (i, t) in tasks.iter().enumerate() {
+        t.add_listener(&listener, i as u64);
+    }
+    loop {
+        let (mut done, mut not_done) = (Vec::new(), Vec::new());
+        let mut failed = false;
+        for (i, t) in tasks.iter().enumerate() {
+            let (state, err) = t.snapshot();
+            if state.is_done() {
+                failed |= err.is_some() && state == TaskState::Failed;
+                done.push(i);
+            } else {
+                not_done.push(i);
+            }
+        }
+        let satisfied = match when {
+            ReturnWhen::FirstCompleted => !done.is_empty(),
+            ReturnWhen::FirstException => failed || not_done.is_empty(),
+            ReturnWhen::AllCompleted => not_done.is_empty(),
+        };
+        if satisfied || tasks.is_empty() {
+            return (done, not_done);
+        }
+        let mut fired = listener.fired.lock().unwrap_or_else(|e| e.into_inner());
+        if fired.is_empty() {
+            match deadline {
+                None => fired = listener.cv.wait(fired).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return (done, not_done);
+                    }
+                    fired = listener
+                        .cv
+                        .wait_timeout(fired, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        fired.clear();
+    }
+}
+
+/// Yields the indices of `tasks` as they complete (Python's
+/// `as_completed`). If `timeout` passes first, yields one timeout error and
+/// stops.
+pub fn as_completed<W: Waitable>(tasks: &[W], timeout: Option<Duration>) -> AsCompleted {
+    let listener = Listener::new();
+    for (i, t) in tasks.iter().enumerate() {
+        t.add_listener(&listener, i as u64);
+    }
+    AsCompleted {
+        listener,
+        remaining: tasks.len(),
+        deadline: timeout.map(|t| Instant::now() + t),
+        timed_out: false,
+    }
+}
+
+/// The iterator [`as_completed`] returns.
+pub struct AsCompleted {
+    listener: Arc<Listener>,
+    remaining: usize,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+impl Iterator for AsCompleted {
+    type Item = Result<usize>;
+
+    fn next(&mut self) -> Option<Result<usize>> {
+        if self.remaining == 0 || self.timed_out {
+            return None;
+        }
+        let mut fired = self
+            .listener
+            .fired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while fired.is_empty() {
+            match self.deadline {
+                None => {
+                    fired = self
+                        .listener
+                        .cv
+                        .wait(fired)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        self.timed_out = true;
+                        return Some(Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("{} tasks did not complete in time", self.remaining),
+                        )));
+                    }
+                    fired = self
+                        .listener
+                        .cv
+                        .wait_timeout(fired, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        self.remaining -= 1;
+        Some(Ok(fired.remove(0) as usize))
+    }
+}

@@ -1,0 +1,678 @@
+//! A pool of worker processes.
+//!
+//! Each worker is this executable, started through `ipckit::process` as a
+//! daemon, with a task queue of its own and a result queue shared by all
+//! (ipckit `Queue`s). The pool sends a task only to an idle worker, so it
+//! always knows which task each worker runs: when a worker dies, exactly that
+//! task fails. A collector thread takes results, notices dead workers (at
+//! most 10 ms late), enforces task timeouts, replaces workers and hands out
+//! pending tasks.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::task::{Task, TaskHandle};
+use super::worker::{FromWorker, ToWorker, WorkerArgs, worker_main};
+use super::{Executor, TaskValue};
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{Process, RemoteCall, Report, describe_status};
+use crate::queue::Queue;
+
+const TASK_QUEUE: usize = 1 << 20;
+const RESULT_QUEUE: usize = 4 << 20;
+const COLLECT_SLICE: Duration = Duration::from_millis(10);
+
+/// The typed side of a task, seen by the pool without its types.
+trait Slot: Send + Sync {
+    fn start(&self) -> bool;
+    fn report(&self, report: Report, who: &str);
+    fn fail(&self, e: Error);
+    fn cancel(&self) -> bool;
+}
+
+impl<R: TaskValue> Slot for Task<R> {
+    fn start(&self) -> bool {
+        Task::start(self)
+    }
+    fn report(&self, report: Report, who: &str) {
+        self.complete(match report {
+            Report::Returned(bytes) => codec::decode::<R>(&bytes)
+                .map_err(|e| e.context(format!("cannot decode the result of task {}", self.id))),
+            Report::Panicked { message, location } => Err(Error::new(
+                ErrorKind::Panicked,
+                match location {
+                    Some(at) => format!("task {} panicked in {who} at {at}: {message}", self.id),
+                    None => format!("task {} panicked in {who}: {message}", self.id),
+                },
+            )),
+            Report::Failed(message) => Err(Error::new(
+                ErrorKind::Codec,
+                format!("task {} could not run in {who}: {message}", self.id),
+            )),
+        });
+    }
+    fn fail(&self, e: Error) {
+        self.complete(Err(e));
+    }
+    fn cancel(&self) -> bool {
+        Task::cancel(self)
+    }
+}
+
+struct Job {
+    id: u64,
+    call: RemoteCall,
+    arg: Vec<u8>,
+    timeout: Option<Duration>,
+    slot: Arc<dyn Slot>,
+}
+
+struct Worker {
+    generation: u64,
+    process: Process<()>,
+    tasks: Queue<()>,
+    /// The task it runs, and when it must be done by.
+    current: Option<(Job, Option<Instant>)>,
+    /// Why the pool killed it, reported for its task instead of "died".
+    kill_reason: Option<Error>,
+    stopping: bool,
+}
+
+struct State {
+    workers: Vec<Option<Worker>>,
+    pending: VecDeque<Job>,
+    shutdown: bool,
+    broken: Option<String>,
+    next_generation: u64,
+}
+
+struct Config {
+    name: String,
+    size: usize,
+    initializer: Option<(RemoteCall, Vec<u8>)>,
+    max_tasks: Option<u64>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled whenever a task finishes or a worker stops.
+    changed: Condvar,
+    results: Queue<()>,
+    config: Config,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pool of worker processes: Python's `multiprocessing.Pool` and
+/// `ProcessPoolExecutor`, behind the [`Executor`] interface.
+///
+/// Workers are daemons: they die with the pool's process. Dropping the pool
+/// shuts it down and waits for pending and running tasks.
+pub struct ProcessPool {
+    shared: Arc<Shared>,
+    collector: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("name", &self.shared.config.name)
+            .field("workers", &self.shared.config.size)
+            .finish()
+    }
+}
+
+/// Options for a [`ProcessPool`].
+#[must_use]
+#[derive(Debug)]
+pub struct ProcessPoolBuilder {
+    workers: Option<usize>,
+    name: String,
+    initializer: Option<(RemoteCall, Vec<u8>)>,
+    init_error: Option<String>,
+    max_tasks: Option<u64>,
+}
+
+impl ProcessPoolBuilder {
+    /// The number of worker processes (default: the number of CPUs).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// A name; workers are called `<name>-<n>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Runs `f(arg)` once in each worker before its first task. If it fails
+    /// (panics), the pool is broken: every task fails.
+    pub fn initializer<A: TaskValue, R: TaskValue>(mut self, f: fn(A) -> R, arg: A) -> Self {
+        match codec::encode(&arg) {
+            Ok(bytes) => self.initializer = Some((RemoteCall::new(f), bytes)),
+            Err(e) => self.init_error = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// Replaces a worker after it has run `n` tasks.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks = Some(n.max(1));
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ProcessPool> {
+        if let Some(e) = self.init_error {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!("cannot encode the initializer's argument: {e}"),
+            ));
+        }
+        let size = self
+            .workers
+            .unwrap_or_else(crate::process::cpu_count)
+            .max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                workers: (0..size).map(|_| None).collect(),
+                pending: VecDeque::new(),
+                shutdown: false,
+                broken: None,
+                next_generation: 1,
+            }),
+            changed: Condvar::new(),
+            results: Queue::new(RESULT_QUEUE)
+                .map_err(|e| e.context("cannot start a process pool"))?,
+            config: Config {
+                name: self.name,
+                size,
+                initializer: self.initializer,
+                max_tasks: self.max_tasks,
+            },
+        });
+        {
+            let mut st = lock(&shared.state);
+            for i in 0..size {
+                let w = spawn_worker(&shared, &mut st, i)?;
+                st.workers[i] = Some(w);
+            }
+        }
+        let s = shared.clone();
+        let collector = std::thread::Builder::new()
+            .name(format!("{}-collector", shared.config.name))
+            .spawn(move || collect(s))
+            .map_err(|e| Error::io("cannot start the pool's collector thread", e))?;
+        Ok(ProcessPool {
+            shared,
+            collector: Mutex::new(Some(collector)),
+        })
+    }
+}
+
+fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> {
+    let generation = st.next_generation;
+    st.next_generation += 1;
+    let tasks = Queue::<()>::new(TASK_QUEUE)?;
+    let args = WorkerArgs {
+        tasks: tasks.clone(),
+        results: shared.results.clone(),
+        slot: slot as u32,
+        generation,
+        initializer: shared.config.initializer.clone(),
+        max_tasks: shared.config.max_tasks,
+    };
+    let process = Process::builder()
+        .name(format!("{}-{slot}", shared.config.name))
+        .daemon(true)
+        .spawn(worker_main, args)
+        .map_err(|e| e.context("cannot start a pool worker"))?;
+    Ok(Worker {
+        generation,
+        process,
+        tasks,
+        current: None,
+        kill_reason: None,
+        stopping: false,
+    })
+}
+
+/// Gives pending tasks to idle workers. Returns the sends to make after the
+/// lock is released.
+fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
+    let mut sends = Vec::new();
+    if st.broken.is_some() {
+        return sends;
+    }
+    for w in st.workers.iter_mut().flatten() {
+        if w.current.is_some() || w.stopping {
+            continue;
+        }
+        let job = loop {
+            match st.pending.pop_front() {
+                Some(job) if job.slot.start() => break Some(job),
+                Some(_) => continue, // cancelled while pending
+                None => break None,
+            }
+        };
+        let Some(job) = job else { break };
+        let msg = ToWorker::Run {
+            id: job.id,
+            call: job.call,
+            arg: job.arg.clone(),
+        };
+        match codec::encode(&msg) {
+            Ok(bytes) => sends.push((w.tasks.clone(), bytes)),
+            Err(e) => {
+                job.slot.fail(e);
+                continue;
+            }
+        }
+        let deadline = job.timeout.map(|t| Instant::now() + t);
+        w.current = Some((job, deadline));
+    }
+    sends
+}
+
+fn send_all(sends: Vec<(Queue<()>, Vec<u8>)>) {
+    for (q, bytes) in sends {
+        // A worker that died meanwhile: the collector fails its task.
+        let _ = q.put_bytes(&bytes);
+    }
+}
+
+/// The collector thread.
+fn collect(shared: Arc<Shared>) {
+    let mut buf = Vec::new();
+    loop {
+        match shared
+            .results
+            .get_bytes_into_timeout(&mut buf, COLLECT_SLICE)
+        {
+            Ok(()) => handle_message(&shared, &buf),
+            Err(e) if e.is_timeout() => {}
+            Err(_) => {}
+        }
+        let mut st = lock(&shared.state);
+        let mut sends = Vec::new();
+        supervise(&shared, &mut st, &mut buf);
+        sends.extend(dispatch(&mut st));
+        let finished = stop_idle_if_shutting_down(&mut st);
+        drop(st);
+        shared.changed.notify_all();
+        send_all(sends);
+        if finished {
+            return;
+        }
+    }
+}
+
+fn handle_message(shared: &Shared, bytes: &[u8]) {
+    let Ok(msg) = codec::decode::<FromWorker>(bytes) else {
+        return; // not from one of our workers; ignore
+    };
+    let mut st = lock(&shared.state);
+    match msg {
+        FromWorker::Done {
+            slot,
+            generation,
+            id,
+            report,
+            retiring,
+        } => {
+            let Some(Some(w)) = st.workers.get_mut(slot as usize) else {
+                return;
+            };
+            if w.generation != generation {
+                return;
+            }
+            if let Some((job, _)) = w.current.take_if(|(job, _)| job.id == id) {
+                let who = format!("worker {} (pid {})", w.process.name(), w.process.pid());
+                job.slot.report(report, &who);
+            }
+            if retiring {
+                w.stopping = true;
+            }
+        }
+        FromWorker::InitFailed {
+            slot,
+            generation,
+            report,
+        } => {
+            let Some(Some(w)) = st.workers.get_mut(slot as usize) else {
+                return;
+            };
+            if w.generation != generation {
+                return;
+            }
+            let why = match report {
+                Report::Panicked { message, location } => {
+                    format!(
+                        "the initializer panicked{}: {message}",
+                        location.map(|l| format!(" at {l}")).unwrap_or_default()
+                    )
+                }
+                Report::Failed(m) => format!("the initializer could not run: {m}"),
+                Report::Returned(_) => "the initializer failed".to_owned(),
+            };
+            st.broken = Some(why);
+            fail_everything(&mut st);
+        }
+    }
+}
+
+fn broken_error(why: &str) -> Error {
+    Error::new(
+        ErrorKind::ProcessDied,
+        format!("the process pool is broken: {why}"),
+    )
+}
+
+fn fail_everything(st: &mut State) {
+    let why = st.broken.clone().unwrap_or_default();
+    for job in st.pending.drain(..) {
+        job.slot.fail(broken_error(&why));
+    }
+    for w in st.workers.iter_mut().flatten() {
+        if let Some((job, _)) = w.current.take() {
+            job.slot.fail(broken_error(&why));
+        }
+        w.stopping = true;
+        let _ = w.process.kill();
+    }
+}
+
+/// Reaps dead workers (failing their tasks), enforces timeouts, and starts
+/// replacements.
+fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
+    let now = Instant::now();
+    for w in st.workers.iter_mut().flatten() {
+        if let Some((job, Some(deadline))) = &w.current {
+            if now >= *deadline && w.kill_reason.is_none() {
+                w.kill_reason = Some(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "task {} overran its timeout of {:?}; its worker was killed",
+                        job.id,
+                        job.timeout.unwrap_or_default()
+                    ),
+                ));
+                let _ = w.process.kill();
+            }
+        }
+    }
+    let dead: Vec<usize> = st
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.as_ref().is_some_and(|w| !w.process.is_alive()))
+        .map(|(i, _)| i)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    // A worker may have sent its result just before dying: take what is queued first.
+    drop_lock_and_drain(shared, st, buf);
+    for i in dead {
+        let Some(w) = st.workers[i].take() else {
+            continue;
+        };
+        if let Some((job, _)) = w.current {
+            let e = w.kill_reason.unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::ProcessDied,
+                    format!(
+                        "task {} failed: worker {} (pid {}) died: {}",
+                        job.id,
+                        w.process.name(),
+                        w.process.pid(),
+                        w.process
+                            .exit_status()
+                            .map_or_else(|| "exit status unknown".to_owned(), describe_status)
+                    ),
+                )
+            });
+            job.slot.fail(e);
+        }
+        let replace = !st.shutdown && st.broken.is_none();
+        if replace {
+            match spawn_worker(shared, st, i) {
+                Ok(nw) => st.workers[i] = Some(nw),
+                Err(e) => {
+                    st.broken = Some(format!("cannot replace a dead worker: {e}"));
+                    fail_everything(st);
+                }
+            }
+        }
+    }
+}
+
+/// Handles the results already queued (non-blocking), with the state lock held.
+fn drop_lock_and_drain(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
+    while shared.results.try_get_bytes_into(buf).is_ok() {
+        let Ok(msg) = codec::decode::<FromWorker>(buf) else {
+            continue;
+        };
+        if let FromWorker::Done {
+            slot,
+            generation,
+            id,
+            report,
+            retiring,
+        } = msg
+        {
+            let Some(Some(w)) = st.workers.get_mut(slot as usize) else {
+                continue;
+            };
+            if w.generation != generation {
+                continue;
+            }
+            if let Some((job, _)) = w.current.take_if(|(job, _)| job.id == id) {
+                let who = format!("worker {} (pid {})", w.process.name(), w.process.pid());
+                job.slot.report(report, &who);
+            }
+            if retiring {
+                w.stopping = true;
+            }
+        }
+    }
+}
+
+/// When shutting down with nothing pending, stops idle workers. Returns
+/// whether every worker has stopped.
+fn stop_idle_if_shutting_down(st: &mut State) -> bool {
+    if !(st.shutdown || st.broken.is_some()) || !st.pending.is_empty() {
+        return false;
+    }
+    for w in st.workers.iter_mut().flatten() {
+        if w.current.is_none() && !w.stopping {
+            w.stopping = true;
+            w.tasks.close();
+        }
+    }
+    st.workers.iter().all(Option::is_none)
+}
+
+impl ProcessPool {
+    /// A pool of `n` worker processes.
+    pub fn new(n: usize) -> Result<ProcessPool> {
+        ProcessPool::builder().workers(n).build()
+    }
+
+    /// Options: worker count, name, initializer, `max_tasks_per_child`.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder {
+            workers: None,
+            name: "ipckit-pool".to_owned(),
+            initializer: None,
+            init_error: None,
+            max_tasks: None,
+        }
+    }
+
+    fn enqueue<R: TaskValue>(
+        &self,
+        call: RemoteCall,
+        arg: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<TaskHandle<R>> {
+        let task = Task::<R>::new();
+        let job = Job {
+            id: task.id,
+            call,
+            arg,
+            timeout,
+            slot: task.clone(),
+        };
+        let mut st = lock(&self.shared.state);
+        if let Some(why) = &st.broken {
+            return Err(broken_error(why));
+        }
+        if st.shutdown {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "cannot submit: the pool is shut down",
+            ));
+        }
+        st.pending.push_back(job);
+        let sends = dispatch(&mut st);
+        drop(st);
+        send_all(sends);
+        let shared = self.shared.clone();
+        Ok(TaskHandle {
+            task,
+            cancel_hook: Some(Arc::new(move |id, running| cancel(&shared, id, running))),
+        })
+    }
+
+    /// Like [`submit`](Executor::submit), but if the task runs longer than
+    /// `timeout` its worker is killed (and replaced) and the task fails with
+    /// [`ErrorKind::Timeout`].
+    pub fn submit_with_timeout<A: TaskValue, R: TaskValue>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        timeout: Duration,
+    ) -> Result<TaskHandle<R>> {
+        self.enqueue(RemoteCall::new(f), codec::encode(&arg)?, Some(timeout))
+    }
+
+    /// Sends SIGTERM to every worker and shuts the pool down: running tasks
+    /// fail, pending ones are cancelled.
+    pub fn terminate_workers(&self) {
+        self.stop_with(libc::SIGTERM);
+    }
+
+    /// Like [`terminate_workers`](Self::terminate_workers), with SIGKILL.
+    pub fn kill_workers(&self) {
+        self.stop_with(libc::SIGKILL);
+    }
+
+    fn stop_with(&self, signal: i32) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.shutdown = true;
+            for job in st.pending.drain(..) {
+                job.slot.cancel();
+            }
+            for w in st.workers.iter_mut().flatten() {
+                w.stopping = true;
+                let _ = if signal == libc::SIGKILL {
+                    w.process.kill()
+                } else {
+                    w.process.terminate()
+                };
+            }
+        }
+        self.join_collector();
+    }
+
+    /// The pids of the current workers (for monitoring, or tests).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.shared.state)
+            .workers
+            .iter()
+            .flatten()
+            .map(|w| w.process.pid())
+            .collect()
+    }
+
+    fn join_collector(&self) {
+        let handle = self
+            .collector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn cancel(shared: &Shared, id: u64, running: bool) -> bool {
+    let mut st = lock(&shared.state);
+    if let Some(pos) = st.pending.iter().position(|j| j.id == id) {
+        let job = st.pending.remove(pos).expect("found");
+        return job.slot.cancel();
+    }
+    if !running {
+        return false;
+    }
+    for w in st.workers.iter_mut().flatten() {
+        if w.current.as_ref().is_some_and(|(job, _)| job.id == id) && w.kill_reason.is_none() {
+            w.kill_reason = Some(Error::new(
+                ErrorKind::Cancelled,
+                format!("task {id} was cancelled while running; its worker was killed"),
+            ));
+            let _ = w.process.kill();
+            return true;
+        }
+    }
+    false
+}
+
+impl Executor for ProcessPool {
+    fn submit<A: TaskValue, R: TaskValue>(&self, f: fn(A) -> R, arg: A) -> Result<TaskHandle<R>> {
+        self.enqueue(RemoteCall::new(f), codec::encode(&arg)?, None)
+    }
+
+    fn submit_chunk<A: TaskValue, R: TaskValue>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+    ) -> Result<TaskHandle<Vec<R>>> {
+        self.enqueue(RemoteCall::chunked(f), codec::encode(&args)?, None)
+    }
+
+    fn workers(&self) -> usize {
+        self.shared.config.size
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.shutdown = true;
+            if cancel_pending {
+                for job in st.pending.drain(..) {
+                    job.slot.cancel();
+                }
+            }
+        }
+        if wait {
+            self.join_collector();
+        }
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}

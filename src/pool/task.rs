@@ -1,0 +1,448 @@
+//! Task handles (futures): the state a submitted task goes through, shared
+//! between the submitter and the pool.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Submitted, not yet given to a worker.
+    Pending,
+    /// A worker is running it.
+    Running,
+    /// It returned a value.
+    Finished,
+    /// It failed: panicked, its worker died, it timed out, or it was
+    /// cancelled while running.
+    Failed,
+    /// It was cancelled before it started.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether the task is over (finished, failed or cancelled).
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+}
+
+/// What a done-callback is told.
+#[derive(Clone, Debug)]
+pub struct TaskEvent {
+    /// The task's id within its pool.
+    pub id: u64,
+    /// How it ended.
+    pub state: TaskState,
+    /// Its error, if it failed.
+    pub error: Option<ErrorKind>,
+}
+
+type Callback = Box<dyn FnOnce(&TaskEvent) + Send>;
+
+/// Something waiting for any of several tasks (`wait`, `as_completed`).
+#[doc(hidden)]
+pub struct Listener {
+    pub(crate) fired: Mutex<Vec<u64>>,
+    pub(crate) cv: Condvar,
+}
+
+impl Listener {
+    pub(crate) fn new() -> Arc<Listener> {
+        Arc::new(Listener {
+            fired: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+        })
+    }
+}
+
+struct Inner<R> {
+    state: TaskState,
+    result: Option<Result<R>>,
+    error_kind: Option<ErrorKind>,
+    error_text: Option<String>,
+    taken: bool,
+    callbacks: Vec<Callback>,
+    wakers: Vec<Waker>,
+    listeners: Vec<(Weak<Listener>, u64)>,
+}
+
+/// The shared part of a task.
+pub(crate) struct Task<R> {
+    pub(crate) id: u64,
+    inner: Mutex<Inner<R>>,
+    cv: Condvar,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<R> Task<R> {
+    pub(crate) fn new() -> Arc<Task<R>> {
+        Arc::new(Task {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            inner: Mutex::new(Inner {
+                state: TaskState::Pending,
+                result: None,
+                error_kind: None,
+                error_text: None,
+                taken: false,
+                callbacks: Vec::new(),
+                wakers: Vec::new(),
+                listeners: Vec::new(),
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn state(&self) -> TaskState {
+        lock(&self.inner).state
+    }
+
+    /// Pending → Running; false if the task is no longer pending (cancelled).
+    pub(crate) fn start(&self) -> bool {
+        let mut i = lock(&self.inner);
+        if i.state == TaskState::Pending {
+            i.state = TaskState::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pending → Cancelled; true if it was pending.
+    pub(crate) fn cancel(&self) -> bool {
+        let mut i = lock(&self.inner);
+        if i.state != TaskState::Pending {
+            return false;
+        }
+        i.state = TaskState::Cancelled;
+        i.error_kind = Some(ErrorKind::Cancelled);
+        i.error_text = Some(format!("task {} was cancelled", self.id));
+        self.finish(i);
+        true
+    }
+
+    /// Records the outcome (once; later calls are ignored).
+    pub(crate) fn complete(&self, result: Result<R>) {
+        let mut i = lock(&self.inner);
+        if i.state.is_done() {
+            return;
+        }
+        match &result {
+            Ok(_) => i.state = TaskState::Finished,
+            Err(e) => {
+                i.state = TaskState::Failed;
+                i.error_kind = Some(e.kind());
+                i.error_text = Some(e.to_string());
+            }
+        }
+        i.result = Some(result);
+        self.finish(i);
+    }
+
+    /// Wakes everyone waiting on the task and runs its callbacks, outside the lock.
+    fn finish(&self, mut i: MutexGuard<'_, Inner<R>>) {
+        let callbacks = std::mem::take(&mut i.callbacks);
+        let wakers = std::mem::take(&mut i.wakers);
+        let listeners = std::mem::take(&mut i.listeners);
+        let event = TaskEvent {
+            id: self.id,
+            state: i.state,
+            error: i.error_kind,
+        };
+        drop(i);
+        self.cv.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+        for (l, index) in listeners {
+            if let Some(l) = l.upgrade() {
+                lock(&l.fired).push(index);
+                l.cv.notify_all();
+            }
+        }
+        for cb in callbacks {
+            cb(&event);
+        }
+    }
+
+    fn wait_done(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, Inner<R>>> {
+        let mut i = lock(&self.inner);
+        while !i.state.is_done() {
+            match deadline {
+                None => i = self.cv.wait(i).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("timed out waiting for task {}", self.id),
+                        ));
+                    }
+                    i = self
+                        .cv
+                        .wait_timeout(i, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn take(&self, mut i: MutexGuard<'_, Inner<R>>) -> Result<R> {
+        if i.state == TaskState::Cancelled {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("task {} was cancelled", self.id),
+            ));
+        }
+        if i.taken {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the result of task {} was already taken", self.id),
+            ));
+        }
+        i.taken = true;
+        i.result
+            .take()
+            .expect("a finished or failed task has a result")
+    }
+
+    pub(crate) fn add_listener(&self, l: &Arc<Listener>, index: u64) {
+        let mut i = lock(&self.inner);
+        if i.state.is_done() {
+            drop(i);
+            lock(&l.fired).push(index);
+            l.cv.notify_all();
+        } else {
+            i.listeners.push((Arc::downgrade(l), index));
+        }
+    }
+
+    fn error_now(&self) -> Option<Error> {
+        let i = lock(&self.inner);
+        match (i.error_kind, &i.error_text) {
+            (Some(kind), Some(text)) => Some(Error::new(kind, text.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The pool's way to cancel a task: `(task id, even if running) -> cancelled`.
+pub(crate) type CancelHook = Arc<dyn Fn(u64, bool) -> bool + Send + Sync>;
+
+/// A submitted task: Python's `concurrent.futures.Future`.
+///
+/// It is also a [`Future`]: `handle.await` yields the task's result in any
+/// async runtime (ipckit depends on none). The result can be taken once, by
+/// `result`, `result_timeout` or `await`.
+pub struct TaskHandle<R> {
+    pub(crate) task: Arc<Task<R>>,
+    pub(crate) cancel_hook: Option<CancelHook>,
+}
+
+impl<R> fmt::Debug for TaskHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.task.id)
+            .field("state", &self.task.state())
+            .finish()
+    }
+}
+
+impl<R> TaskHandle<R> {
+    /// The task's id within its process.
+    pub fn id(&self) -> u64 {
+        self.task.id
+    }
+
+    /// Where the task is now.
+    pub fn state(&self) -> TaskState {
+        self.task.state()
+    }
+
+    /// Blocks until the task is done and returns its value, or its error:
+    /// [`ErrorKind::Panicked`] with the panic's message, [`ErrorKind::ProcessDied`]
+    /// with the worker's exit status, [`ErrorKind::Timeout`] for a task
+    /// submitted with a timeout that overran, [`ErrorKind::Cancelled`].
+    pub fn result(self) -> Result<R> {
+        let i = self.task.wait_done(None)?;
+        self.task.take(i)
+    }
+
+    /// Like [`result`](Self::result), waiting at most `timeout`; on timeout
+    /// the task goes on and the handle stays usable.
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<R> {
+        let i = self.task.wait_done(Some(Instant::now() + timeout))?;
+        self.task.take(i)
+    }
+
+    /// Blocks until the task is done; returns its error if it failed or was
+    /// cancelled (Python's `exception()`).
+    pub fn error(&self) -> Option<Error> {
+        drop(self.task.wait_done(None));
+        self.task.error_now()
+    }
+
+    /// Like [`error`](Self::error), waiting at most `timeout` (a timeout
+    /// error if the task is still going).
+    pub fn error_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
+        drop(self.task.wait_done(Some(Instant::now() + timeout))?);
+        Ok(self.task.error_now())
+    }
+
+    /// Cancels the task if it has not started; true if it was cancelled.
+    pub fn cancel(&self) -> bool {
+        match &self.cancel_hook {
+            Some(hook) => hook(self.task.id, false),
+            None => self.task.cancel(),
+        }
+    }
+
+    /// Beyond Python: stops the task even if it is running, by killing the
+    /// worker process running it (the pool replaces the worker). The task
+    /// fails with [`ErrorKind::Cancelled`]. True if the task was stopped.
+    /// Thread pools cannot stop a running thread: for them this is `cancel`.
+    pub fn cancel_running(&self) -> bool {
+        match &self.cancel_hook {
+            Some(hook) => hook(self.task.id, true),
+            None => self.task.cancel(),
+        }
+    }
+
+    /// Whether the task was cancelled before it started.
+    pub fn cancelled(&self) -> bool {
+        self.state() == TaskState::Cancelled
+    }
+
+    /// Whether a worker is running the task.
+    pub fn running(&self) -> bool {
+        self.state() == TaskState::Running
+    }
+
+    /// Whether the task is over (finished, failed or cancelled).
+    pub fn done(&self) -> bool {
+        self.state().is_done()
+    }
+
+    /// Runs `f` once when the task is done — at once, on this thread, if it
+    /// already is; otherwise on the thread that completes it.
+    pub fn add_done_callback(&self, f: impl FnOnce(&TaskEvent) + Send + 'static) {
+        let mut i = lock(&self.task.inner);
+        if i.state.is_done() {
+            let event = TaskEvent {
+                id: self.task.id,
+                state: i.state,
+                error: i.error_kind,
+            };
+            drop(i);
+            f(&event);
+        } else {
+            i.callbacks.push(Box::new(f));
+        }
+    }
+}
+
+impl<R> Future for TaskHandle<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let mut i = lock(&self.task.inner);
+        if i.state.is_done() {
+            return Poll::Ready(self.task.take(i));
+        }
+        if !i.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            i.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Anything `wait` and `as_completed` can watch.
+pub trait Waitable {
+    #[doc(hidden)]
+    fn add_listener(&self, l: &Arc<Listener>, index: u64);
+    #[doc(hidden)]
+    fn snapshot(&self) -> (TaskState, Option<ErrorKind>);
+}
+
+impl<R> Waitable for TaskHandle<R> {
+    fn add_listener(&self, l: &Arc<Listener>, index: u64) {
+        self.task.add_listener(l, index);
+    }
+    fn snapshot(&self) -> (TaskState, Option<ErrorKind>) {
+        let i = lock(&self.task.inner);
+        (i.state, i.error_kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn lifecycle_and_callbacks() {
+        let t = Task::<u32>::new();
+        let h = TaskHandle {
+            task: t.clone(),
+            cancel_hook: None,
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        h.add_done_callback(move |e| {
+            assert_eq!(e.state, TaskState::Finished);
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(h.state(), TaskState::Pending);
+        assert!(t.start());
+        assert!(h.running());
+        assert!(!h.cancel(), "a running task is not cancelled");
+        t.complete(Ok(5));
+        t.complete(Ok(6)); // ignored
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let c = calls.clone();
+        h.add_done_callback(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "runs at once when done");
+        assert!(h.error().is_none());
+        assert_eq!(h.result().unwrap(), 5);
+    }
+
+    #[test]
+    fn cancel_and_timeouts() {
+        let t = Task::<u32>::new();
+        let mut h = TaskHandle {
+            task: t.clone(),
+            cancel_hook: None,
+        };
+        let start = Instant::now();
+        assert!(
+            h.result_timeout(Duration::from_millis(20))
+                .unwrap_err()
+                .is_timeout()
+        );
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert!(h.cancel());
+        assert!(h.cancelled());
+        assert!(!t.start());
+        assert_eq!(h.error().unwrap().kind(), ErrorKind::Cancelled);
+        assert_eq!(h.result().unwrap_err().kind(), ErrorKind::Cancelled);
+    }
+}

@@ -1,0 +1,473 @@
+//! Process and thread pools: futures, map, wait, cancellation, crashes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use common::Ctx;
+use ipckit::pool::{
+    Executor, MapOptions, ProcessPool, ReturnWhen, TaskState, ThreadPool, as_completed, wait,
+};
+use ipckit::{ErrorKind, Value};
+
+ipckit::test_support!();
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn fail_if(x: u64) -> u64 {
+    if x == 3 {
+        panic!("task {x} failed on purpose");
+    }
+    x
+}
+
+fn pid(_: u32) -> u32 {
+    std::process::id()
+}
+
+/// Runs a check against a process pool and a thread pool of `n` workers.
+fn with_pools(n: usize, check: impl Fn(&str, &dyn PoolRef)) {
+    let p = ProcessPool::new(n).unwrap();
+    check("process", &p);
+    drop(p);
+    let t = ThreadPool::new(n).unwrap();
+    check("thread", &t);
+}
+
+/// The `Executor` methods the shared checks use, as an object-safe trait.
+trait PoolRef {
+    fn submit_u(&self, f: fn(u64) -> u64, a: u64) -> ipckit::pool::TaskHandle<u64>;
+    fn map_u(&self, f: fn(u64) -> u64, n: u64, chunk: usize) -> Vec<ipckit::Result<u64>>;
+    fn unordered_u(&self, f: fn(u64) -> u64, n: u64) -> Vec<u64>;
+    fn apply_u(&self, f: fn(u64) -> u64, a: u64) -> ipckit::Result<u64>;
+}
+
+impl<P: Executor> PoolRef for P {
+    fn submit_u(&self, f: fn(u64) -> u64, a: u64) -> ipckit::pool::TaskHandle<u64> {
+        self.submit(f, a).unwrap()
+    }
+    fn map_u(&self, f: fn(u64) -> u64, n: u64, chunk: usize) -> Vec<ipckit::Result<u64>> {
+        self.map_with(
+            f,
+            0..n,
+            MapOptions {
+                chunksize: chunk,
+                buffersize: None,
+            },
+        )
+        .collect()
+    }
+    fn unordered_u(&self, f: fn(u64) -> u64, n: u64) -> Vec<u64> {
+        self.map_unordered(f, 0..n).map(|r| r.unwrap()).collect()
+    }
+    fn apply_u(&self, f: fn(u64) -> u64, a: u64) -> ipckit::Result<u64> {
+        self.apply(f, a)
+    }
+}
+
+#[test]
+fn submit_map_apply_in_order_on_both_pools() {
+    let _t = Ctx::new("pool_basic");
+    with_pools(3, |kind, pool| {
+        assert_eq!(pool.submit_u(square, 12).result().unwrap(), 144, "{kind}");
+        assert_eq!(pool.apply_u(square, 5).unwrap(), 25);
+        let out: Vec<u64> = pool
+            .map_u(square, 200, 1)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            out,
+            (0..200).map(|x| x * x).collect::<Vec<_>>(),
+            "{kind}: map order"
+        );
+        let out: Vec<u64> = pool
+            .map_u(square, 1000, 37)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            out,
+            (0..1000).map(|x| x * x).collect::<Vec<_>>(),
+            "{kind}: chunked map order"
+        );
+        let mut un = pool.unordered_u(square, 100);
+        un.sort();
+        assert_eq!(
+            un,
+            (0..100).map(|x| x * x).collect::<Vec<_>>(),
+            "{kind}: unordered"
+        );
+        // A failing item fails only its own result (or its chunk's).
+        let r = pool.map_u(fail_if, 6, 1);
+        assert!(r[3].as_ref().unwrap_err().is_panicked(), "{kind}");
+        assert_eq!(*r[4].as_ref().unwrap(), 4);
+    });
+}
+
+#[test]
+fn a_panic_comes_back_with_its_message() {
+    let _t = Ctx::new("pool_panic");
+    with_pools(2, |kind, pool| {
+        let e = pool.submit_u(fail_if, 3).result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Panicked, "{kind}: {e}");
+        assert!(
+            e.to_string().contains("task 3 failed on purpose"),
+            "{kind}: {e}"
+        );
+        if kind == "process" {
+            assert!(e.to_string().contains("tests/pool.rs:"), "{e}");
+        }
+        // The pool goes on.
+        assert_eq!(pool.submit_u(square, 3).result().unwrap(), 9);
+    });
+}
+
+#[test]
+fn ten_thousand_tiny_tasks_complete() {
+    let _t = Ctx::with_limit("pool_10k", Duration::from_secs(300));
+    with_pools(2, |kind, pool| {
+        let start = Instant::now();
+        let sum: u64 = pool
+            .map_u(square, 10_000, 1)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum();
+        assert_eq!(sum, (0..10_000u64).map(|x| x * x).sum::<u64>());
+        eprintln!("{kind}: 10 000 tasks in {:?}", start.elapsed());
+    });
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    let _t = Ctx::new("pool_as_completed");
+    with_pools(3, |kind, pool| {
+        let hs = [
+            pool.submit_u(sleep_ms, 300),
+            pool.submit_u(sleep_ms, 20),
+            pool.submit_u(sleep_ms, 150),
+        ];
+        let order: Vec<usize> = as_completed(&hs, Some(Duration::from_secs(30)))
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(order, [1, 2, 0], "{kind}");
+        let hs = [pool.submit_u(sleep_ms, 500)];
+        let mut it = as_completed(&hs, Some(Duration::from_millis(20)));
+        assert!(it.next().unwrap().unwrap_err().is_timeout());
+        assert!(it.next().is_none());
+    });
+}
+
+#[test]
+fn wait_modes() {
+    let _t = Ctx::new("pool_wait");
+    with_pools(3, |kind, pool| {
+        let hs = [
+            pool.submit_u(sleep_ms, 400),
+            pool.submit_u(sleep_ms, 10),
+            pool.submit_u(sleep_ms, 400),
+        ];
+        let (done, not_done) = wait(
+            &hs,
+            Some(Duration::from_secs(30)),
+            ReturnWhen::FirstCompleted,
+        );
+        assert_eq!(done, [1], "{kind}");
+        assert_eq!(not_done, [0, 2]);
+        let (done, not_done) = wait(&hs, Some(Duration::from_secs(30)), ReturnWhen::AllCompleted);
+        assert_eq!((done.len(), not_done.len()), (3, 0));
+
+        let hs = [
+            pool.submit_u(sleep_ms, 600),
+            pool.submit_u(fail_if, 3),
+            pool.submit_u(sleep_ms, 600),
+        ];
+        let (done, not_done) = wait(
+            &hs,
+            Some(Duration::from_secs(30)),
+            ReturnWhen::FirstException,
+        );
+        assert_eq!(done, [1], "{kind}");
+        assert_eq!(not_done.len(), 2);
+        let start = Instant::now();
+        let hs2 = [pool.submit_u(sleep_ms, 500)];
+        let (done, _) = wait(
+            &hs2,
+            Some(Duration::from_millis(30)),
+            ReturnWhen::AllCompleted,
+        );
+        assert!(done.is_empty());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    });
+}
+
+#[test]
+fn cancel_callbacks_and_result_timeouts() {
+    let _t = Ctx::new("pool_cancel");
+    with_pools(1, |kind, pool| {
+        let busy = pool.submit_u(sleep_ms, 300);
+        let queued = pool.submit_u(square, 2);
+        while !busy.running() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        queued.add_done_callback(move |e| {
+            assert_eq!(e.state, TaskState::Cancelled);
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(queued.cancel(), "{kind}");
+        assert!(queued.cancelled());
+        assert!(!queued.cancel(), "only once");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(queued.error().unwrap().kind(), ErrorKind::Cancelled);
+        assert!(
+            !busy.cancel(),
+            "{kind}: a running task is not cancelled by cancel()"
+        );
+        let mut busy = busy;
+        let start = Instant::now();
+        assert!(
+            busy.result_timeout(Duration::from_millis(20))
+                .unwrap_err()
+                .is_timeout()
+        );
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(busy.result_timeout(Duration::from_secs(30)).unwrap(), 300);
+        let calls2 = Arc::new(AtomicUsize::new(0));
+        let c = calls2.clone();
+        busy.add_done_callback(move |e| {
+            assert_eq!(e.state, TaskState::Finished);
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(
+            calls2.load(Ordering::SeqCst),
+            1,
+            "runs at once when already done"
+        );
+    });
+}
+
+/// A tiny executor: polls a future on this thread, parking between wakes.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn task_handles_are_futures() {
+    let _t = Ctx::new("pool_future");
+    with_pools(2, |_, pool| {
+        let h = pool.submit_u(sleep_ms, 30);
+        assert_eq!(block_on(h).unwrap(), 30);
+        let hs: Vec<_> = (0..5).map(|i| pool.submit_u(square, i)).collect();
+        let total: u64 = block_on(async {
+            let mut t = 0;
+            for h in hs {
+                t += h.await.unwrap();
+            }
+            t
+        });
+        assert_eq!(total, 30);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Processes only: crashes, timeouts, recycling, initializers
+// ---------------------------------------------------------------------------
+
+fn abort_now(_: u64) -> u64 {
+    std::process::abort()
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_only_that_task() {
+    let _t = Ctx::new("pool_sigkill");
+    let pool = ProcessPool::new(2).unwrap();
+    let victim = pool.submit(sleep_ms, 30_000).unwrap();
+    let others: Vec<_> = (0..20).map(|i| pool.submit(square, i).unwrap()).collect();
+    // Wait until the long task runs, then find and kill its worker.
+    let start = Instant::now();
+    while !victim.running() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let before: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    // The worker running the long task is the one whose pid is not in the
+    // results of the short tasks (they ran on the other worker).
+    let short_pids: HashSet<u32> = (0..20).map(|_| pool.apply(pid, 0).unwrap()).collect();
+    let target = *before
+        .difference(&short_pids)
+        .next()
+        .expect("the busy worker");
+    // SAFETY: kill(2) on a worker process we own.
+    unsafe { libc::kill(target as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let e = victim.result().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ProcessDied, "{e}");
+    assert!(e.to_string().contains("SIGKILL"), "{e}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        killed.elapsed()
+    );
+    for (i, h) in others.into_iter().enumerate() {
+        assert_eq!(h.result().unwrap(), (i * i) as u64);
+    }
+    // A replacement took its place and the pool goes on.
+    assert_eq!(pool.worker_pids().len(), 2);
+    assert!(!pool.worker_pids().contains(&target));
+    assert_eq!(pool.apply(square, 9).unwrap(), 81);
+    // A task that aborts its worker fails the same way.
+    let e = pool.submit(abort_now, 0).unwrap().result().unwrap_err();
+    assert!(e.to_string().contains("SIGABRT"), "{e}");
+    assert_eq!(pool.apply(square, 4).unwrap(), 16);
+}
+
+#[test]
+fn timeouts_and_cancel_running_kill_and_replace_the_worker() {
+    let _t = Ctx::new("pool_timeout");
+    let pool = ProcessPool::new(1).unwrap();
+    let start = Instant::now();
+    let e = pool
+        .submit_with_timeout(sleep_ms, 30_000, Duration::from_millis(100))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(pool.apply(square, 7).unwrap(), 49);
+
+    let long = pool.submit(sleep_ms, 30_000).unwrap();
+    while !long.running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(long.cancel_running());
+    let e = long.result().unwrap_err();
+    assert!(e.is_cancelled(), "{e}");
+    assert_eq!(pool.apply(square, 8).unwrap(), 64);
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers() {
+    let _t = Ctx::new("pool_recycle");
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..9).map(|_| pool.apply(pid, 0).unwrap()).collect();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+    assert_eq!(pids[0], pids[2]);
+    assert_ne!(pids[2], pids[3]);
+}
+
+fn count_init(counter: Value<u32>) {
+    counter.update(|c| *c += 1).unwrap();
+}
+
+fn bad_init(_: ()) {
+    panic!("initializer refuses");
+}
+
+#[test]
+fn the_initializer_runs_once_per_worker() {
+    let _t = Ctx::new("pool_init");
+    let counter = Value::new(0u32).unwrap();
+    let pool = ProcessPool::builder()
+        .workers(3)
+        .initializer(count_init, counter.clone())
+        .build()
+        .unwrap();
+    let sum: u64 = pool.map(square, 0..60).map(|r| r.unwrap()).sum();
+    assert_eq!(sum, (0..60u64).map(|x| x * x).sum());
+    pool.shutdown(true, false);
+    assert_eq!(counter.get().unwrap(), 3);
+
+    let broken = ProcessPool::builder()
+        .workers(2)
+        .initializer(bad_init, ())
+        .build()
+        .unwrap();
+    let e = broken
+        .submit(square, 2)
+        .and_then(|h| h.result())
+        .unwrap_err();
+    assert!(e.to_string().contains("initializer"), "{e}");
+}
+
+#[test]
+fn shutdown_terminate_and_kill() {
+    let _t = Ctx::new("pool_shutdown");
+    let pool = ProcessPool::new(1).unwrap();
+    let running = pool.submit(sleep_ms, 200).unwrap();
+    let pending = pool.submit(square, 3).unwrap();
+    pool.shutdown(false, true);
+    assert!(pending.cancelled());
+    assert!(pool.submit(square, 1).unwrap_err().is_closed());
+    assert_eq!(running.result().unwrap(), 200);
+    pool.shutdown(true, false);
+
+    let pool = ProcessPool::new(2).unwrap();
+    let a = pool.submit(sleep_ms, 30_000).unwrap();
+    let b = pool.submit(sleep_ms, 30_000).unwrap();
+    let c = pool.submit(square, 1).unwrap();
+    while !(a.running() && b.running()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.kill_workers();
+    assert!(a.result().unwrap_err().to_string().contains("SIGKILL"));
+    assert!(b.result().unwrap_err().is_process_died());
+    assert!(c.cancelled());
+    assert!(pool.submit(square, 1).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Threads only
+// ---------------------------------------------------------------------------
+
+#[test]
+fn thread_pool_timeouts_and_recycling() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let e = pool
+        .submit_with_timeout(sleep_ms, 300, Duration::from_millis(30))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    let names: Vec<u64> = (0..6).map(|i| pool.apply(square, i).unwrap()).collect();
+    assert_eq!(names, [0, 1, 4, 9, 16, 25]);
+    pool.shutdown(true, false);
+    assert!(pool.submit(square, 1).is_err());
+}
