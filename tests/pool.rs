@@ -369,6 +369,14 @@ fn timeouts_and_cancel_running_kill_and_replace_the_worker() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(long.cancel_running());
+    assert!(
+        long.cancelled(),
+        "cancelled as soon as cancel_running returns"
+    );
+    assert!(
+        !long.cancel_running(),
+        "a second cancel has nothing to stop"
+    );
     let e = long.result().unwrap_err();
     assert!(e.is_cancelled(), "{e}");
     assert_eq!(pool.apply(square, 8).unwrap(), 64);

@@ -234,7 +234,14 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
                 return Some(r);
             }
             self.refill();
-            match self.queue.pop_front()? {
+            let Some(next) = self.queue.pop_front() else {
+                #[cfg(feature = "progress")]
+                if let Some(p) = self.progress.take() {
+                    p.finish();
+                }
+                return None;
+            };
+            match next {
                 Pending::One(h) => self.ready.push_back(h.result()),
                 Pending::Chunk(h, n) => match h.result() {
                     Ok(rs) => self.ready.extend(rs.into_iter().map(Ok)),
@@ -251,11 +258,17 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
 }
 
 #[cfg(feature = "progress")]
-impl<P, A, R, I: ExactSizeIterator> Map<'_, P, A, R, I> {
+impl<P, A, R, I: Iterator> Map<'_, P, A, R, I> {
     /// Draws a progress bar on stderr as results are consumed (feature
-    /// `progress`). Needs an input of known length.
+    /// `progress`). The total is the input's length as known before any
+    /// task is submitted: its `size_hint` when exact (ranges, vectors,
+    /// slices); otherwise only a count is shown.
     pub fn progress(mut self, label: &str) -> Self {
-        self.progress = Some(Progress::new(label, self.args.len()));
+        let total = match self.args.size_hint() {
+            (low, Some(high)) if low == high => Some(low + self.ready.len()),
+            _ => None,
+        };
+        self.progress = Some(Progress::new(label, total));
         self
     }
 }
@@ -264,7 +277,7 @@ impl<P, A, R, I: ExactSizeIterator> Map<'_, P, A, R, I> {
 #[cfg(feature = "progress")]
 struct Progress {
     label: String,
-    total: usize,
+    total: Option<usize>,
     done: usize,
     drawn: usize,
     start: Instant,
@@ -272,10 +285,10 @@ struct Progress {
 
 #[cfg(feature = "progress")]
 impl Progress {
-    fn new(label: &str, total: usize) -> Progress {
+    fn new(label: &str, total: Option<usize>) -> Progress {
         let p = Progress {
             label: label.to_owned(),
-            total: total.max(1),
+            total,
             done: 0,
             drawn: usize::MAX,
             start: Instant::now(),
@@ -284,31 +297,57 @@ impl Progress {
         p
     }
 
+    /// Bar width in characters for `done` of `total` (0..=40).
+    fn width(&self) -> usize {
+        match self.total {
+            Some(0) => 40,
+            Some(t) => (self.done * 40 / t).min(40),
+            // Unknown length: redraw every 64 results.
+            None => self.done / 64,
+        }
+    }
+
     fn tick(&mut self) {
         self.done += 1;
-        let width = self.done * 40 / self.total;
-        if width != self.drawn || self.done == self.total {
+        let width = self.width();
+        if width != self.drawn || Some(self.done) == self.total {
             self.drawn = width;
             self.draw();
         }
     }
 
+    /// Ends the line of a bar whose total was unknown.
+    fn finish(self) {
+        if self.total.is_none() {
+            self.draw();
+            eprintln!();
+        }
+    }
+
     fn draw(&self) {
         use std::io::Write;
-        let width = (self.done * 40 / self.total).min(40);
+        let elapsed = self.start.elapsed().as_secs_f64();
         let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{} [{}{}] {}/{} {:.1}s",
-            self.label,
-            "#".repeat(width),
-            " ".repeat(40 - width),
-            self.done,
-            self.total,
-            self.start.elapsed().as_secs_f64()
-        );
-        if self.done >= self.total {
-            let _ = writeln!(err);
+        match self.total {
+            Some(total) => {
+                let width = self.width();
+                let _ = write!(
+                    err,
+                    "\r{} [{}{}] {}/{} {:.1}s",
+                    self.label,
+                    "#".repeat(width),
+                    " ".repeat(40 - width),
+                    self.done,
+                    total,
+                    elapsed
+                );
+                if self.done >= total {
+                    let _ = writeln!(err);
+                }
+            }
+            None => {
+                let _ = write!(err, "\r{} {} done {:.1}s", self.label, self.done, elapsed);
+            }
         }
         let _ = err.flush();
     }

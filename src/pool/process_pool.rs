@@ -626,11 +626,20 @@ fn cancel(shared: &Shared, id: u64, running: bool) -> bool {
         return false;
     }
     for w in st.workers.iter_mut().flatten() {
-        if w.current.as_ref().is_some_and(|(job, _)| job.id == id) && w.kill_reason.is_none() {
-            w.kill_reason = Some(Error::new(
-                ErrorKind::Cancelled,
-                format!("task {id} was cancelled while running; its worker was killed"),
-            ));
+        let Some((job, _)) = &w.current else {
+            continue;
+        };
+        if job.id == id && w.kill_reason.is_none() {
+            let e = || {
+                Error::new(
+                    ErrorKind::Cancelled,
+                    format!("task {id} was cancelled while running; its worker was killed"),
+                )
+            };
+            // Complete the task now, so `cancelled()` holds when this
+            // returns; the collector's later report of the death is ignored.
+            job.slot.fail(e());
+            w.kill_reason = Some(e());
             let _ = w.process.kill();
             return true;
         }

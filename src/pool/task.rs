@@ -27,7 +27,8 @@ pub enum TaskState {
     /// It failed: panicked, its worker died, it timed out, or it was
     /// cancelled while running.
     Failed,
-    /// It was cancelled before it started.
+    /// It was cancelled: before it started, or while running by
+    /// [`TaskHandle::cancel_running`] (which kills its worker).
     Cancelled,
 }
 
@@ -145,7 +146,12 @@ impl<R> Task<R> {
         match &result {
             Ok(_) => i.state = TaskState::Finished,
             Err(e) => {
-                i.state = TaskState::Failed;
+                // A running task stopped by `cancel_running` counts as cancelled.
+                i.state = if e.kind() == ErrorKind::Cancelled {
+                    TaskState::Cancelled
+                } else {
+                    TaskState::Failed
+                };
                 i.error_kind = Some(e.kind());
                 i.error_text = Some(e.to_string());
             }
@@ -325,7 +331,8 @@ impl<R> TaskHandle<R> {
         }
     }
 
-    /// Whether the task was cancelled before it started.
+    /// Whether the task was cancelled: before it started ([`cancel`](Self::cancel)),
+    /// or while running ([`cancel_running`](Self::cancel_running)).
     pub fn cancelled(&self) -> bool {
         self.state() == TaskState::Cancelled
     }

@@ -68,6 +68,12 @@ where
     codec::encode(&r).map_err(|e| format!("cannot encode the result: {e}"))
 }
 
+/// Set while a pool worker runs a task: the task's panic travels back to the
+/// pool as an error (like an exception in Python's pool workers), so the
+/// default hook's message on stderr would only be noise.
+pub(crate) static IN_POOL_TASK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The panic of the child's main function, captured by the hook.
 static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
 
@@ -170,7 +176,8 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
     let report_fd = fd;
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() == main_thread {
+        let on_main = std::thread::current().id() == main_thread;
+        if on_main {
             let message = panic_message(info);
             let location = info.location().map(|l| l.to_string());
             if cfg!(panic = "abort") {
@@ -188,7 +195,11 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
             }
             *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
         }
-        previous(info);
+        // Relaxed: only the main thread stores the flag, and only the main
+        // thread's own panics are silenced.
+        if !(on_main && IN_POOL_TASK.load(std::sync::atomic::Ordering::Relaxed)) {
+            previous(info);
+        }
     }));
 
     let fds = if payload.fds > 0 {

@@ -162,7 +162,10 @@ impl RemoteCall {
         let tramp: child::Trampoline =
             unsafe { std::mem::transmute::<usize, child::Trampoline>(at(self.trampoline)) };
         let function = at(self.function);
-        match std::panic::catch_unwind(|| tramp(function, arg)) {
+        child::IN_POOL_TASK.store(true, Ordering::Relaxed);
+        let outcome = std::panic::catch_unwind(|| tramp(function, arg));
+        child::IN_POOL_TASK.store(false, Ordering::Relaxed);
+        match outcome {
             Ok(Ok(bytes)) => Report::Returned(bytes),
             Ok(Err(message)) => Report::Failed(message),
             Err(_) => {
