@@ -97,11 +97,15 @@ pub enum ObjectKind {
     Queue,
     /// [`crate::queue::JoinableQueue`].
     JoinableQueue,
+    /// `collections::SharedMap`.
+    SharedMap,
+    /// `collections::ShareableList`.
+    ShareableList,
 }
 
 impl ObjectKind {
     /// Every kind, for lookups.
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Mutex,
         ObjectKind::Condvar,
         ObjectKind::Semaphore,
@@ -111,6 +115,8 @@ impl ObjectKind {
         ObjectKind::Array,
         ObjectKind::Queue,
         ObjectKind::JoinableQueue,
+        ObjectKind::SharedMap,
+        ObjectKind::ShareableList,
     ];
 
     /// The code stored in headers.
@@ -125,6 +131,8 @@ impl ObjectKind {
             ObjectKind::Array => 7,
             ObjectKind::Queue => 8,
             ObjectKind::JoinableQueue => 9,
+            ObjectKind::SharedMap => 10,
+            ObjectKind::ShareableList => 11,
         }
     }
 
@@ -145,6 +153,8 @@ impl ObjectKind {
             ObjectKind::Array => "Array",
             ObjectKind::Queue => "Queue",
             ObjectKind::JoinableQueue => "JoinableQueue",
+            ObjectKind::SharedMap => "SharedMap",
+            ObjectKind::ShareableList => "ShareableList",
         }
     }
 }
