@@ -72,6 +72,7 @@ pub mod connection;
 pub mod error;
 mod handoff;
 pub mod layout;
+pub mod manager;
 pub mod pipe;
 mod platform;
 pub mod pool;

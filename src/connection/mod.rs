@@ -195,6 +195,39 @@ impl Listener {
         self.max_message = bytes;
     }
 
+    /// Waits up to `timeout` for a client and accepts it *without* the
+    /// handshake (`None` if none came): servers that authenticate on a
+    /// thread of their own, so one slow client cannot hold the others up.
+    pub(crate) fn accept_unauthenticated(&self, timeout: Duration) -> Result<Option<Connection>> {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.inner {
+            Inner::Unix(l) => l.as_raw_fd(),
+            Inner::Tcp(l) => l.as_raw_fd(),
+        };
+        let ready = platform::poll_readable(fd, Some(timeout))
+            .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
+        if !ready {
+            return Ok(None);
+        }
+        let stream = match &self.inner {
+            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Inner::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+        }
+        .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
+        let mut conn = Connection::new(stream, true, true);
+        conn.set_max_message_size(self.max_message);
+        Ok(Some(conn))
+    }
+
+    /// What [`authenticate`] needs to check a client accepted by
+    /// [`accept_unauthenticated`](Self::accept_unauthenticated).
+    pub(crate) fn authenticator(&self) -> (Option<Vec<u8>>, Duration) {
+        (self.authkey.clone(), self.handshake_timeout)
+    }
+
     /// Waits for a client and authenticates it. A client that fails the
     /// handshake (wrong key, garbage, silence past the deadline) is dropped
     /// and reported as an error; call `accept` again for the next client.
@@ -302,6 +335,12 @@ fn with_handshake_limits<R>(
     let r = f(Instant::now() + timeout);
     let _ = stream.set_timeouts(None);
     r
+}
+
+/// The server's side of the handshake, for connections accepted by
+/// [`Listener::accept_unauthenticated`].
+pub(crate) fn authenticate(conn: &Connection, key: Option<&[u8]>, timeout: Duration) -> Result<()> {
+    server_handshake(conn, key, timeout)
 }
 
 fn server_handshake(conn: &Connection, key: Option<&[u8]>, timeout: Duration) -> Result<()> {
