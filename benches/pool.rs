@@ -16,10 +16,11 @@
 //!
 //! Run: `cargo bench --bench pool`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::PythonPeer;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use ipckit::pool::{Executor, MapOptions, ProcessPool, ThreadPool};
 
@@ -29,71 +30,8 @@ fn empty(x: u64) -> u64 {
     x
 }
 
-/// Python's pools in a python3 child, driven line by line.
-struct PythonPeer {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-}
-
-impl PythonPeer {
-    fn start(workers: usize) -> Result<PythonPeer, String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/pool_peer.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(workers.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("python3 cannot be started: {e}"))?;
-        let input = child.stdin.take().expect("piped");
-        let mut output = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        output
-            .read_line(&mut line)
-            .map_err(|e| format!("python3 peer: {e}"))?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("python3 peer did not start (said {line:?})"));
-        }
-        Ok(PythonPeer {
-            child,
-            input,
-            output,
-        })
-    }
-
-    /// Runs one command; the batch's elapsed time as measured by Python.
-    fn time(&mut self, command: &str) -> Duration {
-        writeln!(self.input, "{command}").expect("python3 peer gone");
-        self.input.flush().expect("python3 peer gone");
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("python3 peer gone");
-        let ns: u64 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("python3 peer answered {line:?} to {command:?}"));
-        Duration::from_nanos(ns)
-    }
-}
-
-impl Drop for PythonPeer {
-    fn drop(&mut self) {
-        let _ = writeln!(self.input, "quit");
-        let _ = self.input.flush();
-        let _ = self.child.wait();
-    }
-}
-
 fn python() -> Option<PythonPeer> {
-    match PythonPeer::start(ipckit::process::cpu_count()) {
-        Ok(p) => Some(p),
-        Err(why) => {
-            eprintln!("skipping the Python rows: {why}");
-            None
-        }
-    }
+    PythonPeer::start("pool_peer.py", &[&ipckit::process::cpu_count().to_string()])
 }
 
 fn round_trip(c: &mut Criterion) {

@@ -88,3 +88,78 @@ pub fn futex_pong(seg: &Segment) {
         futex_set(w, PONG);
     }
 }
+
+/// A Python peer for the baselines: `benches/python/<script>` in a python3
+/// child, driven line by line over stdin/stdout. The script prints "ready"
+/// once set up, then answers each command with the nanoseconds the batch
+/// took (Python times itself, so process start-up is not counted).
+pub struct PythonPeer {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PythonPeer {
+    /// Starts the peer, or prints why the Python rows are skipped.
+    pub fn start(script: &str, args: &[&str]) -> Option<PythonPeer> {
+        match PythonPeer::try_start(script, args) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                eprintln!("skipping the Python rows: {why}");
+                None
+            }
+        }
+    }
+
+    fn try_start(script: &str, args: &[&str]) -> Result<PythonPeer, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let path = format!("{}/benches/python/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("python3 cannot be started: {e}"))?;
+        let input = child.stdin.take().expect("piped");
+        let mut output = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        output
+            .read_line(&mut line)
+            .map_err(|e| format!("python3 peer: {e}"))?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("python3 peer did not start (said {line:?})"));
+        }
+        Ok(PythonPeer {
+            child,
+            input,
+            output,
+        })
+    }
+
+    /// Runs one command; the batch's elapsed time as measured by Python.
+    pub fn time(&mut self, command: &str) -> std::time::Duration {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{command}").expect("python3 peer gone");
+        self.input.flush().expect("python3 peer gone");
+        let mut line = String::new();
+        self.output.read_line(&mut line).expect("python3 peer gone");
+        let ns: u64 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("python3 peer answered {line:?} to {command:?}"));
+        std::time::Duration::from_nanos(ns)
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.input, "quit");
+        let _ = self.input.flush();
+        let _ = self.child.wait();
+    }
+}

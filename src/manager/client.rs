@@ -19,6 +19,32 @@ use crate::platform;
 /// Idle connections kept per manager and process.
 const MAX_IDLE: usize = 16;
 
+/// How long a waiting side polls its socket before it sleeps in `recv`: a
+/// request's round trip is a few microseconds when both sides are awake,
+/// while a sleep and wake-up costs 20–40 µs on the project machine. Both
+/// the client (for the reply) and the server thread (for the next request)
+/// poll, so back-to-back calls never sleep. Measured with
+/// `benches/manager.rs` (dict insert + get): 120 µs without polling.
+pub(crate) const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Polls `conn` for up to [`POLL_BEFORE_SLEEP`] (not in a process confined
+/// to one CPU, where polling only delays the peer); true if readable.
+pub(crate) fn poll_briefly(conn: &Connection) -> bool {
+    if !crate::sync::raw::spin_allowed() {
+        return false;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+            return true;
+        }
+        if start.elapsed() >= POLL_BEFORE_SLEEP {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// This process's identity towards managers (random, so a recycled pid is
 /// never mistaken for a dead client).
 fn client_id() -> u128 {
@@ -142,6 +168,7 @@ impl Core {
         let reply = BUF.with(|buf| -> Result<Reply> {
             let mut buf = buf.borrow_mut();
             conn.send_bytes(&bytes).map_err(|e| self.gone(e))?;
+            poll_briefly(&conn);
             conn.recv_bytes_into(&mut buf).map_err(|e| self.gone(e))?;
             codec::decode::<Reply>(&buf)
                 .map_err(|e| e.context(format!("garbage from the manager at {}", self.address)))

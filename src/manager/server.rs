@@ -350,6 +350,7 @@ impl Server {
         }
         *lock(&self.clients).entry(client).or_default() += 1;
         loop {
+            super::client::poll_briefly(&conn);
             if conn.recv_bytes_into(&mut buf).is_err() {
                 // EOF, a broken frame, an oversized one: this connection is
                 // over; others are unaffected.
