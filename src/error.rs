@@ -73,6 +73,43 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for decoding kinds sent by another process.
+    const ALL: [ErrorKind; 24] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::PermissionDenied,
+        ErrorKind::InvalidName,
+        ErrorKind::InvalidArgument,
+        ErrorKind::OutOfRange,
+        ErrorKind::WrongKind,
+        ErrorKind::WrongType,
+        ErrorKind::Incompatible,
+        ErrorKind::Corrupt,
+        ErrorKind::Uninitialized,
+        ErrorKind::Timeout,
+        ErrorKind::WouldBlock,
+        ErrorKind::OwnerDied,
+        ErrorKind::BrokenBarrier,
+        ErrorKind::LimitExceeded,
+        ErrorKind::Closed,
+        ErrorKind::Codec,
+        ErrorKind::Unsupported,
+        ErrorKind::Panicked,
+        ErrorKind::ProcessDied,
+        ErrorKind::AuthenticationFailed,
+        ErrorKind::Cancelled,
+        ErrorKind::Io,
+    ];
+
+    /// The kind whose [`as_str`](Self::as_str) is `s` (`Io` if unknown, as
+    /// from a newer version).
+    pub(crate) fn from_str_or_io(s: &str) -> ErrorKind {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or(ErrorKind::Io)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not found",
@@ -232,6 +269,22 @@ impl fmt::Display for Error {
     }
 }
 
+/// Errors travel between processes (a child's `Result<T, ipckit::Error>`,
+/// a manager's reply) as their kind and full text; the source becomes part
+/// of the text.
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (self.kind.as_str(), self.to_string()).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Error, D::Error> {
+        let (kind, message) = <(String, String)>::deserialize(d)?;
+        Ok(Error::new(ErrorKind::from_str_or_io(&kind), message))
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
@@ -303,5 +356,19 @@ mod tests {
     fn converts_to_io_error() {
         let e: io::Error = Error::new(ErrorKind::Timeout, "lock timed out").into();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn errors_travel_with_kind_and_text() {
+        for kind in ErrorKind::ALL {
+            let e = Error::io("cannot frob", io::Error::other("because")).context("outer");
+            let e = Error { kind, ..e };
+            let bytes = crate::codec::encode(&e).unwrap();
+            let back: Error = crate::codec::decode(&bytes).unwrap();
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.to_string(), "outer: cannot frob: because");
+        }
+        let bytes = crate::codec::encode(&("from a newer version", "x")).unwrap();
+        assert_eq!(crate::codec::decode::<Error>(&bytes).unwrap().kind(), ErrorKind::Io);
     }
 }

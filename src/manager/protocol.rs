@@ -173,33 +173,6 @@ pub(crate) enum Reply {
     Error(String, String),
 }
 
-/// Every kind an error can travel as (others travel as `Io`).
-const KINDS: [ErrorKind; 23] = [
-    ErrorKind::NotFound,
-    ErrorKind::AlreadyExists,
-    ErrorKind::PermissionDenied,
-    ErrorKind::InvalidName,
-    ErrorKind::InvalidArgument,
-    ErrorKind::OutOfRange,
-    ErrorKind::WrongKind,
-    ErrorKind::WrongType,
-    ErrorKind::Incompatible,
-    ErrorKind::Corrupt,
-    ErrorKind::Uninitialized,
-    ErrorKind::Timeout,
-    ErrorKind::WouldBlock,
-    ErrorKind::OwnerDied,
-    ErrorKind::BrokenBarrier,
-    ErrorKind::LimitExceeded,
-    ErrorKind::Closed,
-    ErrorKind::Codec,
-    ErrorKind::Unsupported,
-    ErrorKind::Panicked,
-    ErrorKind::ProcessDied,
-    ErrorKind::AuthenticationFailed,
-    ErrorKind::Cancelled,
-];
-
 impl Reply {
     pub(crate) fn error(e: &Error) -> Reply {
         Reply::Error(e.kind().as_str().to_owned(), e.to_string())
@@ -210,11 +183,7 @@ impl Reply {
     pub(crate) fn into_result(self) -> Result<Reply> {
         match self {
             Reply::Error(kind, message) => {
-                let kind = KINDS
-                    .into_iter()
-                    .find(|k| k.as_str() == kind)
-                    .unwrap_or(ErrorKind::Io);
-                Err(Error::new(kind, message))
+                Err(Error::new(ErrorKind::from_str_or_io(&kind), message))
             }
             r => Ok(r),
         }
@@ -326,7 +295,14 @@ mod tests {
 
     #[test]
     fn errors_keep_their_kind() {
-        for kind in KINDS {
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::WrongType,
+            ErrorKind::Timeout,
+            ErrorKind::BrokenBarrier,
+            ErrorKind::Closed,
+            ErrorKind::Io,
+        ] {
             let e = Reply::error(&Error::new(kind, "boom"))
                 .into_result()
                 .unwrap_err();
