@@ -6,7 +6,7 @@
 //! |---|---|
 //! | 0 | object header; kind `SharedMap`, type `(K, V)`, parameter = capacity |
 //! | 128 | [`RawMutex`] (one cache line) |
-//! | 192 | `len`: entry count, `u64`, advisory (its own cache line) |
+//! | 192 | `len`: entry count, `u64`, advisory; 200: `epoch`, `u32` (one cache line) |
 //! | 256 (or the slot alignment) | `slots` × [`Slot<K, V>`] |
 //!
 //! The table is open addressing with linear probing and tombstones
@@ -15,15 +15,19 @@
 //! load factor never exceeds 3/4; a key's home slot is
 //! `mix64(fnv1a(key)) mod slots`.
 //!
-//! # The slot state word
+//! # The slot state word (`u32`)
 //!
-//! | value | name | meaning |
+//! Bits 8..32 hold the slot's epoch, bits 0..8 its code. A slot whose epoch
+//! is not the map's current `epoch` (mod 2²⁴) is `EMPTY`, whatever its code:
+//! that is how [`clear`](SharedMap::clear) empties every slot with one store.
+//!
+//! | code | name | meaning (when the epoch is current) |
 //! |---|---|---|
 //! | 0 | `EMPTY` | never held a key since the last `clear`; ends every probe sequence |
 //! | 1 | `TOMBSTONE` | held a key that was removed; probing continues past it, insert may reuse it |
 //! | 2 | `LIVE0` | holds `key`; its value is `vals[0]` |
 //! | 3 | `LIVE1` | holds `key`; its value is `vals[1]` |
-//! | other | | corrupt: every operation that reads it fails with [`ErrorKind::Corrupt`] |
+//! | 4..=255 | | corrupt, in any epoch: every operation that reads it fails with [`ErrorKind::Corrupt`] |
 //!
 //! Every transition is one Release store, done while holding the lock:
 //!
@@ -34,19 +38,23 @@
 //!   run of tombstones ending here into `EMPTY`, one store each, from the
 //!   last backwards (safe: no key's probe sequence crosses a slot whose
 //!   successor is `EMPTY`, see [`SharedMap::remove`]);
-//! - clear: first every `LIVE` slot to `TOMBSTONE`, then every slot to
-//!   `EMPTY` (only once no key is left whose probe sequence could break).
+//! - clear: one Release store of `epoch + 1` (SYNC POINT "clear"), which
+//!   makes every slot `EMPTY` at once; then a sweep rewrites each stale slot
+//!   as `EMPTY` in the new epoch (no change in meaning), so that no stale
+//!   slot is left to come back to life when the 24-bit epoch wraps. A sweep
+//!   cut short by a crash is finished by the recovery below.
 //!
 //! A process killed between any two stores leaves a table in which every
 //! key is either fully there (old or new value) or absent, so recovery after
-//! an owner's death is only recounting `len`.
+//! an owner's death is only recounting `len` (and finishing a clear's sweep).
 //!
 //! Ordering: state words are stored with Release and loaded with Acquire
 //! (SYNC POINT "slot publish"). Under the lock, the mutex already orders
 //! everything; the pair matters for the process that takes over a lock whose
 //! holder was killed, which received no unlock: seeing a `LIVE` state must
-//! imply seeing the key and value written before it. `len` is only accessed
-//! under the lock (Relaxed).
+//! imply seeing the key and value written before it. `epoch` is stored
+//! with Release and loaded with Acquire for the same reason (SYNC POINT
+//! "clear"). `len` is only accessed under the lock (Relaxed).
 
 use std::fmt;
 use std::hash::Hash;
@@ -71,6 +79,8 @@ use crate::sync::raw::RawMutex;
 const EMPTY: u32 = 0;
 const TOMBSTONE: u32 = 1;
 const LIVE0: u32 = 2;
+/// Epochs are 24 bits wide (bits 8..32 of a state word).
+const EPOCH_MASK: u32 = 0x00ff_ffff;
 
 /// A decoded slot state word (see the module table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,21 +92,30 @@ enum SlotState {
 }
 
 impl SlotState {
-    fn decode(word: u32) -> Option<SlotState> {
-        match word {
+    /// Decodes a state word read in map epoch `epoch`; `None` if corrupt.
+    fn decode(word: u32, epoch: u32) -> Option<SlotState> {
+        let code = word & 0xff;
+        if code > LIVE0 + 1 {
+            return None;
+        }
+        if word >> 8 != epoch & EPOCH_MASK {
+            return Some(SlotState::Empty);
+        }
+        match code {
             EMPTY => Some(SlotState::Empty),
             TOMBSTONE => Some(SlotState::Tombstone),
-            2 | 3 => Some(SlotState::Live((word - LIVE0) as usize)),
-            _ => None,
+            _ => Some(SlotState::Live((code - LIVE0) as usize)),
         }
     }
 
-    fn encode(self) -> u32 {
-        match self {
+    /// The state word of this state in map epoch `epoch`.
+    fn encode(self, epoch: u32) -> u32 {
+        let code = match self {
             SlotState::Empty => EMPTY,
             SlotState::Tombstone => TOMBSTONE,
             SlotState::Live(b) => LIVE0 + (b as u32 & 1),
-        }
+        };
+        ((epoch & EPOCH_MASK) << 8) | code
     }
 }
 
@@ -118,6 +137,12 @@ fn slots_for(capacity: usize) -> Option<usize> {
 fn probe(hash: u64, step: usize, slots: usize) -> usize {
     debug_assert!(slots.is_power_of_two());
     (mix64(hash) as usize).wrapping_add(step) & (slots - 1)
+}
+
+/// The lock, held for one operation, and the map's epoch read under it.
+struct Op<'a> {
+    held: Held<'a>,
+    epoch: u32,
 }
 
 /// Where a key is, or where it would go.
@@ -147,6 +172,10 @@ const fn lock_offset() -> usize {
 
 const fn len_offset() -> usize {
     lock_offset() + std::mem::size_of::<RawMutex>()
+}
+
+const fn epoch_offset() -> usize {
+    len_offset() + 8
 }
 
 const fn slots_offset<K, V>() -> usize {
@@ -278,6 +307,7 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
                 unsafe {
                     RawMutex::init(base.add(lock_offset()) as *mut RawMutex)?;
                     (base.add(len_offset()) as *mut AtomicU64).write(AtomicU64::new(0));
+                    (base.add(epoch_offset()) as *mut AtomicU32).write(AtomicU32::new(0));
                     std::ptr::write_bytes(
                         base.add(slots_offset::<K, V>()),
                         0,
@@ -368,6 +398,12 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         unsafe { self.len.as_ref() }
     }
 
+    fn epoch_word(&self) -> &AtomicU32 {
+        // SAFETY: the epoch follows `len` in the same cache line of the
+        // object (4-byte aligned, in bounds); only ever accessed atomically.
+        unsafe { &*(self.place.ptr(epoch_offset()) as *const AtomicU32) }
+    }
+
     fn slot(&self, i: usize) -> *mut Slot<K, V> {
         debug_assert!(i < self.nslots);
         // SAFETY: `i < nslots`, and the object holds `nslots` slots from
@@ -381,10 +417,10 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         unsafe { &*std::ptr::addr_of!((*self.slot(i)).state) }
     }
 
-    fn state(&self, _: &Held<'_>, i: usize) -> Result<SlotState> {
+    fn state(&self, op: &Op<'_>, i: usize) -> Result<SlotState> {
         // SYNC POINT "slot publish": pairs with the Release store in `publish`.
         let word = self.state_word(i).load(Ordering::Acquire);
-        SlotState::decode(word).ok_or_else(|| {
+        SlotState::decode(word, op.epoch).ok_or_else(|| {
             Error::new(
                 ErrorKind::Corrupt,
                 format!("slot {i} has an invalid state word {word:#010x}"),
@@ -392,19 +428,20 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         })
     }
 
-    fn publish(&self, _: &Held<'_>, i: usize, s: SlotState) {
+    fn publish(&self, op: &Op<'_>, i: usize, s: SlotState) {
         // SYNC POINT "slot publish": the key and value written before this
         // store are visible to whoever loads the new state with Acquire.
-        self.state_word(i).store(s.encode(), Ordering::Release);
+        self.state_word(i)
+            .store(s.encode(op.epoch), Ordering::Release);
     }
 
-    fn key(&self, _: &Held<'_>, i: usize) -> K {
+    fn key(&self, _: &Op<'_>, i: usize) -> K {
         // SAFETY: in bounds and aligned (field of slot `i`); K is ShmSafe, so
         // any bytes are a valid K; writers hold the lock, which we hold.
         unsafe { std::ptr::addr_of!((*self.slot(i)).key).read() }
     }
 
-    fn val(&self, _: &Held<'_>, i: usize, b: usize) -> V {
+    fn val(&self, _: &Op<'_>, i: usize, b: usize) -> V {
         debug_assert!(b < 2);
         // SAFETY: as in `key`; `b < 2` indexes `vals`.
         unsafe {
@@ -414,13 +451,13 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         }
     }
 
-    fn write_key(&self, _: &Held<'_>, i: usize, k: K) {
+    fn write_key(&self, _: &Op<'_>, i: usize, k: K) {
         // SAFETY: in bounds and aligned; we hold the lock, and slot `i` is
         // not LIVE, so no reader looks at its key.
         unsafe { std::ptr::addr_of_mut!((*self.slot(i)).key).write(k) }
     }
 
-    fn write_val(&self, _: &Held<'_>, i: usize, b: usize, v: V) {
+    fn write_val(&self, _: &Op<'_>, i: usize, b: usize, v: V) {
         debug_assert!(b < 2);
         // SAFETY: in bounds and aligned; we hold the lock, and buffer `b` is
         // not the live one of slot `i`, so no reader looks at it.
@@ -432,7 +469,7 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     }
 
     /// The entry count, checked against the capacity.
-    fn count(&self, _: &Held<'_>) -> Result<usize> {
+    fn count(&self, _: &Op<'_>) -> Result<usize> {
         let n = self.len_word().load(Ordering::Relaxed);
         if n > self.capacity as u64 {
             return Err(Error::new(
@@ -443,29 +480,35 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         Ok(n as usize)
     }
 
-    fn set_count(&self, _: &Held<'_>, n: usize) {
+    fn set_count(&self, _: &Op<'_>, n: usize) {
         self.len_word().store(n as u64, Ordering::Relaxed);
     }
 
     /// Takes the lock for an operation described by `verb`; repairs the map
     /// if the previous holder died.
-    fn lock(&self, verb: &str) -> Result<Held<'_>> {
+    fn lock(&self, verb: &str) -> Result<Op<'_>> {
         let ctx = |e: Error| e.context(format!("cannot {verb} {}", self.place.describe()));
         let (held, owner_died) = Held::lock(self.raw()).map_err(ctx)?;
+        // SYNC POINT "clear": pairs with the Release store in `clear`.
+        let epoch = self.epoch_word().load(Ordering::Acquire) & EPOCH_MASK;
+        let op = Op { held, epoch };
         if owner_died {
-            self.recover(&held).map_err(ctx)?;
-            held.mark_consistent();
+            self.recover(&op).map_err(ctx)?;
+            op.held.mark_consistent();
         }
-        Ok(held)
+        Ok(op)
     }
 
     /// After a holder died: every slot is consistent by construction (one
-    /// store per transition); only `len` may be off by one. Recount it.
-    fn recover(&self, held: &Held<'_>) -> Result<()> {
+    /// store per transition); only `len` may be off by one, and a clear's
+    /// sweep may be unfinished. Recount, and finish the sweep.
+    fn recover(&self, op: &Op<'_>) -> Result<()> {
         let mut n = 0usize;
         for i in 0..self.nslots {
-            if let SlotState::Live(_) = self.state(held, i)? {
-                n += 1;
+            match self.state(op, i)? {
+                SlotState::Live(_) => n += 1,
+                SlotState::Empty => self.sweep(op, i),
+                SlotState::Tombstone => {}
             }
         }
         if n > self.capacity {
@@ -474,22 +517,31 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
                 format!("{n} entries exceed the capacity {}", self.capacity),
             ));
         }
-        self.set_count(held, n);
+        self.set_count(op, n);
         Ok(())
     }
 
-    fn find(&self, held: &Held<'_>, k: &K) -> Result<Find> {
+    /// Rewrites slot `i`, which reads as `EMPTY`, as `EMPTY` of the current
+    /// epoch if it is stale (no change in meaning).
+    fn sweep(&self, op: &Op<'_>, i: usize) {
+        let empty = SlotState::Empty.encode(op.epoch);
+        if self.state_word(i).load(Ordering::Relaxed) != empty {
+            self.publish(op, i, SlotState::Empty);
+        }
+    }
+
+    fn find(&self, op: &Op<'_>, k: &K) -> Result<Find> {
         let hash = hash_key(k);
         let mut free = None;
         for step in 0..self.nslots {
             let i = probe(hash, step, self.nslots);
-            match self.state(held, i)? {
+            match self.state(op, i)? {
                 SlotState::Empty => return Ok(Find::Vacant(free.or(Some(i)))),
                 SlotState::Tombstone => {
                     free.get_or_insert(i);
                 }
                 SlotState::Live(b) => {
-                    if self.key(held, i) == *k {
+                    if self.key(op, i) == *k {
                         return Ok(Find::Found(i, b));
                     }
                 }
@@ -510,52 +562,52 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     }
 
     /// Writes `v` into the inactive buffer of live slot `i`, then flips.
-    fn replace(&self, held: &Held<'_>, i: usize, b: usize, v: V) {
-        self.write_val(held, i, 1 - b, v);
-        self.publish(held, i, SlotState::Live(1 - b));
+    fn replace(&self, op: &Op<'_>, i: usize, b: usize, v: V) {
+        self.write_val(op, i, 1 - b, v);
+        self.publish(op, i, SlotState::Live(1 - b));
     }
 
     /// Inserts a key known to be absent at `at`.
-    fn insert_new(&self, held: &Held<'_>, at: Option<usize>, k: K, v: V) -> Result<()> {
-        let n = self.count(held)?;
+    fn insert_new(&self, op: &Op<'_>, at: Option<usize>, k: K, v: V) -> Result<()> {
+        let n = self.count(op)?;
         let Some(i) = at.filter(|_| n < self.capacity) else {
             return Err(self.full());
         };
-        self.write_key(held, i, k);
-        self.write_val(held, i, 0, v);
-        self.publish(held, i, SlotState::Live(0));
+        self.write_key(op, i, k);
+        self.write_val(op, i, 0, v);
+        self.publish(op, i, SlotState::Live(0));
         // A death here leaves `len` one short: recovery recounts it.
-        self.set_count(held, n + 1);
+        self.set_count(op, n + 1);
         Ok(())
     }
 
     /// Inserts or replaces; returns the previous value. Fails with
     /// [`ErrorKind::LimitExceeded`] if `k` is new and the map is full.
     pub fn insert(&self, k: K, v: V) -> Result<Option<V>> {
-        let held = self.lock("insert into")?;
-        match self.find(&held, &k)? {
+        let op = self.lock("insert into")?;
+        match self.find(&op, &k)? {
             Find::Found(i, b) => {
-                let old = self.val(&held, i, b);
-                self.replace(&held, i, b, v);
+                let old = self.val(&op, i, b);
+                self.replace(&op, i, b, v);
                 Ok(Some(old))
             }
-            Find::Vacant(at) => self.insert_new(&held, at, k, v).map(|()| None),
+            Find::Vacant(at) => self.insert_new(&op, at, k, v).map(|()| None),
         }
     }
 
     /// The value of `k`, if present.
     pub fn get(&self, k: &K) -> Result<Option<V>> {
-        let held = self.lock("read")?;
-        Ok(match self.find(&held, k)? {
-            Find::Found(i, b) => Some(self.val(&held, i, b)),
+        let op = self.lock("read")?;
+        Ok(match self.find(&op, k)? {
+            Find::Found(i, b) => Some(self.val(&op, i, b)),
             Find::Vacant(_) => None,
         })
     }
 
     /// Whether `k` is present.
     pub fn contains_key(&self, k: &K) -> Result<bool> {
-        let held = self.lock("read")?;
-        Ok(matches!(self.find(&held, k)?, Find::Found(..)))
+        let op = self.lock("read")?;
+        Ok(matches!(self.find(&op, k)?, Find::Found(..)))
     }
 
     /// Removes `k`; returns its value if it was present.
@@ -567,22 +619,22 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     /// probe sequence, so no slot in `h..j` is empty; a slot whose successor
     /// is empty therefore lies on no key's path from its home to its slot.
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
-        let held = self.lock("remove from")?;
-        let Find::Found(i, b) = self.find(&held, k)? else {
+        let op = self.lock("remove from")?;
+        let Find::Found(i, b) = self.find(&op, k)? else {
             return Ok(None);
         };
-        let old = self.val(&held, i, b);
-        let n = self.count(&held)?;
-        self.publish(&held, i, SlotState::Tombstone);
-        self.set_count(&held, n.saturating_sub(1));
+        let old = self.val(&op, i, b);
+        let n = self.count(&op)?;
+        self.publish(&op, i, SlotState::Tombstone);
+        self.set_count(&op, n.saturating_sub(1));
         let mask = self.nslots - 1;
-        if self.state(&held, (i + 1) & mask)? == SlotState::Empty {
+        if self.state(&op, (i + 1) & mask)? == SlotState::Empty {
             let mut j = i;
             for _ in 0..self.nslots {
-                if self.state(&held, j)? != SlotState::Tombstone {
+                if self.state(&op, j)? != SlotState::Tombstone {
                     break;
                 }
-                self.publish(&held, j, SlotState::Empty);
+                self.publish(&op, j, SlotState::Empty);
                 j = j.wrapping_sub(1) & mask;
             }
         }
@@ -594,30 +646,30 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     ///
     /// If `f` panics, the map is unchanged and the lock is released.
     pub fn update<R>(&self, k: &K, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>> {
-        let held = self.lock("update")?;
-        let Find::Found(i, b) = self.find(&held, k)? else {
+        let op = self.lock("update")?;
+        let Find::Found(i, b) = self.find(&op, k)? else {
             return Ok(None);
         };
-        let mut v = self.val(&held, i, b);
+        let mut v = self.val(&op, i, b);
         let r = f(&mut v);
-        self.replace(&held, i, b, v);
+        self.replace(&op, i, b, v);
         Ok(Some(r))
     }
 
     /// The value of `k`; if absent, inserts `v` first and returns it. Fails
     /// with [`ErrorKind::LimitExceeded`] if `k` is new and the map is full.
     pub fn get_or_insert(&self, k: K, v: V) -> Result<V> {
-        let held = self.lock("insert into")?;
-        match self.find(&held, &k)? {
-            Find::Found(i, b) => Ok(self.val(&held, i, b)),
-            Find::Vacant(at) => self.insert_new(&held, at, k, v).map(|()| v),
+        let op = self.lock("insert into")?;
+        match self.find(&op, &k)? {
+            Find::Found(i, b) => Ok(self.val(&op, i, b)),
+            Find::Vacant(at) => self.insert_new(&op, at, k, v).map(|()| v),
         }
     }
 
     /// The number of entries.
     pub fn len(&self) -> Result<usize> {
-        let held = self.lock("read")?;
-        self.count(&held)
+        let op = self.lock("read")?;
+        self.count(&op)
     }
 
     /// Whether the map has no entries.
@@ -625,30 +677,33 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         self.len().map(|n| n == 0)
     }
 
-    /// Removes every entry (crash-consistently: a process killed half-way
-    /// leaves some entries removed and the others intact).
+    /// Removes every entry, atomically: one store of a new epoch commits it
+    /// (a process killed during `clear` leaves the map either untouched or
+    /// empty). Also overwrites corrupt slot state words.
     pub fn clear(&self) -> Result<()> {
-        let held = self.lock("clear")?;
+        let mut op = self.lock("clear")?;
+        op.epoch = (op.epoch + 1) & EPOCH_MASK;
+        // SYNC POINT "clear": whoever loads the new epoch with Acquire sees
+        // every slot EMPTY, whatever the sweep below has reached.
+        self.epoch_word().store(op.epoch, Ordering::Release);
+        // A death here leaves `len` stale: recovery recounts it.
+        self.set_count(&op, 0);
+        let empty = SlotState::Empty.encode(op.epoch);
         for i in 0..self.nslots {
-            if let SlotState::Live(_) = self.state(&held, i)? {
-                self.publish(&held, i, SlotState::Tombstone);
+            if self.state_word(i).load(Ordering::Relaxed) != empty {
+                self.publish(&op, i, SlotState::Empty);
             }
-        }
-        self.set_count(&held, 0);
-        // No key is left, so no probe sequence can be cut short.
-        for i in 0..self.nslots {
-            self.publish(&held, i, SlotState::Empty);
         }
         Ok(())
     }
 
     /// A snapshot of every entry, taken under one lock, in table order.
     pub fn to_vec(&self) -> Result<Vec<(K, V)>> {
-        let held = self.lock("read")?;
-        let mut out = Vec::with_capacity(self.count(&held)?);
+        let op = self.lock("read")?;
+        let mut out = Vec::with_capacity(self.count(&op)?);
         for i in 0..self.nslots {
-            if let SlotState::Live(b) = self.state(&held, i)? {
-                out.push((self.key(&held, i), self.val(&held, i, b)));
+            if let SlotState::Live(b) = self.state(&op, i)? {
+                out.push((self.key(&op, i), self.val(&op, i, b)));
             }
         }
         Ok(out)
@@ -684,17 +739,29 @@ mod tests {
 
     #[test]
     fn states_round_trip_and_reject_garbage() {
-        for s in [
-            SlotState::Empty,
-            SlotState::Tombstone,
-            SlotState::Live(0),
-            SlotState::Live(1),
-        ] {
-            assert_eq!(SlotState::decode(s.encode()), Some(s));
+        for epoch in [0, 1, EPOCH_MASK] {
+            for s in [
+                SlotState::Empty,
+                SlotState::Tombstone,
+                SlotState::Live(0),
+                SlotState::Live(1),
+            ] {
+                assert_eq!(SlotState::decode(s.encode(epoch), epoch), Some(s));
+                // Any other epoch: the slot is empty (cleared).
+                let other = epoch.wrapping_add(1);
+                assert_eq!(
+                    SlotState::decode(s.encode(epoch), other),
+                    Some(SlotState::Empty)
+                );
+            }
         }
-        assert_eq!(SlotState::Live(1).encode(), 3);
-        for w in [4, 5, 0xdead_beef, u32::MAX] {
-            assert_eq!(SlotState::decode(w), None);
+        assert_eq!(SlotState::Live(1).encode(0), 3);
+        assert_eq!(SlotState::Tombstone.encode(5), 0x501);
+        // The epoch wraps at 24 bits.
+        assert_eq!(SlotState::Live(0).encode(EPOCH_MASK + 1), 2);
+        for w in [4, 5, 0xdead_beef, u32::MAX, 0x100 | 0x80] {
+            assert_eq!(SlotState::decode(w, 0), None);
+            assert_eq!(SlotState::decode(w, w >> 8), None);
         }
     }
 
@@ -729,6 +796,7 @@ mod tests {
     fn layout_offsets() {
         assert_eq!(lock_offset(), 128);
         assert_eq!(len_offset(), 192);
+        assert_eq!(epoch_offset(), 200);
         assert_eq!(slots_offset::<u64, u64>(), 256);
         assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 32);
         assert_eq!(std::mem::size_of::<Slot<u8, u8>>(), 8);
