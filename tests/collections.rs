@@ -77,6 +77,7 @@ fn child_insert_range((m, c, n): (SharedMap<u64, u64>, u64, u64)) -> u64 {
         m.update(&COUNTER, |x| *x += 1)
             .unwrap()
             .expect("counter key");
+        m.update_or_insert(COUNTER - 1, 0, |x| *x += 1).unwrap();
         if i % 7 == 0 {
             assert_eq!(m.get(&k).unwrap(), Some(i * 2));
         }
@@ -93,7 +94,7 @@ fn child_insert_range((m, c, n): (SharedMap<u64, u64>, u64, u64)) -> u64 {
 fn map_four_processes_disjoint_ranges_and_shared_counter() {
     let t = Ctx::new("map_four_writers");
     let n = 2_000u64;
-    let m = SharedMap::<u64, u64>::create(&t.name("m"), 4 * n as usize + 1).unwrap();
+    let m = SharedMap::<u64, u64>::create(&t.name("m"), 4 * n as usize + 2).unwrap();
     m.insert(COUNTER, 0).unwrap();
     let children: Vec<_> = (0..4u64)
         .map(|c| spawn(child_insert_range, (m.clone(), c, n)))
@@ -102,7 +103,8 @@ fn map_four_processes_disjoint_ranges_and_shared_counter() {
         assert_eq!(c.join().unwrap(), n);
     }
     assert_eq!(m.get(&COUNTER).unwrap(), Some(4 * n));
-    assert_eq!(m.len().unwrap(), 4 * n as usize + 1);
+    assert_eq!(m.get(&(COUNTER - 1)).unwrap(), Some(4 * n));
+    assert_eq!(m.len().unwrap(), 4 * n as usize + 2);
     for c in 0..4u64 {
         for i in 0..n {
             let want = if i % 3 == 0 { i * 3 } else { i * 2 };
@@ -110,7 +112,7 @@ fn map_four_processes_disjoint_ranges_and_shared_counter() {
         }
     }
     let all: HashMap<u64, u64> = m.to_vec().unwrap().into_iter().collect();
-    assert_eq!(all.len(), 4 * n as usize + 1, "no duplicate keys");
+    assert_eq!(all.len(), 4 * n as usize + 2, "no duplicate keys");
     // Full now: one more new key is refused, existing keys still update.
     let e = m.insert(999_999_999, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
@@ -373,6 +375,9 @@ fn map_basic_operations() {
     assert!(!m.contains_key(&2).unwrap());
     assert_eq!(m.update(&1, |v| v[0] = 9).unwrap(), Some(()));
     assert_eq!(m.update(&2, |v| v[0] = 9).unwrap(), None);
+    assert_eq!(m.update_or_insert(7, [0; 3], |v| v[0] += 1).unwrap(), ());
+    assert_eq!(m.update_or_insert(7, [0; 3], |v| v[0] += 1).unwrap(), ());
+    assert_eq!(m.remove(&7).unwrap(), Some([2, 0, 0]));
     assert_eq!(m.get_or_insert(2, [5; 3]).unwrap(), [5; 3]);
     assert_eq!(m.get_or_insert(2, [6; 3]).unwrap(), [5; 3]);
     let other = SharedMap::<u32, [u16; 3]>::open(&name).unwrap();
@@ -786,7 +791,17 @@ proptest! {
                         prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::LimitExceeded);
                     }
                 }
-                2 => prop_assert_eq!(m.remove(&k).unwrap(), model.remove(&k)),
+                2 if v % 2 == 0 => prop_assert_eq!(m.remove(&k).unwrap(), model.remove(&k)),
+                2 => {
+                    let r = m.update_or_insert(k, v, |x| { *x = x.wrapping_add(1); *x });
+                    if model.contains_key(&k) || model.len() < 24 {
+                        let x = model.entry(k).or_insert(v);
+                        *x = x.wrapping_add(1);
+                        prop_assert_eq!(r.unwrap(), *x);
+                    } else {
+                        prop_assert_eq!(r.unwrap_err().kind(), ErrorKind::LimitExceeded);
+                    }
+                }
                 3 => prop_assert_eq!(m.get(&k).unwrap(), model.get(&k).copied()),
                 _ => {
                     if v % 50 == 0 {

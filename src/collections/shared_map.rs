@@ -656,6 +656,41 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         Ok(Some(r))
     }
 
+    /// Runs `f` on `k`'s value, or on `default` if `k` is absent, and
+    /// stores the result, all under one lock (`d[k] = d.get(k, 0) + 1` in
+    /// Python, but atomic). Fails with [`ErrorKind::LimitExceeded`] if `k`
+    /// is new and the map is full; then `f` is not called.
+    ///
+    /// ```
+    /// # fn main() -> ipckit::Result<()> {
+    /// let words = ipckit::collections::SharedMap::<[u8; 8], u64>::new(100)?;
+    /// for w in [*b"apple\0\0\0", *b"pear\0\0\0\0", *b"apple\0\0\0"] {
+    ///     words.update_or_insert(w, 0, |n| *n += 1)?;
+    /// }
+    /// assert_eq!(words.get(b"apple\0\0\0")?, Some(2));
+    /// # Ok(()) }
+    /// ```
+    pub fn update_or_insert<R>(&self, k: K, default: V, f: impl FnOnce(&mut V) -> R) -> Result<R> {
+        let op = self.lock("update")?;
+        match self.find(&op, &k)? {
+            Find::Found(i, b) => {
+                let mut v = self.val(&op, i, b);
+                let r = f(&mut v);
+                self.replace(&op, i, b, v);
+                Ok(r)
+            }
+            Find::Vacant(at) => {
+                if at.is_none() || self.count(&op)? >= self.capacity {
+                    return Err(self.full());
+                }
+                let mut v = default;
+                let r = f(&mut v);
+                self.insert_new(&op, at, k, v)?;
+                Ok(r)
+            }
+        }
+    }
+
     /// The value of `k`; if absent, inserts `v` first and returns it. Fails
     /// with [`ErrorKind::LimitExceeded`] if `k` is new and the map is full.
     pub fn get_or_insert(&self, k: K, v: V) -> Result<V> {
