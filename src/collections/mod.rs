@@ -49,8 +49,8 @@
 //! So where a [`sync::Mutex`](crate::sync::Mutex) reports a dead holder as
 //! [`OwnerDied`](crate::ErrorKind::OwnerDied) and asks you to repair the
 //! data, these containers repair themselves: the next process to take the
-//! lock recomputes the only advisory field (the map's entry count) by a
-//! scan, marks the lock consistent, and its operation succeeds.
+//! lock recounts the map's entries (its only advisory field) by a scan,
+//! marks the lock consistent, and its operation succeeds.
 //!
 //! ## Untrusted bytes
 //!

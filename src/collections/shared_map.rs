@@ -194,7 +194,10 @@ const fn slots_offset<K, V>() -> usize {
 /// memory, under one robust process-shared lock. No server process.
 ///
 /// The capacity (how many entries fit) is fixed at creation; inserting a new
-/// key into a full map fails with [`ErrorKind::LimitExceeded`]. Keys are
+/// key into a full map fails with [`ErrorKind::LimitExceeded`]. The table
+/// behind it has the smallest power of two ≥ `capacity · 4/3` slots (so the
+/// load factor stays ≤ 3/4), each holding a state word, a key and two values
+/// (see [`size_in_segment`](Self::size_in_segment)). Keys are
 /// placed by a deterministic hash (FNV-1a over what `K::hash` writes, then
 /// MurmurHash3's finaliser), so every process agrees — as long as `K::hash`
 /// and `K::eq` themselves are deterministic, as derived ones are.
