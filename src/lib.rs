@@ -68,6 +68,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod codec;
+pub mod collections;
 pub mod connection;
 pub mod error;
 mod handoff;

@@ -97,9 +97,9 @@ pub enum ObjectKind {
     Queue,
     /// [`crate::queue::JoinableQueue`].
     JoinableQueue,
-    /// `collections::SharedMap`.
+    /// [`crate::collections::SharedMap`].
     SharedMap,
-    /// `collections::ShareableList`.
+    /// [`crate::collections::ShareableList`].
     ShareableList,
 }
 

@@ -1,0 +1,846 @@
+//! [`SharedMap`]: a fixed-capacity hash map in one shared-memory segment.
+//!
+//! # Layout
+//!
+//! | offset | what |
+//! |---|---|
+//! | 0 | object header; kind `SharedMap`, type `(K, V)`, parameter = capacity |
+//! | 128 | [`RawMutex`] (one cache line) |
+//! | 192 | `len`: entry count, `u64`, advisory; 200: `epoch`, `u32` (one cache line) |
+//! | 256 (or the slot alignment) | `slots` × [`Slot<K, V>`] |
+//!
+//! The table is open addressing with linear probing and tombstones
+//! (Knuth, TAOCP vol. 3, §6.4, algorithm L, with deletion by marking).
+//! `slots` is the smallest power of two ≥ `capacity · 4/3` (and ≥ 2), so the
+//! load factor never exceeds 3/4; a key's home slot is
+//! `mix64(fnv1a(key)) mod slots`.
+//!
+//! # The slot state word (`u32`)
+//!
+//! Bits 8..32 hold the slot's epoch, bits 0..8 its code. A slot whose epoch
+//! is not the map's current `epoch` (mod 2²⁴) is `EMPTY`, whatever its code:
+//! that is how [`clear`](SharedMap::clear) empties every slot with one store.
+//!
+//! | code | name | meaning (when the epoch is current) |
+//! |---|---|---|
+//! | 0 | `EMPTY` | never held a key since the last `clear`; ends every probe sequence |
+//! | 1 | `TOMBSTONE` | held a key that was removed; probing continues past it, insert may reuse it |
+//! | 2 | `LIVE0` | holds `key`; its value is `vals[0]` |
+//! | 3 | `LIVE1` | holds `key`; its value is `vals[1]` |
+//! | 4..=255 | | corrupt, in any epoch: every operation that reads it fails with [`ErrorKind::Corrupt`] |
+//!
+//! Every transition is one Release store, done while holding the lock:
+//!
+//! - insert of a new key: write `key` and `vals[0]` of an `EMPTY` or
+//!   `TOMBSTONE` slot (which nobody reads), then store `LIVE0`;
+//! - update: write the inactive buffer, then store the other `LIVE` value;
+//! - remove: store `TOMBSTONE`; then, if the next slot is `EMPTY`, turn the
+//!   run of tombstones ending here into `EMPTY`, one store each, from the
+//!   last backwards (safe: no key's probe sequence crosses a slot whose
+//!   successor is `EMPTY`, see [`SharedMap::remove`]);
+//! - clear: one Release store of `epoch + 1` (SYNC POINT "clear"), which
+//!   makes every slot `EMPTY` at once; then a sweep rewrites each stale slot
+//!   as `EMPTY` in the new epoch (no change in meaning), so that no stale
+//!   slot is left to come back to life when the 24-bit epoch wraps. A sweep
+//!   cut short by a crash is finished by the recovery below.
+//!
+//! A process killed between any two stores leaves a table in which every
+//! key is either fully there (old or new value) or absent, so recovery after
+//! an owner's death is only recounting `len` (and finishing a clear's sweep).
+//!
+//! Ordering: state words are stored with Release and loaded with Acquire
+//! (SYNC POINT "slot publish"). Under the lock, the mutex already orders
+//! everything; the pair matters for the process that takes over a lock whose
+//! holder was killed, which received no unlock: seeing a `LIVE` state must
+//! imply seeing the key and value written before it. `epoch` is stored
+//! with Release and loaded with Acquire for the same reason (SYNC POINT
+//! "clear"). `len` is only accessed under the lock (Relaxed).
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Held, hash_key, mix64};
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::header::ObjectKind;
+use crate::layout::{ShmSafe, TypeFingerprint, align_up};
+use crate::segment::Segment;
+use crate::segment::object::{self, Location, ObjectToken, Placement, Spec};
+use crate::sync::raw::RawMutex;
+
+// ---------------------------------------------------------------------------
+// Pure parts: slot states and probing (no memory access, Miri-friendly)
+// ---------------------------------------------------------------------------
+
+const EMPTY: u32 = 0;
+const TOMBSTONE: u32 = 1;
+const LIVE0: u32 = 2;
+/// Epochs are 24 bits wide (bits 8..32 of a state word).
+const EPOCH_MASK: u32 = 0x00ff_ffff;
+
+/// A decoded slot state word (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Empty,
+    Tombstone,
+    /// Occupied; the value is in buffer 0 or 1.
+    Live(usize),
+}
+
+impl SlotState {
+    /// Decodes a state word read in map epoch `epoch`; `None` if corrupt.
+    fn decode(word: u32, epoch: u32) -> Option<SlotState> {
+        let code = word & 0xff;
+        if code > LIVE0 + 1 {
+            return None;
+        }
+        if word >> 8 != epoch & EPOCH_MASK {
+            return Some(SlotState::Empty);
+        }
+        match code {
+            EMPTY => Some(SlotState::Empty),
+            TOMBSTONE => Some(SlotState::Tombstone),
+            _ => Some(SlotState::Live((code - LIVE0) as usize)),
+        }
+    }
+
+    /// The state word of this state in map epoch `epoch`.
+    fn encode(self, epoch: u32) -> u32 {
+        let code = match self {
+            SlotState::Empty => EMPTY,
+            SlotState::Tombstone => TOMBSTONE,
+            SlotState::Live(b) => LIVE0 + (b as u32 & 1),
+        };
+        ((epoch & EPOCH_MASK) << 8) | code
+    }
+}
+
+/// The number of slots for a map of `capacity` entries: the smallest power
+/// of two ≥ `capacity · 4/3` and ≥ 2. `None` for 0 or on overflow.
+fn slots_for(capacity: usize) -> Option<usize> {
+    if capacity == 0 {
+        return None;
+    }
+    capacity
+        .checked_mul(4)?
+        .div_ceil(3)
+        .max(2)
+        .checked_next_power_of_two()
+}
+
+/// The slot visited at `step` of the probe sequence that starts at the home
+/// slot of `hash`, in a table of `slots` (a power of two) slots.
+fn probe(hash: u64, step: usize, slots: usize) -> usize {
+    debug_assert!(slots.is_power_of_two());
+    (mix64(hash) as usize).wrapping_add(step) & (slots - 1)
+}
+
+/// The lock, held for one operation, and the map's epoch read under it.
+struct Op<'a> {
+    held: Held<'a>,
+    epoch: u32,
+}
+
+/// Where a key is, or where it would go.
+enum Find {
+    /// In slot `.0`, value in buffer `.1`.
+    Found(usize, usize),
+    /// Absent; it would be inserted in this slot (the first tombstone on its
+    /// probe sequence, else the `EMPTY` that ended it), if any.
+    Vacant(Option<usize>),
+}
+
+// ---------------------------------------------------------------------------
+// Layout
+// ---------------------------------------------------------------------------
+
+/// One table slot. `repr(C)`: the same layout in every process.
+#[repr(C)]
+struct Slot<K, V> {
+    state: AtomicU32,
+    key: K,
+    vals: [V; 2],
+}
+
+const fn lock_offset() -> usize {
+    object::payload_offset(std::mem::align_of::<RawMutex>())
+}
+
+const fn len_offset() -> usize {
+    lock_offset() + std::mem::size_of::<RawMutex>()
+}
+
+const fn epoch_offset() -> usize {
+    len_offset() + 8
+}
+
+const fn slots_offset<K, V>() -> usize {
+    let end = len_offset() + crate::layout::CACHE_LINE;
+    match align_up(end, std::mem::align_of::<Slot<K, V>>()) {
+        Some(v) => v,
+        None => end,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SharedMap
+// ---------------------------------------------------------------------------
+
+/// A fixed-capacity hash map of [`ShmSafe`] keys and values in shared
+/// memory, under one robust process-shared lock. No server process.
+///
+/// The capacity (how many entries fit) is fixed at creation; inserting a new
+/// key into a full map fails with [`ErrorKind::LimitExceeded`]. The table
+/// behind it has the smallest power of two ≥ `capacity · 4/3` slots (so the
+/// load factor stays ≤ 3/4), each holding a state word, a key and two values
+/// (see [`size_in_segment`](Self::size_in_segment)). Keys are
+/// placed by a deterministic hash (FNV-1a over what `K::hash` writes, then
+/// MurmurHash3's finaliser), so every process agrees — as long as `K::hash`
+/// and `K::eq` themselves are deterministic, as derived ones are.
+///
+/// Every operation takes the lock once. A process killed while holding it
+/// (even by SIGKILL) loses nothing that was committed and tears nothing: the
+/// next operation recovers on its own and succeeds (see the [module
+/// docs](super#crash-consistency)). Calling the map's methods from inside an
+/// [`update`](SharedMap::update) closure fails with
+/// [`ErrorKind::LimitExceeded`] instead of deadlocking.
+///
+/// Lookups of absent keys probe until an empty slot; tombstones left by
+/// removals are reclaimed when they end a probe run and by
+/// [`clear`](SharedMap::clear), but a workload of many removals without a
+/// clear can make such lookups slower (never wrong).
+///
+/// ```
+/// use ipckit::collections::SharedMap;
+/// # fn main() -> ipckit::Result<()> {
+/// let m: SharedMap<u64, u64> = SharedMap::new(1000)?;   // anonymous; pass it to children
+/// assert_eq!(m.insert(1, 10)?, None);
+/// assert_eq!(m.insert(1, 11)?, Some(10));
+/// m.update(&1, |v| *v += 1)?;
+/// assert_eq!(m.get_or_insert(2, 20)?, 20);
+/// assert_eq!(m.to_vec()?.len(), 2);
+/// assert_eq!(m.get(&1)?, Some(12));
+/// # Ok(()) }
+/// ```
+pub struct SharedMap<K: ShmSafe + Eq + Hash, V: ShmSafe> {
+    place: Placement,
+    raw: NonNull<RawMutex>,
+    len: NonNull<AtomicU64>,
+    slots: NonNull<Slot<K, V>>,
+    nslots: usize,
+    capacity: usize,
+    _marker: PhantomData<fn() -> (K, V)>,
+}
+
+// SAFETY: the lock, counter and slots live in a mapping kept alive by
+// `place`; every access to them happens under the process-shared lock (or
+// atomically), and K and V are ShmSafe (Send + Sync, no pointers).
+unsafe impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Send for SharedMap<K, V> {}
+// SAFETY: as above.
+unsafe impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Sync for SharedMap<K, V> {}
+
+impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Clone for SharedMap<K, V> {
+    fn clone(&self) -> Self {
+        SharedMap {
+            place: self.place.clone(),
+            raw: self.raw,
+            len: self.len,
+            slots: self.slots,
+            nslots: self.nslots,
+            capacity: self.capacity,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<K: ShmSafe + Eq + Hash, V: ShmSafe> fmt::Debug for SharedMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMap")
+            .field("object", &self.place.describe())
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
+    /// Bytes a map of `capacity` entries needs inside a segment (`None` for
+    /// a capacity of 0 or on overflow).
+    pub fn size_in_segment(capacity: usize) -> Option<usize> {
+        let slots = slots_for(capacity)?;
+        let bytes = slots.checked_mul(std::mem::size_of::<Slot<K, V>>())?;
+        align_up(slots_offset::<K, V>().checked_add(bytes)?, 64)
+    }
+
+    fn locate(loc: Location<'_>, capacity: Option<usize>) -> Result<SharedMap<K, V>> {
+        let cap = capacity.unwrap_or(1);
+        let total_len = Self::size_in_segment(cap).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                if cap == 0 {
+                    "a shared map needs a capacity of at least 1".to_owned()
+                } else {
+                    format!("a shared map of {cap} entries does not fit in memory")
+                },
+            )
+        })?;
+        let spec = Spec {
+            kind: ObjectKind::SharedMap,
+            ty: TypeFingerprint::of::<(K, V)>(),
+            param: cap as u64,
+            total_len,
+            align: std::mem::align_of::<Slot<K, V>>(),
+        };
+        let place = object::locate(
+            loc,
+            spec,
+            |base| {
+                if capacity.is_none() {
+                    return crate::sync::mutex_unreachable_init();
+                }
+                let slots = slots_for(cap).unwrap_or(0);
+                // SAFETY: the object region of `total_len` bytes starts at
+                // `base`, is aligned for the lock (64) and the slots, and is
+                // exclusively ours until it is published. The lock, the
+                // counter and `slots` slots lie inside it by construction of
+                // `size_in_segment`. Zeroing a slot makes its state EMPTY.
+                unsafe {
+                    RawMutex::init(base.add(lock_offset()) as *mut RawMutex)?;
+                    (base.add(len_offset()) as *mut AtomicU64).write(AtomicU64::new(0));
+                    (base.add(epoch_offset()) as *mut AtomicU32).write(AtomicU32::new(0));
+                    std::ptr::write_bytes(
+                        base.add(slots_offset::<K, V>()),
+                        0,
+                        slots * std::mem::size_of::<Slot<K, V>>(),
+                    );
+                }
+                Ok(())
+            },
+            |h| {
+                let cap = usize::try_from(h.param).ok()?;
+                Self::size_in_segment(cap)
+            },
+        )?;
+        // The header (a private, checksummed copy) was validated: its
+        // capacity is non-zero and the object is exactly as long as it implies.
+        let capacity = place.header.param as usize;
+        let nslots = slots_for(capacity).expect("validated capacity");
+        let raw = NonNull::new(place.ptr(lock_offset()) as *mut RawMutex).expect("mapped");
+        let len = NonNull::new(place.ptr(len_offset()) as *mut AtomicU64).expect("mapped");
+        let slots =
+            NonNull::new(place.ptr(slots_offset::<K, V>()) as *mut Slot<K, V>).expect("mapped");
+        Ok(SharedMap {
+            place,
+            raw,
+            len,
+            slots,
+            nslots,
+            capacity,
+            _marker: PhantomData,
+        })
+    }
+
+    /// Creates a named map with room for `capacity` entries; fails if the
+    /// name exists.
+    pub fn create(name: &str, capacity: usize) -> Result<SharedMap<K, V>> {
+        let mode = crate::segment::DEFAULT_MODE;
+        Self::locate(Location::Create { name, mode }, Some(capacity))
+    }
+
+    /// Opens a named map, checking its key and value types; its capacity is
+    /// whatever it was created with.
+    pub fn open(name: &str) -> Result<SharedMap<K, V>> {
+        Self::locate(Location::Open { name }, None)
+    }
+
+    /// Opens the named map, or creates it with room for `capacity` entries.
+    pub fn open_or_create(name: &str, capacity: usize) -> Result<SharedMap<K, V>> {
+        let mode = crate::segment::DEFAULT_MODE;
+        Self::locate(Location::OpenOrCreate { name, mode }, Some(capacity))
+    }
+
+    /// Creates an anonymous map with room for `capacity` entries.
+    pub fn new(capacity: usize) -> Result<SharedMap<K, V>> {
+        Self::locate(Location::Anonymous, Some(capacity))
+    }
+
+    /// Creates a map at `offset` (a multiple of 64) inside `segment`,
+    /// overwriting [`size_in_segment(capacity)`](Self::size_in_segment) bytes.
+    pub fn create_in(segment: &Segment, offset: usize, capacity: usize) -> Result<SharedMap<K, V>> {
+        Self::locate(Location::CreateIn { segment, offset }, Some(capacity))
+    }
+
+    /// Opens the map at `offset` inside `segment`.
+    pub fn open_in(segment: &Segment, offset: usize) -> Result<SharedMap<K, V>> {
+        Self::locate(Location::OpenIn { segment, offset }, None)
+    }
+
+    /// How many entries fit (fixed at creation).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The segment this map lives in.
+    pub fn segment(&self) -> &Segment {
+        &self.place.segment
+    }
+
+    // -- raw access (callers hold the lock: `&Held`) -------------------------
+
+    fn raw(&self) -> &RawMutex {
+        // SAFETY: points into the mapping held by `self.place`, to a mutex
+        // initialised before the object was published.
+        unsafe { self.raw.as_ref() }
+    }
+
+    fn len_word(&self) -> &AtomicU64 {
+        // SAFETY: as above; 8-byte aligned, only ever accessed atomically.
+        unsafe { self.len.as_ref() }
+    }
+
+    fn epoch_word(&self) -> &AtomicU32 {
+        // SAFETY: the epoch follows `len` in the same cache line of the
+        // object (4-byte aligned, in bounds); only ever accessed atomically.
+        unsafe { &*(self.place.ptr(epoch_offset()) as *const AtomicU32) }
+    }
+
+    fn slot(&self, i: usize) -> *mut Slot<K, V> {
+        debug_assert!(i < self.nslots);
+        // SAFETY: `i < nslots`, and the object holds `nslots` slots from
+        // `self.slots` (validated length).
+        unsafe { self.slots.as_ptr().add(i) }
+    }
+
+    fn state_word(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: the state word is the first field of slot `i` (in bounds,
+        // 4-byte aligned) and is only ever accessed atomically.
+        unsafe { &*std::ptr::addr_of!((*self.slot(i)).state) }
+    }
+
+    fn state(&self, op: &Op<'_>, i: usize) -> Result<SlotState> {
+        // SYNC POINT "slot publish": pairs with the Release store in `publish`.
+        let word = self.state_word(i).load(Ordering::Acquire);
+        SlotState::decode(word, op.epoch).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("slot {i} has an invalid state word {word:#010x}"),
+            )
+        })
+    }
+
+    fn publish(&self, op: &Op<'_>, i: usize, s: SlotState) {
+        // SYNC POINT "slot publish": the key and value written before this
+        // store are visible to whoever loads the new state with Acquire.
+        self.state_word(i)
+            .store(s.encode(op.epoch), Ordering::Release);
+    }
+
+    fn key(&self, _: &Op<'_>, i: usize) -> K {
+        // SAFETY: in bounds and aligned (field of slot `i`); K is ShmSafe, so
+        // any bytes are a valid K; writers hold the lock, which we hold.
+        unsafe { std::ptr::addr_of!((*self.slot(i)).key).read() }
+    }
+
+    fn val(&self, _: &Op<'_>, i: usize, b: usize) -> V {
+        debug_assert!(b < 2);
+        // SAFETY: as in `key`; `b < 2` indexes `vals`.
+        unsafe {
+            (std::ptr::addr_of!((*self.slot(i)).vals) as *const V)
+                .add(b)
+                .read()
+        }
+    }
+
+    fn write_key(&self, _: &Op<'_>, i: usize, k: K) {
+        // SAFETY: in bounds and aligned; we hold the lock, and slot `i` is
+        // not LIVE, so no reader looks at its key.
+        unsafe { std::ptr::addr_of_mut!((*self.slot(i)).key).write(k) }
+    }
+
+    fn write_val(&self, _: &Op<'_>, i: usize, b: usize, v: V) {
+        debug_assert!(b < 2);
+        // SAFETY: in bounds and aligned; we hold the lock, and buffer `b` is
+        // not the live one of slot `i`, so no reader looks at it.
+        unsafe {
+            (std::ptr::addr_of_mut!((*self.slot(i)).vals) as *mut V)
+                .add(b)
+                .write(v)
+        }
+    }
+
+    /// The entry count, checked against the capacity.
+    fn count(&self, _: &Op<'_>) -> Result<usize> {
+        let n = self.len_word().load(Ordering::Relaxed);
+        if n > self.capacity as u64 {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("entry count {n} exceeds the capacity {}", self.capacity),
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    fn set_count(&self, _: &Op<'_>, n: usize) {
+        self.len_word().store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Takes the lock for an operation described by `verb`; repairs the map
+    /// if the previous holder died.
+    fn lock(&self, verb: &str) -> Result<Op<'_>> {
+        let ctx = |e: Error| e.context(format!("cannot {verb} {}", self.place.describe()));
+        let (held, owner_died) = Held::lock(self.raw()).map_err(ctx)?;
+        // SYNC POINT "clear": pairs with the Release store in `clear`.
+        let epoch = self.epoch_word().load(Ordering::Acquire) & EPOCH_MASK;
+        let op = Op { held, epoch };
+        if owner_died {
+            self.recover(&op).map_err(ctx)?;
+            op.held.mark_consistent();
+        }
+        Ok(op)
+    }
+
+    /// After a holder died: every slot is consistent by construction (one
+    /// store per transition); only `len` may be off by one, and a clear's
+    /// sweep may be unfinished. Recount, and finish the sweep.
+    fn recover(&self, op: &Op<'_>) -> Result<()> {
+        let mut n = 0usize;
+        for i in 0..self.nslots {
+            match self.state(op, i)? {
+                SlotState::Live(_) => n += 1,
+                SlotState::Empty => self.sweep(op, i),
+                SlotState::Tombstone => {}
+            }
+        }
+        if n > self.capacity {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{n} entries exceed the capacity {}", self.capacity),
+            ));
+        }
+        self.set_count(op, n);
+        Ok(())
+    }
+
+    /// Rewrites slot `i`, which reads as `EMPTY`, as `EMPTY` of the current
+    /// epoch if it is stale (no change in meaning).
+    fn sweep(&self, op: &Op<'_>, i: usize) {
+        let empty = SlotState::Empty.encode(op.epoch);
+        if self.state_word(i).load(Ordering::Relaxed) != empty {
+            self.publish(op, i, SlotState::Empty);
+        }
+    }
+
+    fn find(&self, op: &Op<'_>, k: &K) -> Result<Find> {
+        let hash = hash_key(k);
+        let mut free = None;
+        for step in 0..self.nslots {
+            let i = probe(hash, step, self.nslots);
+            match self.state(op, i)? {
+                SlotState::Empty => return Ok(Find::Vacant(free.or(Some(i)))),
+                SlotState::Tombstone => {
+                    free.get_or_insert(i);
+                }
+                SlotState::Live(b) => {
+                    if self.key(op, i) == *k {
+                        return Ok(Find::Found(i, b));
+                    }
+                }
+            }
+        }
+        Ok(Find::Vacant(free))
+    }
+
+    fn full(&self) -> Error {
+        Error::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "cannot insert into {}: map is full ({} entries)",
+                self.place.describe(),
+                self.capacity
+            ),
+        )
+    }
+
+    /// Writes `v` into the inactive buffer of live slot `i`, then flips.
+    fn replace(&self, op: &Op<'_>, i: usize, b: usize, v: V) {
+        self.write_val(op, i, 1 - b, v);
+        self.publish(op, i, SlotState::Live(1 - b));
+    }
+
+    /// Inserts a key known to be absent at `at`.
+    fn insert_new(&self, op: &Op<'_>, at: Option<usize>, k: K, v: V) -> Result<()> {
+        let n = self.count(op)?;
+        let Some(i) = at.filter(|_| n < self.capacity) else {
+            return Err(self.full());
+        };
+        self.write_key(op, i, k);
+        self.write_val(op, i, 0, v);
+        self.publish(op, i, SlotState::Live(0));
+        // A death here leaves `len` one short: recovery recounts it.
+        self.set_count(op, n + 1);
+        Ok(())
+    }
+
+    /// Inserts or replaces; returns the previous value. Fails with
+    /// [`ErrorKind::LimitExceeded`] if `k` is new and the map is full.
+    pub fn insert(&self, k: K, v: V) -> Result<Option<V>> {
+        let op = self.lock("insert into")?;
+        match self.find(&op, &k)? {
+            Find::Found(i, b) => {
+                let old = self.val(&op, i, b);
+                self.replace(&op, i, b, v);
+                Ok(Some(old))
+            }
+            Find::Vacant(at) => self.insert_new(&op, at, k, v).map(|()| None),
+        }
+    }
+
+    /// The value of `k`, if present.
+    pub fn get(&self, k: &K) -> Result<Option<V>> {
+        let op = self.lock("read")?;
+        Ok(match self.find(&op, k)? {
+            Find::Found(i, b) => Some(self.val(&op, i, b)),
+            Find::Vacant(_) => None,
+        })
+    }
+
+    /// Whether `k` is present.
+    pub fn contains_key(&self, k: &K) -> Result<bool> {
+        let op = self.lock("read")?;
+        Ok(matches!(self.find(&op, k)?, Find::Found(..)))
+    }
+
+    /// Removes `k`; returns its value if it was present.
+    ///
+    /// The slot becomes a tombstone. If the slot after it is empty, the run
+    /// of tombstones ending at this slot becomes empty too, one store per
+    /// slot from the last backwards. That is safe at every step: a key at
+    /// slot `j` with home `h` was inserted at the first free slot of its
+    /// probe sequence, so no slot in `h..j` is empty; a slot whose successor
+    /// is empty therefore lies on no key's path from its home to its slot.
+    pub fn remove(&self, k: &K) -> Result<Option<V>> {
+        let op = self.lock("remove from")?;
+        let Find::Found(i, b) = self.find(&op, k)? else {
+            return Ok(None);
+        };
+        let old = self.val(&op, i, b);
+        let n = self.count(&op)?;
+        self.publish(&op, i, SlotState::Tombstone);
+        self.set_count(&op, n.saturating_sub(1));
+        let mask = self.nslots - 1;
+        if self.state(&op, (i + 1) & mask)? == SlotState::Empty {
+            let mut j = i;
+            for _ in 0..self.nslots {
+                if self.state(&op, j)? != SlotState::Tombstone {
+                    break;
+                }
+                self.publish(&op, j, SlotState::Empty);
+                j = j.wrapping_sub(1) & mask;
+            }
+        }
+        Ok(Some(old))
+    }
+
+    /// Runs `f` on a copy of `k`'s value and stores the result, all under
+    /// the lock; returns `f`'s result, or `None` if `k` is absent.
+    ///
+    /// If `f` panics, the map is unchanged and the lock is released.
+    pub fn update<R>(&self, k: &K, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>> {
+        let op = self.lock("update")?;
+        let Find::Found(i, b) = self.find(&op, k)? else {
+            return Ok(None);
+        };
+        let mut v = self.val(&op, i, b);
+        let r = f(&mut v);
+        self.replace(&op, i, b, v);
+        Ok(Some(r))
+    }
+
+    /// Runs `f` on `k`'s value, or on `default` if `k` is absent, and
+    /// stores the result, all under one lock (`d[k] = d.get(k, 0) + 1` in
+    /// Python, but atomic). Fails with [`ErrorKind::LimitExceeded`] if `k`
+    /// is new and the map is full; then `f` is not called.
+    ///
+    /// ```
+    /// # fn main() -> ipckit::Result<()> {
+    /// let words = ipckit::collections::SharedMap::<[u8; 8], u64>::new(100)?;
+    /// for w in [*b"apple\0\0\0", *b"pear\0\0\0\0", *b"apple\0\0\0"] {
+    ///     words.update_or_insert(w, 0, |n| *n += 1)?;
+    /// }
+    /// assert_eq!(words.get(b"apple\0\0\0")?, Some(2));
+    /// # Ok(()) }
+    /// ```
+    pub fn update_or_insert<R>(&self, k: K, default: V, f: impl FnOnce(&mut V) -> R) -> Result<R> {
+        let op = self.lock("update")?;
+        match self.find(&op, &k)? {
+            Find::Found(i, b) => {
+                let mut v = self.val(&op, i, b);
+                let r = f(&mut v);
+                self.replace(&op, i, b, v);
+                Ok(r)
+            }
+            Find::Vacant(at) => {
+                if at.is_none() || self.count(&op)? >= self.capacity {
+                    return Err(self.full());
+                }
+                let mut v = default;
+                let r = f(&mut v);
+                self.insert_new(&op, at, k, v)?;
+                Ok(r)
+            }
+        }
+    }
+
+    /// The value of `k`; if absent, inserts `v` first and returns it. Fails
+    /// with [`ErrorKind::LimitExceeded`] if `k` is new and the map is full.
+    pub fn get_or_insert(&self, k: K, v: V) -> Result<V> {
+        let op = self.lock("insert into")?;
+        match self.find(&op, &k)? {
+            Find::Found(i, b) => Ok(self.val(&op, i, b)),
+            Find::Vacant(at) => self.insert_new(&op, at, k, v).map(|()| v),
+        }
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> Result<usize> {
+        let op = self.lock("read")?;
+        self.count(&op)
+    }
+
+    /// Whether the map has no entries.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Removes every entry, atomically: one store of a new epoch commits it
+    /// (a process killed during `clear` leaves the map either untouched or
+    /// empty). Also overwrites corrupt slot state words.
+    pub fn clear(&self) -> Result<()> {
+        let mut op = self.lock("clear")?;
+        op.epoch = (op.epoch + 1) & EPOCH_MASK;
+        // SYNC POINT "clear": whoever loads the new epoch with Acquire sees
+        // every slot EMPTY, whatever the sweep below has reached.
+        self.epoch_word().store(op.epoch, Ordering::Release);
+        // A death here leaves `len` stale: recovery recounts it.
+        self.set_count(&op, 0);
+        let empty = SlotState::Empty.encode(op.epoch);
+        for i in 0..self.nslots {
+            if self.state_word(i).load(Ordering::Relaxed) != empty {
+                self.publish(&op, i, SlotState::Empty);
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot of every entry, taken under one lock, in table order.
+    pub fn to_vec(&self) -> Result<Vec<(K, V)>> {
+        let op = self.lock("read")?;
+        let mut out = Vec::with_capacity(self.count(&op)?);
+        for i in 0..self.nslots {
+            if let SlotState::Live(b) = self.state(&op, i)? {
+                out.push((self.key(&op, i), self.val(&op, i, b)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A snapshot of the keys (see [`to_vec`](Self::to_vec)).
+    pub fn keys(&self) -> Result<Vec<K>> {
+        Ok(self.to_vec()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// A snapshot of the values (see [`to_vec`](Self::to_vec)).
+    pub fn values(&self) -> Result<Vec<V>> {
+        Ok(self.to_vec()?.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Serialize for SharedMap<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.place.token().serialize(s)
+    }
+}
+
+impl<'de, K: ShmSafe + Eq + Hash, V: ShmSafe> Deserialize<'de> for SharedMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (segment, offset) = ObjectToken::decode(d)?;
+        SharedMap::open_in(&segment, offset).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_reject_garbage() {
+        for epoch in [0, 1, EPOCH_MASK] {
+            for s in [
+                SlotState::Empty,
+                SlotState::Tombstone,
+                SlotState::Live(0),
+                SlotState::Live(1),
+            ] {
+                assert_eq!(SlotState::decode(s.encode(epoch), epoch), Some(s));
+                // Any other epoch: the slot is empty (cleared).
+                let other = epoch.wrapping_add(1);
+                assert_eq!(
+                    SlotState::decode(s.encode(epoch), other),
+                    Some(SlotState::Empty)
+                );
+            }
+        }
+        assert_eq!(SlotState::Live(1).encode(0), 3);
+        assert_eq!(SlotState::Tombstone.encode(5), 0x501);
+        // The epoch wraps at 24 bits.
+        assert_eq!(SlotState::Live(0).encode(EPOCH_MASK + 1), 2);
+        for w in [4, 5, 0xdead_beef, u32::MAX, 0x100 | 0x80] {
+            assert_eq!(SlotState::decode(w, 0), None);
+            assert_eq!(SlotState::decode(w, w >> 8), None);
+        }
+    }
+
+    #[test]
+    fn slot_counts_keep_load_at_most_three_quarters() {
+        assert_eq!(slots_for(0), None);
+        assert_eq!(slots_for(1), Some(2));
+        assert_eq!(slots_for(3), Some(4));
+        assert_eq!(slots_for(4), Some(8));
+        assert_eq!(slots_for(6), Some(8));
+        assert_eq!(slots_for(7), Some(16));
+        assert_eq!(slots_for(usize::MAX), None);
+        for cap in 1..2000 {
+            let s = slots_for(cap).unwrap();
+            assert!(s.is_power_of_two());
+            assert!(cap * 4 <= s * 3, "{cap} in {s}");
+        }
+    }
+
+    #[test]
+    fn probe_visits_every_slot_once() {
+        for slots in [2usize, 8, 64] {
+            for hash in [0u64, 1, 0xdead_beef, u64::MAX] {
+                let mut seen: Vec<usize> = (0..slots).map(|s| probe(hash, s, slots)).collect();
+                seen.sort_unstable();
+                assert_eq!(seen, (0..slots).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn layout_offsets() {
+        assert_eq!(lock_offset(), 128);
+        assert_eq!(len_offset(), 192);
+        assert_eq!(epoch_offset(), 200);
+        assert_eq!(slots_offset::<u64, u64>(), 256);
+        assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 32);
+        assert_eq!(std::mem::size_of::<Slot<u8, u8>>(), 8);
+        assert_eq!(
+            SharedMap::<u64, u64>::size_in_segment(6),
+            Some(256 + 8 * 32)
+        );
+    }
+}
