@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::PythonPeer;
 use criterion::{Criterion, Throughput, criterion_group};
+use ipckit::collections::SharedMap;
 use ipckit::connection::Address;
 use ipckit::manager::Manager;
 
@@ -51,6 +52,15 @@ fn dict_insert_get(c: &mut Criterion) {
             b.iter_custom(|iters| py.time(&format!("dict {iters}")))
         });
     }
+    let map = SharedMap::<u64, u64>::new(1024).unwrap();
+    let mut i = 0u64;
+    g.bench_function("ipckit_shared_map", |b| {
+        b.iter(|| {
+            i += 1;
+            map.insert(i % 100, i).unwrap();
+            map.get(&(i % 100)).unwrap()
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("manager_list_push");

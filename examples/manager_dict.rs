@@ -24,8 +24,10 @@ fn work(job: Job) -> ipckit::Result<()> {
     let n = (job.worker as u64 + 1) * 1000;
     let sum: u64 = (0..n).map(|i| i * i).sum();
     job.results.push(&(job.worker, sum))?;
-    job.stats
-        .insert(&format!("worker {} pid", job.worker), &(std::process::id() as u64))?;
+    job.stats.insert(
+        &format!("worker {} pid", job.worker),
+        &(std::process::id() as u64),
+    )?;
     // A read-modify-write over several processes needs the manager's lock.
     let _guard = job.lock.acquire()?;
     let total = job.stats.get(&"items".to_owned())?.unwrap_or(0);

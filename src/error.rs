@@ -369,6 +369,9 @@ mod tests {
             assert_eq!(back.to_string(), "outer: cannot frob: because");
         }
         let bytes = crate::codec::encode(&("from a newer version", "x")).unwrap();
-        assert_eq!(crate::codec::decode::<Error>(&bytes).unwrap().kind(), ErrorKind::Io);
+        assert_eq!(
+            crate::codec::decode::<Error>(&bytes).unwrap().kind(),
+            ErrorKind::Io
+        );
     }
 }

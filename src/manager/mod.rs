@@ -74,6 +74,10 @@ pub use proxy::{
     RLock, RLockGuard, Semaphore, SemaphorePermit, ValueProxy,
 };
 
+/// The server-less containers, for when speed matters more than the
+/// manager's flexibility: see [`crate::collections`].
+pub use crate::collections::{Item, ShareableList, SharedMap};
+
 use crate::codec;
 use crate::connection::{Address, Listener};
 use crate::error::{Error, ErrorKind, Result};
