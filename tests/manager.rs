@@ -534,3 +534,55 @@ fn serve_in_this_process_until_shutdown() {
     server.join().unwrap().unwrap();
     assert!(ns.get::<u8>("x").unwrap_err().is_closed());
 }
+
+fn block_on_lock(args: (Lock, Event)) {
+    let (lock, started) = args;
+    started.set().unwrap();
+    let _g = lock.acquire().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn block_on_barrier(args: (Barrier, Event)) {
+    let (b, started) = args;
+    started.set().unwrap();
+    let _ = b.wait();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_client_killed_mid_request_disturbs_nobody() {
+    let _t = Ctx::new("mgr_mid_request");
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let started = m.event().unwrap();
+    let g = lock.acquire().unwrap();
+    let child = spawn(block_on_lock, (lock.clone(), started.clone()));
+    started.wait_timeout(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // blocked in acquire now
+    child.kill().unwrap();
+    let _ = child.join();
+    g.unlock().unwrap();
+    // The dead client's pending acquire never keeps the lock.
+    let g = lock.acquire_timeout(Duration::from_secs(2)).unwrap();
+    g.unlock().unwrap();
+
+    // A party dying at a barrier breaks it instead of leaving others waiting.
+    let b = m.barrier(2).unwrap();
+    started.clear().unwrap();
+    let child = spawn(block_on_barrier, (b.clone(), started.clone()));
+    started.wait_timeout(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    let _ = child.join();
+    let start = Instant::now();
+    while !b.is_broken().unwrap() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "barrier not broken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(b.wait().unwrap_err().kind(), ErrorKind::BrokenBarrier);
+    b.reset().unwrap();
+    assert_eq!(b.n_waiting().unwrap(), 0);
+}
