@@ -328,7 +328,14 @@ pub fn inspection_text(i: &Inspection) -> String {
     );
     if let Some(q) = &i.queue {
         line("capacity", format!("{} bytes", q.capacity));
-        line("max items", q.max_items.to_string());
+        line(
+            "max items",
+            if q.max_items == crate::queue::MAX_ITEMS {
+                format!("{} (no limit set)", q.max_items)
+            } else {
+                q.max_items.to_string()
+            },
+        );
         line("items", q.items.to_string());
         line("bytes used", format!("{} of {}", q.used_bytes, q.capacity));
         line("messages put", q.messages_put.to_string());
