@@ -59,6 +59,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! **Operations.** [`admin`] lists, inspects and cleans up the objects in
+//! `/dev/shm` (stale ones whose creator died), as the `ipckit` command-line
+//! tool does (`cargo install ipckit`, feature `cli`, on by default).
+//!
 //! ## Platform
 //!
 //! Linux (x86_64, aarch64) with `/dev/shm`: ipckit uses futexes, `memfd` and
@@ -67,6 +71,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod codec;
 pub mod collections;
 pub mod connection;

@@ -352,6 +352,17 @@ pub(crate) fn pthread_mutex_owner(m: *const libc::pthread_mutex_t) -> Option<u32
     (tid != 0).then_some(tid)
 }
 
+/// The whole lock word of a glibc robust mutex (a snapshot): the owner's
+/// TID in the low 30 bits, `FUTEX_OWNER_DIED` (bit 30) once the kernel has
+/// released the lock of a thread that died holding it, `FUTEX_WAITERS`
+/// (bit 31) while threads sleep in the kernel for it. This is the kernel's
+/// robust-futex ABI, so the layout is stable.
+pub(crate) fn pthread_mutex_word(m: *const libc::pthread_mutex_t) -> u32 {
+    // SAFETY: as in `pthread_mutex_owner`: the first 4 bytes of a mutex are
+    // the lock word, read atomically; any bit pattern is a valid u32.
+    unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) }
+}
+
 fn monotonic_timespec(deadline: Instant) -> libc::timespec {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -498,6 +509,209 @@ pub(crate) fn unix_time_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// /dev/shm and /proc scanning (for `ipckit::admin`)
+// ---------------------------------------------------------------------------
+
+/// Where Linux keeps POSIX shared-memory objects.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// An entry of [`SHM_DIR`], as `lstat` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ShmEntry {
+    /// File name (lossily converted if it is not UTF-8).
+    pub name: String,
+    /// Whether the name is valid UTF-8 (otherwise `name` is not its real name).
+    pub utf8: bool,
+    /// A regular file (only those can be shared-memory objects).
+    pub regular: bool,
+    pub size: u64,
+    pub uid: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+fn shm_entry(name: std::ffi::OsString, m: &std::fs::Metadata) -> ShmEntry {
+    use std::os::unix::fs::MetadataExt;
+    ShmEntry {
+        utf8: name.to_str().is_some(),
+        name: name.to_string_lossy().into_owned(),
+        regular: m.file_type().is_file(),
+        size: m.len(),
+        uid: m.uid(),
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+/// Every entry of [`SHM_DIR`], sorted by name. Entries that vanish while
+/// being listed are left out.
+pub(crate) fn shm_entries() -> io::Result<Vec<ShmEntry>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(SHM_DIR)? {
+        let Ok(entry) = entry else { continue };
+        // `DirEntry::metadata` does not follow symbolic links.
+        let Ok(m) = entry.metadata() else { continue };
+        out.push(shm_entry(entry.file_name(), &m));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Reads the first `buf.len()` bytes (or fewer, if the file is shorter) of
+/// `/dev/shm/<name>` by `pread`, without mapping it, and describes the file.
+/// `name` must be a bare, validated name. Symbolic links are not followed
+/// and a FIFO does not block the open; nothing is read from a file that is
+/// not regular.
+pub(crate) fn read_shm_start(name: &str, buf: &mut [u8]) -> io::Result<(usize, ShmEntry)> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("{SHM_DIR}/{name}"))?;
+    let m = file.metadata()?;
+    let entry = shm_entry(name.into(), &m);
+    if !entry.regular {
+        return Ok((0, entry));
+    }
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled, entry))
+}
+
+/// Which processes map or hold open which `/dev/shm` names.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ShmUsers {
+    /// Name → pids (sorted, without duplicates).
+    pub pids: std::collections::HashMap<String, Vec<u32>>,
+    /// Processes whose maps or descriptors could not be read (another
+    /// user's, without privileges): they may use objects unseen.
+    pub unreadable: usize,
+}
+
+/// The `/dev/shm` name a line of `/proc/<pid>/maps` maps, if any. A mapping
+/// of an object whose name was since unlinked ends in ` (deleted)` and does
+/// not use the name any more.
+pub(crate) fn maps_line_shm_name(line: &str) -> Option<&str> {
+    // address perms offset dev inode [path]; the path may contain spaces.
+    let mut rest = line;
+    for _ in 0..5 {
+        rest = rest.trim_start_matches(' ');
+        let end = rest.find(' ')?;
+        rest = &rest[end..];
+    }
+    shm_path_name(rest.trim_start_matches(' '))
+}
+
+/// The `/dev/shm` name of a path such as a `/proc/<pid>/fd/<n>` link's
+/// target, if it names a live (not unlinked) object there.
+pub(crate) fn shm_path_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/dev/shm/")?;
+    if name.is_empty() || name.contains('/') || name.ends_with(" (deleted)") {
+        return None;
+    }
+    Some(name)
+}
+
+/// Scans `/proc/*/maps` and `/proc/*/fd/*` for users of `/dev/shm` objects.
+/// Processes that exit during the scan are skipped; processes whose files
+/// cannot be read are counted in [`ShmUsers::unreadable`].
+pub(crate) fn shm_users() -> io::Result<ShmUsers> {
+    let mut users = ShmUsers::default();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut denied = false;
+        match std::fs::read(format!("/proc/{pid}/maps")) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                names.extend(
+                    text.lines()
+                        .filter_map(maps_line_shm_name)
+                        .map(str::to_owned),
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = true,
+            Err(_) => {}
+        }
+        match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => {
+                for fd in fds.flatten() {
+                    if let Ok(target) = std::fs::read_link(fd.path()) {
+                        if let Some(name) = target.to_str().and_then(shm_path_name) {
+                            names.push(name.to_owned());
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = true,
+            Err(_) => {}
+        }
+        users.unreadable += usize::from(denied);
+        for name in names {
+            let pids = users.pids.entry(name).or_default();
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    for pids in users.pids.values_mut() {
+        pids.sort_unstable();
+    }
+    Ok(users)
+}
+
+/// What `/proc/<tid>/status` says about a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadStatus {
+    /// The thread's process (thread group id).
+    pub tgid: u32,
+    /// The state letter (`R`, `S`, `Z`, …).
+    pub state: u8,
+}
+
+/// Parses the `State:` and `Tgid:` lines of a `/proc/<tid>/status` text.
+pub(crate) fn parse_thread_status(text: &str) -> Option<ThreadStatus> {
+    let mut tgid = None;
+    let mut state = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("State:") {
+            state = v.trim_start().bytes().next();
+        } else if let Some(v) = line.strip_prefix("Tgid:") {
+            tgid = v.trim().parse().ok();
+        }
+    }
+    Some(ThreadStatus {
+        tgid: tgid?,
+        state: state?,
+    })
+}
+
+/// The status of thread `tid` (of any process: `/proc/<tid>` exists for
+/// every thread, though only leaders are listed). `NotFound` if none.
+pub(crate) fn thread_status(tid: u32) -> io::Result<ThreadStatus> {
+    if tid == 0 || tid > i32::MAX as u32 {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    let text = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
+    parse_thread_status(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc status"))
 }
 
 // ---------------------------------------------------------------------------
@@ -792,6 +1006,46 @@ mod tests {
         assert_eq!(s.start_time, 98765);
         assert_eq!(parse_proc_stat("garbage"), None);
         assert_eq!(parse_proc_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn finds_shm_names_in_maps_lines_and_links() {
+        let line = "7f0000000000-7f0000001000 rw-s 00000000 00:1a 1234                       /dev/shm/jobs";
+        assert_eq!(maps_line_shm_name(line), Some("jobs"));
+        let spaced = "7f00-7f01 rw-s 00000000 00:1a 1234 /dev/shm/my jobs";
+        assert_eq!(maps_line_shm_name(spaced), Some("my jobs"));
+        let deleted = "7f00-7f01 rw-s 00000000 00:1a 1234 /dev/shm/jobs (deleted)";
+        assert_eq!(maps_line_shm_name(deleted), None);
+        let anon = "7f00-7f01 rw-p 00000000 00:00 0 ";
+        assert_eq!(maps_line_shm_name(anon), None);
+        let memfd = "7f00-7f01 rw-s 00000000 00:01 99 /memfd:ipckit-anonymous (deleted)";
+        assert_eq!(maps_line_shm_name(memfd), None);
+        assert_eq!(maps_line_shm_name("garbage"), None);
+        assert_eq!(maps_line_shm_name(""), None);
+        assert_eq!(shm_path_name("/dev/shm/x"), Some("x"));
+        assert_eq!(shm_path_name("/dev/shm/"), None);
+        assert_eq!(shm_path_name("/dev/shm/a/b"), None);
+        assert_eq!(shm_path_name("/tmp/x"), None);
+    }
+
+    #[test]
+    fn parses_thread_status() {
+        let text =
+            "Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4243\n";
+        assert_eq!(
+            parse_thread_status(text),
+            Some(ThreadStatus {
+                tgid: 4242,
+                state: b'S'
+            })
+        );
+        assert_eq!(parse_thread_status("Name:\tx\n"), None);
+        let me = thread_status(std::process::id()).unwrap();
+        assert_eq!(me.tgid, std::process::id());
+        assert_eq!(
+            thread_status(0).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -99,6 +99,83 @@ impl Wait {
     }
 }
 
+/// A queue's state as `ipckit::admin` reports it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Snapshot {
+    pub capacity: u64,
+    pub max_items: u64,
+    pub items: u64,
+    pub used_bytes: u64,
+    /// Messages put so far, modulo 2^28.
+    pub produced: u64,
+    /// Messages taken so far, modulo 2^28.
+    pub consumed: u64,
+    /// Messages put and not yet marked done (joinable queues).
+    pub unfinished: Option<u64>,
+    pub shared: ring::SharedSnapshot,
+}
+
+/// Reads the state of the queue that starts at offset 0 of `segment`,
+/// whose header (already decoded, state already seen as ready with an
+/// Acquire load) is `header`. Takes no lock and writes nothing; every
+/// value is checked before it is used, so a corrupt queue gives an error
+/// or odd numbers, never undefined behaviour.
+pub(crate) fn snapshot(
+    segment: &Segment,
+    header: &crate::layout::header::Header,
+) -> Result<Snapshot> {
+    let corrupt = |why: String| Error::new(ErrorKind::Corrupt, why);
+    let joinable = match header.kind() {
+        Some(ObjectKind::Queue) => false,
+        Some(ObjectKind::JoinableQueue) => true,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::WrongKind,
+                "the object is not a queue",
+            ));
+        }
+    };
+    if !frame::valid_capacity(header.param) {
+        return Err(corrupt(format!("invalid queue capacity {}", header.param)));
+    }
+    let cap = usize::try_from(header.param).map_err(|_| corrupt("capacity too large".into()))?;
+    match total_len(cap) {
+        Some(len) if len as u64 == header.total_len && len <= segment.len() => {}
+        _ => {
+            return Err(corrupt(format!(
+                "header length {} does not match a queue of {cap} bytes in a segment of {}",
+                header.total_len,
+                segment.len()
+            )));
+        }
+    }
+    let at = segment.ptr_at(SHARED_AT, std::mem::size_of::<QueueShared>())?;
+    // SAFETY: the range was bounds-checked just above and SHARED_AT is
+    // aligned for QueueShared (the mapping is page-aligned). Every field is
+    // an atomic or a pthread mutex read only through an atomic load of its
+    // lock word, so any bytes — even garbage — are valid to read, and
+    // `segment` keeps the mapping alive for the borrow.
+    let shared = unsafe { &*(at as *const QueueShared) }.snapshot();
+    let (hpos, consumed) = frame::unpack(shared.head);
+    let (tpos, produced) = frame::unpack(shared.tail);
+    Ok(Snapshot {
+        capacity: cap as u64,
+        max_items: shared.max_items.min(MAX_ITEMS),
+        items: frame::count_between(consumed, produced),
+        used_bytes: frame::used_units(hpos, tpos).saturating_mul(frame::UNIT as u64),
+        produced,
+        consumed,
+        unfinished: joinable.then(|| frame::count_between(shared.done, produced)),
+        shared,
+    })
+}
+
+/// Messages between two readings of a counter in [`Snapshot`] (the counters
+/// wrap at 2^28).
+pub(crate) fn counter_delta(earlier: u64, later: u64) -> u64 {
+    frame::count_between(earlier, later)
+}
+
 /// A queue of `T` values in shared memory. See the [module docs](self).
 ///
 /// Handles are cheap to clone, `Send + Sync`, and serde values: pass one

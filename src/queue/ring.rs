@@ -67,7 +67,7 @@ use super::frame::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
-use crate::sync::raw::{Locked, RawMutex, Spinner};
+use crate::sync::raw::{LockSnapshot, Locked, RawMutex, Spinner};
 
 /// A value alone on its pair of cache lines (adjacent-line prefetch makes 128
 /// the unit of false sharing on x86_64, as crossbeam's `CachePadded` notes).
@@ -202,6 +202,46 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).max_items).write(Padded(AtomicU64::new(max_items)));
         }
         Ok(())
+    }
+}
+
+/// The queue's shared words, read one by one without locking (for
+/// `ipckit::admin`; a snapshot that may mix moments of a busy queue).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedSnapshot {
+    pub head: u64,
+    pub tail: u64,
+    pub done: u64,
+    pub max_items: u64,
+    pub closed: bool,
+    pub stream_open: bool,
+    /// Consumers asleep waiting for data.
+    pub sleeping_consumers: u32,
+    /// Producers asleep waiting for space.
+    pub sleeping_producers: u32,
+    pub prod_lock: LockSnapshot,
+    pub cons_lock: LockSnapshot,
+}
+
+impl QueueShared {
+    /// Reads every word without taking a lock or writing anything.
+    pub(crate) fn snapshot(&self) -> SharedSnapshot {
+        // Head before tail, as in `Ring::len`: counts only grow, so the tail
+        // read later is never behind the head.
+        let head = self.head.0.load(Ordering::Acquire);
+        let tail = self.tail.0.load(Ordering::Acquire);
+        SharedSnapshot {
+            head,
+            tail,
+            done: self.done.0.load(Ordering::Acquire),
+            max_items: self.max_items.0.load(Ordering::Relaxed),
+            closed: self.closed.0.load(Ordering::Acquire) != 0,
+            stream_open: self.stream_open.0.load(Ordering::Acquire) != 0,
+            sleeping_consumers: self.not_empty.0.sleepers.load(Ordering::Relaxed),
+            sleeping_producers: self.not_full.0.sleepers.load(Ordering::Relaxed),
+            prod_lock: self.prod_lock.0.snapshot(),
+            cons_lock: self.cons_lock.0.snapshot(),
+        }
     }
 }
 

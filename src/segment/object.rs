@@ -115,6 +115,14 @@ fn state_word(segment: &Segment, offset: usize) -> &AtomicU32 {
     unsafe { &*(segment.as_ptr().add(offset + STATE_OFFSET) as *const AtomicU32) }
 }
 
+/// The state word of the object at offset 0 of `segment`, read with
+/// Acquire (SYNC POINT "publish"), or `None` if the segment is shorter than
+/// a header. For `ipckit::admin`, which inspects objects it did not open
+/// through `open_in`.
+pub(crate) fn state_at_start(segment: &Segment) -> Option<u32> {
+    (segment.len() >= HEADER_LEN).then(|| state_word(segment, 0).load(Ordering::Acquire))
+}
+
 fn check_range(segment: &Segment, offset: usize, len: usize, align: usize) -> Result<()> {
     let align = align.max(HEADER_ALIGN);
     if offset % align != 0 {

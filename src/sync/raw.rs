@@ -169,6 +169,15 @@ unsafe impl Sync for RawMutex {}
 // SAFETY: as above; the type holds no thread-affine state itself.
 unsafe impl Send for RawMutex {}
 
+/// A [`RawMutex`] as seen from outside (see [`RawMutex::snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LockSnapshot {
+    /// The pthread lock word (see `platform::pthread_mutex_word`).
+    pub word: u32,
+    /// A holder died and nobody has marked the data consistent yet.
+    pub inconsistent: bool,
+}
+
 /// The result of acquiring a [`RawMutex`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Locked {
@@ -297,6 +306,15 @@ impl RawMutex {
     /// The TID of the thread holding the lock, if any (a snapshot).
     pub(crate) fn owner_tid(&self) -> Option<u32> {
         platform::pthread_mutex_owner(self.raw())
+    }
+
+    /// The lock word and the "inconsistent" flag, read without locking and
+    /// without writing anything (a snapshot, for `ipckit::admin`).
+    pub(crate) fn snapshot(&self) -> LockSnapshot {
+        LockSnapshot {
+            word: platform::pthread_mutex_word(self.raw()),
+            inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
+        }
     }
 }
 
