@@ -404,7 +404,9 @@ impl Slot {
     fn put(&self, msg: &[u8]) {
         self.empty.wait();
         self.empty.clear();
-        self.seg.write_at(0, &(msg.len() as u64).to_le_bytes()).unwrap();
+        self.seg
+            .write_at(0, &(msg.len() as u64).to_le_bytes())
+            .unwrap();
         self.seg.write_at(8, msg).unwrap();
         self.full.set();
     }
@@ -810,20 +812,33 @@ fn scaling_child(role: &str, arg: &str) {
         postcard::from_bytes(&unhex(arg)).unwrap();
     let mut buf = Vec::new();
     match role {
-        "consume" => loop {
+        // Markers are 9 bytes: a tag (1: end of round, 0: end of run) and
+        // the round number. Once a consumer took its marker for a round,
+        // only that round's markers remain in the queue (they follow all of
+        // its messages), so a second one is put back for another consumer.
+        "consume" => {
             let mut n = 0u64;
+            let mut last_round = None;
             loop {
                 q.get_bytes_into(&mut buf).unwrap();
-                if buf.len() == 1 {
-                    break;
+                if buf.len() != 9 {
+                    n += 1;
+                    continue;
                 }
-                n += 1;
+                let round = u64::from_le_bytes(buf[1..9].try_into().unwrap());
+                if last_round == Some(round) {
+                    q.put_bytes(&buf).unwrap();
+                    std::thread::yield_now();
+                    continue;
+                }
+                last_round = Some(round);
+                back.put_bytes(&n.to_le_bytes()).unwrap();
+                n = 0;
+                if buf[0] == 0 {
+                    return;
+                }
             }
-            back.put_bytes(&n.to_le_bytes()).unwrap();
-            if buf[0] == 0 {
-                return;
-            }
-        },
+        }
         _ => {
             let msg = [0x33u8; 64];
             loop {
@@ -861,14 +876,21 @@ fn scaling(c: &mut Criterion) {
             .collect();
         let msg = [0x44u8; 64];
         let mut buf = Vec::new();
+        let mut round = 0u64;
+        let marker = |tag: u8, round: u64| {
+            let mut m = [tag; 9];
+            m[1..].copy_from_slice(&round.to_le_bytes());
+            m
+        };
         g.bench_function(format!("1p_{n}c"), |b| {
             b.iter_custom(|iters| {
+                round += 1;
                 let t = Instant::now();
                 for _ in 0..iters {
                     q.put_bytes(&msg).unwrap();
                 }
                 for _ in 0..n {
-                    q.put_bytes(&[1]).unwrap();
+                    q.put_bytes(&marker(1, round)).unwrap();
                 }
                 let mut got = 0;
                 for _ in 0..n {
@@ -879,13 +901,17 @@ fn scaling(c: &mut Criterion) {
                 t.elapsed()
             })
         });
+        round += 1;
         for _ in 0..n {
-            q.put_bytes(&[0]).unwrap();
+            q.put_bytes(&marker(0, round)).unwrap();
         }
         for k in &mut kids {
             let _ = k.wait();
         }
 
+        if n == 1 {
+            continue; // 1 -> 1 measured above
+        }
         // n producer processes -> 1 consumer (this process).
         let (q, back, ctl) = (
             Queue::<()>::new(RING).unwrap(),
@@ -912,7 +938,8 @@ fn scaling(c: &mut Criterion) {
                     q.get_bytes_into(&mut buf).unwrap();
                 }
                 // Time per message actually moved (share × n ≥ iters).
-                t.elapsed().mul_f64(iters as f64 / (share * n as u64) as f64)
+                t.elapsed()
+                    .mul_f64(iters as f64 / (share * n as u64) as f64)
             })
         });
         for _ in 0..n {
@@ -972,6 +999,9 @@ criterion_group! {
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
+        // A child dies with the bench, however the bench ends.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number, no memory.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         if let Some(rest) = role.strip_prefix("scaling:") {
             let mode = rest.split(':').next().unwrap();
             scaling_child(mode, &std::env::var("IPCKIT_BENCH_ARG").unwrap());

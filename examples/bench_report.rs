@@ -30,7 +30,10 @@ const TRANSPORTS: [(&str, &str); 12] = [
     ("ipckit_queue", "ipckit `Queue` (bytes)"),
     ("ipckit_queue_typed", "ipckit `Queue<Vec<u8>>` (typed)"),
     ("ipckit_connection", "ipckit `Connection` (unix socket)"),
-    ("ipckit_segment_event", "ipckit `Segment` + `Event` hand-off"),
+    (
+        "ipckit_segment_event",
+        "ipckit `Segment` + `Event` hand-off",
+    ),
     ("pipe", "pipe(2)"),
     ("unix_socketpair", "unix socketpair (baseline)"),
     ("tcp_loopback", "TCP loopback"),
