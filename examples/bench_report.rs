@@ -135,6 +135,11 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {kernel}, {rustc}")
 }
 
+/// Escapes text for SVG (XML) content.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 fn chart(rates: &BTreeMap<(usize, &'static str), f64>) -> String {
     let present: Vec<(&str, &str)> = TRANSPORTS
         .iter()
@@ -205,7 +210,7 @@ fn chart(rates: &BTreeMap<(usize, &'static str), f64>) -> String {
             ly - 10.0,
             palette[ti % palette.len()],
             lx + 18.0,
-            label.replace('`', "")
+            xml_escape(&label.replace('`', ""))
         );
     }
     s.push_str("</svg>\n");

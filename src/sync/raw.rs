@@ -71,7 +71,7 @@ fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
 /// of a futex sleep and wake-up on the project machine, the classic
 /// "spin for as long as blocking would cost" rule, which is never worse than
 /// twice the better choice. Measured on the 2-vCPU project machine
-/// (`benches/queue.rs`, 64 B round trip through two queues, processes
+/// (`benches/transports.rs`, 64 B round trip through two queues, processes
 /// floating): 100 polls (~2 µs) 70 µs, 5 µs 41 µs, 20 µs 0.83 µs, 50 µs
 /// 0.85 µs.
 pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(25);
