@@ -137,7 +137,9 @@ fn machine() -> String {
 
 /// Escapes text for SVG (XML) content.
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn chart(rates: &BTreeMap<(usize, &'static str), f64>) -> String {
