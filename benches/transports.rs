@@ -29,6 +29,9 @@
 //! `<dir>/tmp-N`, renamed to `<dir>/msg-N` (atomic), and the reader polls
 //! for `msg-N` (yielding between polls), reads and unlinks it; `<dir>` is
 //! under /dev/shm (tmpfs); and `ipc-channel` (servo's, `bytes_channel`).
+//! With `--features bench-iceoryx2`, also iceoryx2 0.10 publish-subscribe
+//! of `[u8]` slices (loan, copy in, send; the receiver busy-polls
+//! `receive()`, iceoryx2 having no blocking receive on this port).
 //! The round trip also has a raw shared-futex ping-pong (no spinning), the
 //! floor for a peer that sleeps.
 //!
@@ -141,6 +144,8 @@ fn child_main(role: &str) {
                 .unwrap();
             Box::new(IpcChannelChild { rx, tx })
         }
+        #[cfg(feature = "bench-iceoryx2")]
+        "iceoryx2" => Box::new(ice::child(&arg)),
         other => panic!("unknown transport {other}"),
     };
     let mut buf = Vec::new();
@@ -493,6 +498,114 @@ impl ChildLink for IpcChannelChild {
     }
 }
 
+// -- iceoryx2 (feature bench-iceoryx2) ------------------------------------------------
+
+#[cfg(feature = "bench-iceoryx2")]
+mod ice {
+    use super::{Child, ChildLink, Link, command};
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+
+    type Pub = Publisher<ipc::Service, [u8], ()>;
+    type Sub = Subscriber<ipc::Service, [u8], ()>;
+
+    pub struct Ports {
+        _node: Node<ipc::Service>,
+        p: Pub,
+        s: Sub,
+    }
+
+    fn ports(out: &str, inp: &str, max: usize) -> Ports {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+        let open = |name: &str| {
+            node.service_builder(&name.try_into().unwrap())
+                .publish_subscribe::<[u8]>()
+                .enable_safe_overflow(false)
+                .subscriber_max_buffer_size(64)
+                .open_or_create()
+                .unwrap()
+        };
+        let (so, si) = (open(out), open(inp));
+        let p = so
+            .publisher_builder()
+            .initial_max_slice_len(max.max(8))
+            .allocation_strategy(AllocationStrategy::PowerOfTwo)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .unwrap();
+        let s = si.subscriber_builder().buffer_size(64).create().unwrap();
+        Ports { _node: node, p, s }
+    }
+
+    impl Ports {
+        fn send(&self, msg: &[u8]) {
+            let sample = self.p.loan_slice_uninit(msg.len()).unwrap();
+            sample.write_from_slice(msg).send().unwrap();
+        }
+        fn recv_into(&self, buf: &mut Vec<u8>) {
+            loop {
+                if let Some(x) = self.s.receive().unwrap() {
+                    buf.clear();
+                    buf.extend_from_slice(x.payload());
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    pub struct IceLink {
+        ports: Ports,
+        buf: Vec<u8>,
+        child: Child,
+    }
+
+    pub fn parent(mode: &str, size: usize) -> IceLink {
+        let base = format!("ipckit-bench/{}/{mode}/{size}", std::process::id());
+        let ports = ports(&format!("{base}/down"), &format!("{base}/up"), size);
+        let child = command("iceoryx2", mode, size)
+            .env("IPCKIT_BENCH_ARG", &base)
+            .spawn()
+            .unwrap();
+        // The child says hello once its subscriber exists; messages sent
+        // before that would have nobody to go to.
+        let mut buf = Vec::new();
+        ports.recv_into(&mut buf);
+        IceLink { ports, buf, child }
+    }
+
+    impl Link for IceLink {
+        fn send(&mut self, msg: &[u8]) {
+            self.ports.send(msg);
+        }
+        fn recv(&mut self, buf: &mut [u8]) {
+            self.ports.recv_into(&mut self.buf);
+            buf.copy_from_slice(&self.buf);
+        }
+        fn child(&mut self) -> &mut Child {
+            &mut self.child
+        }
+    }
+
+    pub fn child(base: &str) -> Ports {
+        let size: usize = base.rsplit('/').next().unwrap().parse().unwrap();
+        let ports = ports(&format!("{base}/up"), &format!("{base}/down"), size);
+        ports.send(b"hello");
+        ports
+    }
+
+    impl ChildLink for Ports {
+        fn send(&mut self, msg: &[u8]) {
+            Ports::send(self, msg);
+        }
+        fn recv(&mut self, buf: &mut Vec<u8>, _len: usize) {
+            self.recv_into(buf);
+        }
+    }
+}
+
 // -- starting children ------------------------------------------------------------
 
 fn command(transport: &str, mode: &str, size: usize) -> Command {
@@ -638,6 +751,8 @@ fn start(transport: &str, mode: &str, size: usize) -> Box<dyn Link> {
             let (_, (tx, rx)) = server.accept().unwrap();
             Box::new(IpcChannelLink { tx, rx, child })
         }
+        #[cfg(feature = "bench-iceoryx2")]
+        "iceoryx2" => Box::new(ice::parent(mode, size)),
         other => panic!("unknown transport {other}"),
     }
 }
@@ -652,7 +767,7 @@ fn stop(mut link: Box<dyn Link>, announced: bool) {
     }
 }
 
-const TRANSPORTS: [&str; 9] = [
+const TRANSPORTS: &[&str] = &[
     "ipckit_queue",
     "ipckit_queue_typed",
     "ipckit_connection",
@@ -662,13 +777,15 @@ const TRANSPORTS: [&str; 9] = [
     "tcp_loopback",
     "file_exchange",
     "ipc_channel",
+    #[cfg(feature = "bench-iceoryx2")]
+    "iceoryx2",
 ];
 
 fn throughput(c: &mut Criterion) {
     for size in SIZES {
         let mut g = c.benchmark_group(format!("transports_throughput/{}", label(size)));
         g.throughput(Throughput::Bytes(size as u64));
-        for transport in TRANSPORTS {
+        for &transport in TRANSPORTS {
             let mut link = start(transport, "sink", size);
             let msg = vec![0xa5u8; size];
             // Warm up the child (page faults, first wake-ups).
@@ -746,7 +863,7 @@ fn round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("transports_round_trip_64B");
     raw_futex_round_trip(&mut g);
     let mut latency = serde_json::Map::new();
-    for transport in TRANSPORTS {
+    for &transport in TRANSPORTS {
         let mut link = start(transport, "echo", 64);
         let msg = vec![0x5au8; 64];
         let mut back = vec![0u8; 64];

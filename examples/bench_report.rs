@@ -26,7 +26,7 @@ const SIZES: [(&str, f64); 4] = [
 ];
 
 /// Rows in display order: (bench id, label).
-const TRANSPORTS: [(&str, &str); 12] = [
+const TRANSPORTS: [(&str, &str); 13] = [
     ("ipckit_queue", "ipckit `Queue` (bytes)"),
     ("ipckit_queue_typed", "ipckit `Queue<Vec<u8>>` (typed)"),
     ("ipckit_connection", "ipckit `Connection` (unix socket)"),
@@ -39,6 +39,7 @@ const TRANSPORTS: [(&str, &str); 12] = [
     ("tcp_loopback", "TCP loopback"),
     ("file_exchange", "file exchange (tmpfs, rename + poll)"),
     ("ipc_channel", "ipc-channel 0.23"),
+    ("iceoryx2", "iceoryx2 0.10 (feature bench-iceoryx2)"),
     ("python_mp_queue", "Python `multiprocessing.Queue`"),
     ("python_mp_pipe", "Python `multiprocessing.Pipe`"),
     (
