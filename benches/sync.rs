@@ -216,7 +216,7 @@ fn start(kind: &str) -> Box<dyn Peer> {
             Box::new(CondvarPeer { state, cv, child })
         }
         "raw_futex" => {
-            let seg = Segment::anonymous(64).unwrap();
+            let seg = Segment::new(64).unwrap();
             let child = spawn_child("futex", &seg).spawn().unwrap();
             Box::new(FutexPeer { seg, child })
         }

@@ -398,7 +398,7 @@ struct Slot {
 impl Slot {
     fn new(capacity: usize) -> Slot {
         let slot = Slot {
-            seg: Segment::anonymous(capacity + 8).unwrap(),
+            seg: Segment::new(capacity + 8).unwrap(),
             full: Event::new().unwrap(),
             empty: Event::new().unwrap(),
         };
@@ -813,7 +813,7 @@ fn throughput(c: &mut Criterion) {
 
 /// The floor for a peer that sleeps: one shared futex word, no spinning.
 fn raw_futex_round_trip(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    let seg = Segment::anonymous(64).unwrap();
+    let seg = Segment::new(64).unwrap();
     let mut child = command("futex", "echo", 4)
         .env(
             "IPCKIT_BENCH_ARG",

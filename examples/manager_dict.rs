@@ -6,7 +6,7 @@
 //! cargo run --release --example manager_dict
 //! ```
 
-use ipckit::manager::{Dict, List, Lock, Manager};
+use ipckit::manager::{DictProxy, ListProxy, LockProxy, Manager};
 use ipckit::process::Process;
 use serde::{Deserialize, Serialize};
 
@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 struct Job {
     worker: u32,
-    results: List<(u32, u64)>,
-    stats: Dict<String, u64>,
-    lock: Lock,
+    results: ListProxy<(u32, u64)>,
+    stats: DictProxy<String, u64>,
+    lock: LockProxy,
 }
 
 fn work(job: Job) -> ipckit::Result<()> {

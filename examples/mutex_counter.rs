@@ -32,7 +32,7 @@ fn main() -> ipckit::Result<()> {
     ipckit::init();
     let expected = PROCESSES * INCREMENTS;
 
-    let raw = Segment::anonymous(8)?;
+    let raw = Segment::new(8)?;
     let children = (0..PROCESSES)
         .map(|_| Process::spawn(unlocked, (raw.clone(), INCREMENTS)))
         .collect::<ipckit::Result<Vec<_>>>()?;

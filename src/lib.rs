@@ -23,7 +23,7 @@
 //! **Segments.** A named [`Segment`] is a POSIX shared-memory object: the
 //! segment `"jobs"` is `/dev/shm/jobs`, the object Python's
 //! `SharedMemory("jobs")` attaches to. The creator owns the name and unlinks
-//! it on drop (unless it calls [`Segment::persist`]). [`Segment::anonymous`]
+//! it on drop (unless it calls [`Segment::persist`]). [`Segment::new`]
 //! makes a nameless segment that leaks nothing even if every process using it
 //! is killed.
 //!
@@ -79,6 +79,7 @@ pub mod error;
 mod handoff;
 pub mod layout;
 pub mod manager;
+mod object;
 pub mod pipe;
 mod platform;
 pub mod pool;
@@ -93,3 +94,10 @@ pub use layout::ShmSafe;
 pub use process::init;
 pub use segment::{CreationMode, Segment, SegmentBuilder};
 pub use value::{Array, Value};
+
+/// The deadline `timeout` from now, or `None` (wait without a deadline) if
+/// that instant cannot be represented — `Duration::MAX` means "forever", as
+/// in crossbeam-channel's `send_timeout`.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}

@@ -260,7 +260,7 @@ fn objects_never_published_are_uninitialised_after_a_bounded_wait() {
 #[test]
 fn embedded_objects_check_offsets() {
     let _t = Ctx::new("offsets");
-    let seg = Segment::anonymous(4096).unwrap();
+    let seg = Segment::new(4096).unwrap();
     assert_eq!(
         Event::create_in(&seg, 8).unwrap_err().kind(),
         ErrorKind::InvalidArgument

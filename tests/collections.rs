@@ -413,7 +413,7 @@ fn map_basic_operations() {
 
 #[test]
 fn map_and_list_embedded_in_a_segment() {
-    let seg = Segment::anonymous(8192).unwrap();
+    let seg = Segment::new(8192).unwrap();
     let m = SharedMap::<u64, u64>::create_in(&seg, 0, 8).unwrap();
     let at = SharedMap::<u64, u64>::size_in_segment(8).unwrap();
     let l = ShareableList::create_in(&seg, at, [1, 2, 3]).unwrap();
@@ -659,7 +659,7 @@ fn forged(
     len: usize,
     payload: &[u8],
 ) -> Segment {
-    let seg = Segment::anonymous(len.max(256)).unwrap();
+    let seg = Segment::new(len.max(256)).unwrap();
     let h = Header::new(kind, ty, len as u64, param);
     seg.write_at(0, &h.encode()).unwrap();
     seg.write_at(STATE_OFFSET, &STATE_READY.to_le_bytes())
@@ -758,7 +758,7 @@ proptest! {
     /// Arbitrary bytes in a segment are never accepted as a collection.
     #[test]
     fn arbitrary_segments_are_rejected(bytes in proptest::collection::vec(any::<u8>(), 1..1024)) {
-        let seg = Segment::anonymous(bytes.len()).unwrap();
+        let seg = Segment::new(bytes.len()).unwrap();
         let mut bytes = bytes;
         if bytes.len() >= 12 {
             bytes[STATE_OFFSET..STATE_OFFSET + 4].copy_from_slice(&STATE_READY.to_le_bytes());

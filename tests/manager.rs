@@ -9,7 +9,8 @@ use common::{Ctx, spawn};
 use ipckit::ErrorKind;
 use ipckit::connection::{Address, Client};
 use ipckit::manager::{
-    Barrier, Condition, Dict, Event, List, Lock, Manager, QueueProxy, RLock, Semaphore,
+    BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Manager, QueueProxy,
+    RLockProxy, SemaphoreProxy,
 };
 use ipckit::pool::{Executor, ProcessPool};
 use serde::{Deserialize, Serialize};
@@ -84,9 +85,9 @@ fn dict_list_value_namespace_semantics() {
 struct Writer {
     me: u32,
     n: u32,
-    list: List<(u32, u32)>,
-    dict: Dict<String, u32>,
-    lock: Lock,
+    list: ListProxy<(u32, u32)>,
+    dict: DictProxy<String, u32>,
+    lock: LockProxy,
 }
 
 fn write_many(w: Writer) {
@@ -142,7 +143,7 @@ fn eight_processes_update_one_dict_and_one_list() {
     assert_eq!(dict.get(&"total".to_owned()).unwrap(), Some(8 * n));
 }
 
-fn record(args: (u64, List<u64>, Dict<u64, u64>)) -> u64 {
+fn record(args: (u64, ListProxy<u64>, DictProxy<u64, u64>)) -> u64 {
     let (x, list, dict) = args;
     list.push(&x).unwrap();
     dict.insert(&x, &(x * x)).unwrap();
@@ -168,7 +169,7 @@ fn proxies_work_in_pool_tasks() {
     assert_eq!(dict.len().unwrap(), 60);
 }
 
-fn hold_lock_and_die(args: (Lock, Event)) {
+fn hold_lock_and_die(args: (LockProxy, EventProxy)) {
     let (lock, held) = args;
     let g = lock.acquire().unwrap();
     g.forget();
@@ -176,7 +177,7 @@ fn hold_lock_and_die(args: (Lock, Event)) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-fn hold_permit_and_die(args: (Semaphore, RLock, Event)) {
+fn hold_permit_and_die(args: (SemaphoreProxy, RLockProxy, EventProxy)) {
     let (sem, rlock, held) = args;
     sem.acquire().unwrap().forget();
     rlock.acquire().unwrap().forget();
@@ -235,17 +236,17 @@ fn consume(q: QueueProxy<String>) -> Vec<String> {
     }
 }
 
-fn wait_then_set(args: (Event, Event)) {
+fn wait_then_set(args: (EventProxy, EventProxy)) {
     let (go, done) = args;
     go.wait().unwrap();
     done.set().unwrap();
 }
 
-fn barrier_party(b: Barrier) -> usize {
+fn barrier_party(b: BarrierProxy) -> usize {
     b.wait_timeout(Duration::from_secs(30)).unwrap()
 }
 
-fn condition_waiter(args: (Condition, List<u32>)) -> bool {
+fn condition_waiter(args: (ConditionProxy, ListProxy<u32>)) -> bool {
     let (c, l) = args;
     let g = c.acquire().unwrap();
     g.wait_for(|| Ok(l.len()? > 0), Some(Duration::from_secs(30)))
@@ -535,14 +536,14 @@ fn serve_in_this_process_until_shutdown() {
     assert!(ns.get::<u8>("x").unwrap_err().is_closed());
 }
 
-fn block_on_lock(args: (Lock, Event)) {
+fn block_on_lock(args: (LockProxy, EventProxy)) {
     let (lock, started) = args;
     started.set().unwrap();
     let _g = lock.acquire().unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
-fn block_on_barrier(args: (Barrier, Event)) {
+fn block_on_barrier(args: (BarrierProxy, EventProxy)) {
     let (b, started) = args;
     started.set().unwrap();
     let _ = b.wait();

@@ -402,7 +402,7 @@ fn every_handle_type_travels_to_a_child() {
             )
         } else {
             (
-                Segment::anonymous(64).unwrap(),
+                Segment::new(64).unwrap(),
                 Mutex::new(0u64).unwrap(),
                 Condvar::new().unwrap(),
                 Semaphore::new(0).unwrap(),

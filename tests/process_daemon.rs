@@ -17,7 +17,7 @@ ipckit::test_support!();
 const DAEMONS: usize = 3;
 
 fn hold_anonymous_objects(ready: Semaphore) {
-    let seg = Segment::anonymous(4 << 20).unwrap();
+    let seg = Segment::new(4 << 20).unwrap();
     seg.write_at(0, &[7; 4096]).unwrap();
     let value = Value::new(1u64).unwrap();
     ready.release().unwrap();

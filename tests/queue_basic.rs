@@ -65,10 +65,7 @@ fn bytes_api_reuses_the_buffer() {
 
 #[test]
 fn timeouts_and_try_variants() {
-    let q = Queue::<u32>::builder(4096)
-        .max_items(2)
-        .anonymous()
-        .unwrap();
+    let q = Queue::<u32>::builder(4096).max_items(2).new().unwrap();
     let d = Duration::from_millis(30);
     assert!(q.try_get().unwrap_err().is_would_block());
     let start = Instant::now();
@@ -157,13 +154,21 @@ fn a_stream_that_times_out_is_aborted_and_skipped() {
 
 #[test]
 fn messages_over_the_limit_are_skipped_with_an_error() {
-    let mut q = Queue::<()>::new(1 << 16).unwrap();
+    // The producer's handle has the default limit; the consumer's is 100.
+    let producer = Queue::<()>::new(1 << 16).unwrap();
+    let mut q = producer.clone();
     q.set_max_message_size(100);
-    q.put_bytes(&[1; 101]).unwrap();
-    q.put_bytes(&[2; 100]).unwrap();
+    // This handle refuses what it would not accept.
+    assert_eq!(
+        q.put_bytes(&[1; 101]).unwrap_err().kind(),
+        ErrorKind::LimitExceeded
+    );
+    producer.put_bytes(&[1; 101]).unwrap();
+    producer.put_bytes(&[2; 100]).unwrap();
     // Nobody reads yet: a stream this big cannot finish, so it times out and is aborted.
     assert!(
-        q.put_bytes_timeout(&[3; 200_000], Duration::from_millis(20))
+        producer
+            .put_bytes_timeout(&[3; 200_000], Duration::from_millis(20))
             .unwrap_err()
             .is_timeout()
     );
@@ -176,7 +181,7 @@ fn messages_over_the_limit_are_skipped_with_an_error() {
     assert_eq!(buf, vec![2; 100]);
     assert!(q.is_empty());
     // A streamed message over the limit is skipped as well.
-    let q2 = q.clone();
+    let q2 = producer.clone();
     let writer = std::thread::spawn(move || q2.put_bytes(&[4; 50_000]));
     assert_eq!(
         q.get_bytes_into(&mut buf).unwrap_err().kind(),

@@ -47,7 +47,7 @@ fn child_anonymous_echo(seg: Segment) {
 fn anonymous_segment_is_usable_by_children() {
     let _t = Ctx::new("anon_segment");
     let before = common::shm_entries_not_ours();
-    let seg = Segment::anonymous(1 << 20).unwrap();
+    let seg = Segment::new(1 << 20).unwrap();
     seg.write_at(0, b"ping").unwrap();
     spawn(child_anonymous_echo, seg.clone()).join().unwrap();
     let mut buf = [0u8; 4];
@@ -61,7 +61,7 @@ fn anonymous_segment_is_usable_by_children() {
 }
 
 fn child_make_anonymous_then_hang(ready: Event) {
-    let seg = Segment::anonymous(8 << 20).unwrap();
+    let seg = Segment::new(8 << 20).unwrap();
     seg.write_at(0, &[1; 4096]).unwrap();
     let v = Value::new(5u64).unwrap();
     let m = ipckit::sync::Mutex::new(0u32).unwrap();

@@ -340,7 +340,7 @@ fn semaphore_release_forget_and_bounds() {
     assert!(
         Semaphore::bounded(3).unwrap().release().unwrap_err().kind() == ErrorKind::LimitExceeded
     );
-    let e = Semaphore::builder(3).max(2).anonymous().unwrap_err();
+    let e = Semaphore::builder(3).max(2).new().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 

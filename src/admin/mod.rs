@@ -59,8 +59,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::{
     HEADER_LEN, Header, MAGIC, ObjectKind, STATE_INIT, STATE_OFFSET, STATE_READY,
 };
+use crate::object;
 use crate::platform::{self, ProcessId, ShmEntry, ShmUsers};
-use crate::segment::{Segment, name as seg_name, object};
+use crate::segment::{Segment, name as seg_name};
 use crate::sync::raw::{LockSnapshot, RawMutex};
 
 /// The process that created an object, from its header.

@@ -68,7 +68,7 @@ pub use shared_map::SharedMap;
 use std::hash::{Hash, Hasher};
 
 use crate::layout::fnv1a;
-use crate::sync::raw::{Locked, RawMutex};
+use crate::sync::raw::{Locked, RawGuard, RawMutex};
 
 /// 64-bit FNV-1a over whatever `Hash::hash` feeds it.
 ///
@@ -114,37 +114,23 @@ pub(crate) const fn mix64(mut h: u64) -> u64 {
 }
 
 /// Holds a container's raw lock for one operation; unlocks on drop (also
-/// when a user closure or a key's `Eq` panics). `!Send`: glibc tracks the
-/// owner of a robust mutex per thread.
-pub(crate) struct Held<'a> {
-    raw: &'a RawMutex,
-    _not_send: std::marker::PhantomData<*const ()>,
-}
+/// when a user closure or a key's `Eq` panics, which poisons the lock: the
+/// next operation then runs the same self-repair as after a holder's
+/// death). `!Send`: glibc tracks the owner of a robust mutex per thread.
+pub(crate) struct Held<'a>(RawGuard<'a>);
 
 impl<'a> Held<'a> {
-    /// Takes `raw`; returns the guard and whether a previous holder died.
+    /// Takes `raw`; returns the guard and whether a previous holder died
+    /// (or panicked).
     pub(crate) fn lock(raw: &'a RawMutex) -> crate::Result<(Held<'a>, bool)> {
         let Locked { owner_died } = raw.lock(None)?;
-        Ok((
-            Held {
-                raw,
-                _not_send: std::marker::PhantomData,
-            },
-            owner_died,
-        ))
+        // SAFETY: this thread has just taken `raw`.
+        Ok((Held(unsafe { RawGuard::new(raw) }), owner_died))
     }
 
     /// Declares the protected data consistent again (after a repair).
     pub(crate) fn mark_consistent(&self) {
-        self.raw.mark_consistent();
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        // SAFETY: a `Held` exists only while this thread holds the lock
-        // (created by a successful `lock`, not Send, dropped once).
-        unsafe { self.raw.unlock() }
+        self.0.mark_consistent();
     }
 }
 

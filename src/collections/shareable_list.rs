@@ -36,7 +36,6 @@
 //! the lock; after a holder's death there is nothing to repair.
 
 use std::fmt;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,10 +43,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Held;
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::header::ObjectKind;
-use crate::layout::{TypeFingerprint, align_up};
+use crate::layout::align_up;
+use crate::layout::header::{Header, ObjectKind};
+use crate::object::{Create, Layout, Object, Open, Uninit, payload_offset};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, ObjectToken, Placement, Spec};
 use crate::sync::raw::RawMutex;
 
 // ---------------------------------------------------------------------------
@@ -248,7 +247,7 @@ fn default_capacity(len: usize) -> Option<usize> {
 const MAX_CAPACITY: usize = (u32::MAX as usize) & !7;
 
 const fn lock_offset() -> usize {
-    object::payload_offset(std::mem::align_of::<RawMutex>())
+    payload_offset(std::mem::align_of::<RawMutex>())
 }
 
 const fn table_offset() -> usize {
@@ -319,22 +318,42 @@ struct SlotInfo {
 /// ```
 #[derive(Clone)]
 pub struct ShareableList {
-    place: Placement,
-    raw: NonNull<RawMutex>,
+    object: Object<ListLayout>,
+    /// A private, validated copy of the slot table, read once on open.
     slots: Arc<[SlotInfo]>,
 }
 
-// SAFETY: the lock, states and buffers live in a mapping kept alive by
-// `place`; all access to them happens under the process-shared lock (state
-// words atomically), and the handle's own data is immutable.
-unsafe impl Send for ShareableList {}
-// SAFETY: as above.
-unsafe impl Sync for ShareableList {}
+/// The layout of a [`ShareableList`]: a header (parameter: the slot count),
+/// a [`RawMutex`], the capacity table, the state words and each slot's two
+/// buffers. Its length depends on the capacities, so it is checked against
+/// the table when a list is opened (`ShareableList::from_object`).
+struct ListLayout;
+
+// SAFETY: the shared part is a RawMutex (repr(C), pointer-free, any bits
+// valid); the table, state words and buffers after it are plain bytes and
+// atomics, only read into private copies or accessed atomically, every
+// offset derived from a validated copy of the table. `expected_len` and the
+// table check keep every slot inside the object's length.
+unsafe impl Layout for ListLayout {
+    type Shared = RawMutex;
+    const KIND: ObjectKind = ObjectKind::ShareableList;
+    fn total_len(_param: u64) -> Option<usize> {
+        // Depends on the capacities: lists are created with `create_sized`.
+        None
+    }
+    fn expected_len(header: &Header) -> Option<usize> {
+        // The capacities are checked after opening; here only that the
+        // table and states fit in the length the header claims.
+        let n = usize::try_from(header.param).ok()?;
+        let total = usize::try_from(header.total_len).ok()?;
+        (data_offset(n)? <= total).then_some(total)
+    }
+}
 
 impl fmt::Debug for ShareableList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShareableList")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .field("len", &self.slots.len())
             .finish_non_exhaustive()
     }
@@ -360,77 +379,76 @@ fn with_default_capacities(items: Vec<Item>) -> Result<Vec<(Item, usize)>> {
         .collect()
 }
 
-impl ShareableList {
-    fn locate(loc: Location<'_>, init: Option<Vec<(Item, usize)>>) -> Result<ShareableList> {
-        let caps: Vec<usize> = init
-            .as_ref()
-            .map_or_else(Vec::new, |v| v.iter().map(|(_, c)| *c).collect());
+/// A new list's contents and where they go: what its initialiser writes.
+struct NewList {
+    items: Vec<(Item, usize)>,
+    /// Each slot's data offset.
+    offsets: Vec<usize>,
+    total_len: usize,
+}
+
+impl NewList {
+    fn new(items: Vec<(Item, usize)>) -> Result<NewList> {
+        let caps: Vec<usize> = items.iter().map(|(_, c)| *c).collect();
         let (total_len, offsets) =
             layout(&caps).ok_or_else(|| invalid("the list does not fit in memory".to_owned()))?;
-        let spec = Spec {
-            kind: ObjectKind::ShareableList,
-            ty: TypeFingerprint::NONE,
-            param: caps.len() as u64,
+        Ok(NewList {
+            items,
+            offsets,
             total_len,
-            align: 64,
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                let Some(items) = &init else {
-                    return crate::sync::mutex_unreachable_init();
+        })
+    }
+
+    /// The header parameter: the slot count.
+    fn param(&self) -> u64 {
+        self.items.len() as u64
+    }
+
+    fn write(self, mem: Uninit<ListLayout>) -> Result<()> {
+        let states = states_offset(self.items.len()).unwrap_or(0);
+        // SAFETY: the object region of `total_len` bytes is exclusively ours
+        // until published; `layout` placed the lock, the capacity table, the
+        // state words (8-byte aligned) and each slot's two buffers of `cap`
+        // bytes inside it, and each encoded item is at most its slot's
+        // capacity (checked by the constructors).
+        unsafe {
+            RawMutex::init(mem.shared())?;
+            for (i, (item, cap)) in self.items.iter().enumerate() {
+                (mem.at(table_offset() + 8 * i) as *mut u64).write(*cap as u64);
+                let bytes = item.encode();
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.at(self.offsets[i]), bytes.len());
+                let d = Desc {
+                    tag: item.tag(),
+                    len: bytes.len() as u32,
+                    live: 0,
                 };
-                let n = items.len();
-                let states = states_offset(n).unwrap_or(0);
-                // SAFETY: the object region of `total_len` bytes at `base` is
-                // exclusively ours until published; `layout` placed the lock,
-                // the capacity table, the state words (8-byte aligned) and
-                // each slot's two buffers of `cap` bytes inside it, and each
-                // encoded item is at most its slot's capacity (checked by
-                // the constructors).
-                unsafe {
-                    RawMutex::init(base.add(lock_offset()) as *mut RawMutex)?;
-                    for (i, (item, cap)) in items.iter().enumerate() {
-                        (base.add(table_offset() + 8 * i) as *mut u64).write(*cap as u64);
-                        let bytes = item.encode();
-                        std::ptr::copy_nonoverlapping(
-                            bytes.as_ptr(),
-                            base.add(offsets[i]),
-                            bytes.len(),
-                        );
-                        let d = Desc {
-                            tag: item.tag(),
-                            len: bytes.len() as u32,
-                            live: 0,
-                        };
-                        (base.add(states + 8 * i) as *mut AtomicU64)
-                            .write(AtomicU64::new(d.pack()));
-                    }
-                }
-                Ok(())
-            },
-            |h| {
-                // The capacities are checked after opening; here only that
-                // the table and states fit in the length the header claims.
-                let n = usize::try_from(h.param).ok()?;
-                let total = usize::try_from(h.total_len).ok()?;
-                (data_offset(n)? <= total).then_some(total)
-            },
-        )?;
-        let slots = Self::read_layout(&place)?;
-        let raw = NonNull::new(place.ptr(lock_offset()) as *mut RawMutex).expect("mapped");
-        Ok(ShareableList { place, raw, slots })
+                (mem.at(states + 8 * i) as *mut AtomicU64).write(AtomicU64::new(d.pack()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShareableList {
+    fn create_at(at: Create<'_>, items: Vec<(Item, usize)>) -> Result<ShareableList> {
+        let new = NewList::new(items)?;
+        Object::create_sized(at, new.param(), new.total_len, |mem| new.write(mem))
+            .and_then(Self::from_object)
+    }
+
+    fn from_object(object: Object<ListLayout>) -> Result<ShareableList> {
+        let slots = Self::read_layout(&object)?;
+        Ok(ShareableList { object, slots })
     }
 
     /// Copies the capacity table out of shared memory and checks it against
     /// the header's length.
-    fn read_layout(place: &Placement) -> Result<Arc<[SlotInfo]>> {
-        let n = place.header.param as usize;
+    fn read_layout(object: &Object<ListLayout>) -> Result<Arc<[SlotInfo]>> {
+        let n = object.param() as usize;
         let mut table = vec![0u8; n * 8];
-        place
-            .segment
-            .read_at(place.offset + table_offset(), &mut table)?;
+        object
+            .segment()
+            .read_at(object.offset() + table_offset(), &mut table)?;
         let caps: Vec<usize> = table
             .chunks_exact(8)
             .map(|c| {
@@ -440,7 +458,7 @@ impl ShareableList {
             })
             .collect();
         match layout(&caps) {
-            Some((total, offsets)) if total as u64 == place.header.total_len => Ok(caps
+            Some((total, offsets)) if total as u64 == object.header().total_len => Ok(caps
                 .into_iter()
                 .zip(offsets)
                 .map(|(cap, data)| SlotInfo { cap, data })
@@ -449,7 +467,7 @@ impl ShareableList {
                 ErrorKind::Corrupt,
                 "slot capacities do not match the object's length",
             )
-            .context(format!("cannot open {}", place.describe()))),
+            .context(format!("cannot open {}", object.describe()))),
         }
     }
 
@@ -477,8 +495,7 @@ impl ShareableList {
     /// slot's capacity is its item's length rounded up to 8 bytes (at least 8).
     pub fn create(name: &str, items: impl IntoIterator<Item = impl Into<Item>>) -> Result<Self> {
         let items = with_default_capacities(items.into_iter().map(Into::into).collect())?;
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, Some(items))
+        Self::create_at(Create::Named(name), items)
     }
 
     /// Creates a named list from `(item, capacity)` pairs: each slot holds
@@ -489,14 +506,13 @@ impl ShareableList {
         items: impl IntoIterator<Item = (impl Into<Item>, usize)>,
     ) -> Result<Self> {
         let items = Self::items_with_capacities(items)?;
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, Some(items))
+        Self::create_at(Create::Named(name), items)
     }
 
     /// Opens a named list; its length and capacities are whatever it was
     /// created with.
     pub fn open(name: &str) -> Result<Self> {
-        Self::locate(Location::Open { name }, None)
+        Object::open(Open::Named(name)).and_then(Self::from_object)
     }
 
     /// Opens the named list, or creates it holding `items`.
@@ -505,14 +521,15 @@ impl ShareableList {
         items: impl IntoIterator<Item = impl Into<Item>>,
     ) -> Result<Self> {
         let items = with_default_capacities(items.into_iter().map(Into::into).collect())?;
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, Some(items))
+        let new = NewList::new(items)?;
+        Object::open_or_create_sized(name, new.param(), new.total_len, |mem| new.write(mem))
+            .and_then(Self::from_object)
     }
 
     /// Creates an anonymous list of `items`.
     pub fn new(items: impl IntoIterator<Item = impl Into<Item>>) -> Result<Self> {
         let items = with_default_capacities(items.into_iter().map(Into::into).collect())?;
-        Self::locate(Location::Anonymous, Some(items))
+        Self::create_at(Create::Anonymous, items)
     }
 
     /// Creates an anonymous list from `(item, capacity)` pairs (see
@@ -521,7 +538,7 @@ impl ShareableList {
         items: impl IntoIterator<Item = (impl Into<Item>, usize)>,
     ) -> Result<Self> {
         let items = Self::items_with_capacities(items)?;
-        Self::locate(Location::Anonymous, Some(items))
+        Self::create_at(Create::Anonymous, items)
     }
 
     /// Creates a list of `items` at `offset` (a multiple of 64) inside `segment`.
@@ -531,12 +548,12 @@ impl ShareableList {
         items: impl IntoIterator<Item = impl Into<Item>>,
     ) -> Result<Self> {
         let items = with_default_capacities(items.into_iter().map(Into::into).collect())?;
-        Self::locate(Location::CreateIn { segment, offset }, Some(items))
+        Self::create_at(Create::In(segment, offset), items)
     }
 
     /// Opens the list at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Self> {
-        Self::locate(Location::OpenIn { segment, offset }, None)
+        Object::open(Open::In(segment, offset)).and_then(Self::from_object)
     }
 
     /// The number of slots (fixed at creation).
@@ -556,7 +573,7 @@ impl ShareableList {
 
     /// The segment this list lives in.
     pub fn segment(&self) -> &Segment {
-        &self.place.segment
+        self.object.segment()
     }
 
     fn info(&self, i: usize, verb: &str) -> Result<&SlotInfo> {
@@ -565,7 +582,7 @@ impl ShareableList {
                 ErrorKind::OutOfRange,
                 format!(
                     "cannot {verb} item {i} of {}: index out of range for a list of length {}",
-                    self.place.describe(),
+                    self.object.describe(),
                     self.slots.len()
                 ),
             )
@@ -573,11 +590,8 @@ impl ShareableList {
     }
 
     fn lock(&self, verb: &str) -> Result<Held<'_>> {
-        // SAFETY: points into the mapping held by `self.place`, to a mutex
-        // initialised before the object was published.
-        let raw = unsafe { self.raw.as_ref() };
-        let (held, owner_died) = Held::lock(raw)
-            .map_err(|e| e.context(format!("cannot {verb} {}", self.place.describe())))?;
+        let (held, owner_died) = Held::lock(self.object.shared())
+            .map_err(|e| e.context(format!("cannot {verb} {}", self.object.describe())))?;
         if owner_died {
             // Every slot is consistent by construction: nothing to repair.
             held.mark_consistent();
@@ -592,7 +606,7 @@ impl ShareableList {
         // at `states_offset(n)`, inside the object; the object start is
         // 64-aligned, so the word is aligned. It is only ever accessed
         // atomically.
-        unsafe { &*(self.place.ptr(at) as *const AtomicU64) }
+        unsafe { &*(self.object.at(at) as *const AtomicU64) }
     }
 
     fn desc(&self, _: &Held<'_>, i: usize) -> Result<Desc> {
@@ -606,7 +620,7 @@ impl ShareableList {
         let d = self.desc(held, i)?;
         let s = &self.slots[i];
         let mut bytes = vec![0u8; d.len as usize];
-        let src = self.place.ptr(s.data + d.live * s.cap);
+        let src = self.object.at(s.data + d.live * s.cap);
         // SAFETY: `d.len <= cap` (checked by `unpack`), so the bytes lie in
         // the live buffer of slot `i`, inside the object; `bytes` is private.
         // We hold the lock, and writers never write a live buffer.
@@ -619,7 +633,7 @@ impl ShareableList {
         self.info(i, "read")?;
         let held = self.lock("read")?;
         self.read(&held, i)
-            .map_err(|e| e.context(format!("cannot read {}", self.place.describe())))
+            .map_err(|e| e.context(format!("cannot read {}", self.object.describe())))
     }
 
     /// Sets item `i` (of any type) if it fits in the slot's capacity.
@@ -632,7 +646,7 @@ impl ShareableList {
                 ErrorKind::LimitExceeded,
                 format!(
                     "cannot set item {i} of {}: a {} of {} bytes exceeds the slot's capacity of {} bytes",
-                    self.place.describe(),
+                    self.object.describe(),
                     item.type_name(),
                     bytes.len(),
                     s.cap
@@ -643,7 +657,7 @@ impl ShareableList {
         // A corrupt state word is overwritten: the slot is repaired.
         let live = self.desc(&held, i).map_or(1, |d| d.live);
         let target = 1 - live;
-        let dst = self.place.ptr(s.data + target * s.cap);
+        let dst = self.object.at(s.data + target * s.cap);
         // SAFETY: `bytes.len() <= cap`, so the write stays inside slot i's
         // inactive buffer, inside the object. We hold the lock and no reader
         // looks at the inactive buffer.
@@ -666,7 +680,7 @@ impl ShareableList {
         (0..self.slots.len())
             .map(|i| self.read(&held, i))
             .collect::<Result<_>>()
-            .map_err(|e| e.context(format!("cannot read {}", self.place.describe())))
+            .map_err(|e| e.context(format!("cannot read {}", self.object.describe())))
     }
 
     /// The index of the first item equal to `item`, if any (Python's
@@ -690,14 +704,14 @@ fn corrupt_slot(i: usize, w: u64) -> Error {
 
 impl Serialize for ShareableList {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.place.token().serialize(s)
+        self.object.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        ShareableList::open_in(&segment, offset).map_err(serde::de::Error::custom)
+        let object = Object::deserialize(d)?;
+        ShareableList::from_object(object).map_err(serde::de::Error::custom)
     }
 }
 

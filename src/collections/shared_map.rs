@@ -59,7 +59,6 @@
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -68,8 +67,8 @@ use super::{Held, hash_key, mix64};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint, align_up};
+use crate::object::{Create, Layout, Object, Open, Uninit, payload_offset};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, ObjectToken, Placement, Spec};
 use crate::sync::raw::RawMutex;
 
 // ---------------------------------------------------------------------------
@@ -167,7 +166,7 @@ struct Slot<K, V> {
 }
 
 const fn lock_offset() -> usize {
-    object::payload_offset(std::mem::align_of::<RawMutex>())
+    payload_offset(std::mem::align_of::<RawMutex>())
 }
 
 const fn len_offset() -> usize {
@@ -227,32 +226,45 @@ const fn slots_offset<K, V>() -> usize {
 /// # Ok(()) }
 /// ```
 pub struct SharedMap<K: ShmSafe + Eq + Hash, V: ShmSafe> {
-    place: Placement,
-    raw: NonNull<RawMutex>,
-    len: NonNull<AtomicU64>,
-    slots: NonNull<Slot<K, V>>,
+    object: Object<MapLayout<K, V>>,
+    /// Derived from the validated header's capacity.
     nslots: usize,
     capacity: usize,
-    _marker: PhantomData<fn() -> (K, V)>,
 }
 
-// SAFETY: the lock, counter and slots live in a mapping kept alive by
-// `place`; every access to them happens under the process-shared lock (or
-// atomically), and K and V are ShmSafe (Send + Sync, no pointers).
-unsafe impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Send for SharedMap<K, V> {}
-// SAFETY: as above.
-unsafe impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Sync for SharedMap<K, V> {}
+/// The layout of a [`SharedMap`]: a header (parameter: the capacity), the
+/// [`RawMutex`], `len` and `epoch`, then the slots (see the module docs).
+pub(crate) struct MapLayout<K, V>(PhantomData<fn() -> (K, V)>);
+
+// SAFETY: the shared part is a RawMutex (repr(C), pointer-free, any bits
+// valid); `len`, `epoch` and the slots after it are atomics and ShmSafe keys
+// and values, accessed atomically or under the lock. `total_len` covers
+// `slots_for(capacity)` slots for every capacity it accepts.
+unsafe impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Layout for MapLayout<K, V> {
+    type Shared = RawMutex;
+    const KIND: ObjectKind = ObjectKind::SharedMap;
+    const ALIGN: usize = max(
+        std::mem::align_of::<RawMutex>(),
+        std::mem::align_of::<Slot<K, V>>(),
+    );
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<(K, V)>()
+    }
+    fn total_len(param: u64) -> Option<usize> {
+        SharedMap::<K, V>::size_in_segment(usize::try_from(param).ok()?)
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Clone for SharedMap<K, V> {
     fn clone(&self) -> Self {
         SharedMap {
-            place: self.place.clone(),
-            raw: self.raw,
-            len: self.len,
-            slots: self.slots,
+            object: self.object.clone(),
             nslots: self.nslots,
             capacity: self.capacity,
-            _marker: PhantomData,
         }
     }
 }
@@ -260,7 +272,7 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Clone for SharedMap<K, V> {
 impl<K: ShmSafe + Eq + Hash, V: ShmSafe> fmt::Debug for SharedMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedMap")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
@@ -275,107 +287,88 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         align_up(slots_offset::<K, V>().checked_add(bytes)?, 64)
     }
 
-    fn locate(loc: Location<'_>, capacity: Option<usize>) -> Result<SharedMap<K, V>> {
-        let cap = capacity.unwrap_or(1);
-        let total_len = Self::size_in_segment(cap).ok_or_else(|| {
-            Error::new(
+    fn init(capacity: usize) -> Result<impl FnOnce(Uninit<MapLayout<K, V>>) -> Result<()>> {
+        let Some(total_len) = Self::size_in_segment(capacity) else {
+            return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                if cap == 0 {
+                if capacity == 0 {
                     "a shared map needs a capacity of at least 1".to_owned()
                 } else {
-                    format!("a shared map of {cap} entries does not fit in memory")
+                    format!("a shared map of {capacity} entries does not fit in memory")
                 },
-            )
-        })?;
-        let spec = Spec {
-            kind: ObjectKind::SharedMap,
-            ty: TypeFingerprint::of::<(K, V)>(),
-            param: cap as u64,
-            total_len,
-            align: std::mem::align_of::<Slot<K, V>>(),
+            ));
         };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                if capacity.is_none() {
-                    return crate::sync::mutex_unreachable_init();
-                }
-                let slots = slots_for(cap).unwrap_or(0);
-                // SAFETY: the object region of `total_len` bytes starts at
-                // `base`, is aligned for the lock (64) and the slots, and is
-                // exclusively ours until it is published. The lock, the
-                // counter and `slots` slots lie inside it by construction of
-                // `size_in_segment`. Zeroing a slot makes its state EMPTY.
-                unsafe {
-                    RawMutex::init(base.add(lock_offset()) as *mut RawMutex)?;
-                    (base.add(len_offset()) as *mut AtomicU64).write(AtomicU64::new(0));
-                    (base.add(epoch_offset()) as *mut AtomicU32).write(AtomicU32::new(0));
-                    std::ptr::write_bytes(
-                        base.add(slots_offset::<K, V>()),
-                        0,
-                        slots * std::mem::size_of::<Slot<K, V>>(),
-                    );
-                }
-                Ok(())
-            },
-            |h| {
-                let cap = usize::try_from(h.param).ok()?;
-                Self::size_in_segment(cap)
-            },
-        )?;
+        let slots = slots_for(capacity).unwrap_or(0);
+        Ok(move |mem: Uninit<MapLayout<K, V>>| {
+            // SAFETY: the object region of `total_len` bytes is aligned for
+            // the lock (64) and the slots, and exclusively ours until it is
+            // published. The lock, the counter and `slots` slots lie inside
+            // it by construction of `size_in_segment`. Zeroing a slot makes
+            // its state EMPTY.
+            unsafe {
+                debug_assert!(
+                    slots_offset::<K, V>() + slots * std::mem::size_of::<Slot<K, V>>() <= total_len
+                );
+                RawMutex::init(mem.shared())?;
+                (mem.at(len_offset()) as *mut AtomicU64).write(AtomicU64::new(0));
+                (mem.at(epoch_offset()) as *mut AtomicU32).write(AtomicU32::new(0));
+                std::ptr::write_bytes(
+                    mem.at(slots_offset::<K, V>()),
+                    0,
+                    slots * std::mem::size_of::<Slot<K, V>>(),
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn from_object(object: Object<MapLayout<K, V>>) -> SharedMap<K, V> {
         // The header (a private, checksummed copy) was validated: its
         // capacity is non-zero and the object is exactly as long as it implies.
-        let capacity = place.header.param as usize;
+        let capacity = object.param() as usize;
         let nslots = slots_for(capacity).expect("validated capacity");
-        let raw = NonNull::new(place.ptr(lock_offset()) as *mut RawMutex).expect("mapped");
-        let len = NonNull::new(place.ptr(len_offset()) as *mut AtomicU64).expect("mapped");
-        let slots =
-            NonNull::new(place.ptr(slots_offset::<K, V>()) as *mut Slot<K, V>).expect("mapped");
-        Ok(SharedMap {
-            place,
-            raw,
-            len,
-            slots,
+        SharedMap {
+            object,
             nslots,
             capacity,
-            _marker: PhantomData,
-        })
+        }
+    }
+
+    fn create_at(at: Create<'_>, capacity: usize) -> Result<SharedMap<K, V>> {
+        Object::create(at, capacity as u64, Self::init(capacity)?).map(Self::from_object)
     }
 
     /// Creates a named map with room for `capacity` entries; fails if the
     /// name exists.
     pub fn create(name: &str, capacity: usize) -> Result<SharedMap<K, V>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, Some(capacity))
+        Self::create_at(Create::Named(name), capacity)
     }
 
     /// Opens a named map, checking its key and value types; its capacity is
     /// whatever it was created with.
     pub fn open(name: &str) -> Result<SharedMap<K, V>> {
-        Self::locate(Location::Open { name }, None)
+        Object::open(Open::Named(name)).map(Self::from_object)
     }
 
     /// Opens the named map, or creates it with room for `capacity` entries.
     pub fn open_or_create(name: &str, capacity: usize) -> Result<SharedMap<K, V>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, Some(capacity))
+        Object::open_or_create(name, capacity as u64, Self::init(capacity)?).map(Self::from_object)
     }
 
     /// Creates an anonymous map with room for `capacity` entries.
     pub fn new(capacity: usize) -> Result<SharedMap<K, V>> {
-        Self::locate(Location::Anonymous, Some(capacity))
+        Self::create_at(Create::Anonymous, capacity)
     }
 
     /// Creates a map at `offset` (a multiple of 64) inside `segment`,
     /// overwriting [`size_in_segment(capacity)`](Self::size_in_segment) bytes.
     pub fn create_in(segment: &Segment, offset: usize, capacity: usize) -> Result<SharedMap<K, V>> {
-        Self::locate(Location::CreateIn { segment, offset }, Some(capacity))
+        Self::create_at(Create::In(segment, offset), capacity)
     }
 
     /// Opens the map at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<SharedMap<K, V>> {
-        Self::locate(Location::OpenIn { segment, offset }, None)
+        Object::open(Open::In(segment, offset)).map(Self::from_object)
     }
 
     /// How many entries fit (fixed at creation).
@@ -385,33 +378,33 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
 
     /// The segment this map lives in.
     pub fn segment(&self) -> &Segment {
-        &self.place.segment
+        self.object.segment()
     }
 
     // -- raw access (callers hold the lock: `&Held`) -------------------------
 
     fn raw(&self) -> &RawMutex {
-        // SAFETY: points into the mapping held by `self.place`, to a mutex
-        // initialised before the object was published.
-        unsafe { self.raw.as_ref() }
+        self.object.shared()
     }
 
     fn len_word(&self) -> &AtomicU64 {
-        // SAFETY: as above; 8-byte aligned, only ever accessed atomically.
-        unsafe { self.len.as_ref() }
+        // SAFETY: `len` follows the lock inside the object (8-byte aligned,
+        // in bounds), in the mapping `self.object` keeps alive; only ever
+        // accessed atomically.
+        unsafe { &*(self.object.at(len_offset()) as *const AtomicU64) }
     }
 
     fn epoch_word(&self) -> &AtomicU32 {
         // SAFETY: the epoch follows `len` in the same cache line of the
         // object (4-byte aligned, in bounds); only ever accessed atomically.
-        unsafe { &*(self.place.ptr(epoch_offset()) as *const AtomicU32) }
+        unsafe { &*(self.object.at(epoch_offset()) as *const AtomicU32) }
     }
 
     fn slot(&self, i: usize) -> *mut Slot<K, V> {
         debug_assert!(i < self.nslots);
-        // SAFETY: `i < nslots`, and the object holds `nslots` slots from
-        // `self.slots` (validated length).
-        unsafe { self.slots.as_ptr().add(i) }
+        // `i < nslots`, and the object holds `nslots` slots from
+        // `slots_offset` (validated length), so this stays in bounds.
+        (self.object.at(slots_offset::<K, V>()) as *mut Slot<K, V>).wrapping_add(i)
     }
 
     fn state_word(&self, i: usize) -> &AtomicU32 {
@@ -490,7 +483,7 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     /// Takes the lock for an operation described by `verb`; repairs the map
     /// if the previous holder died.
     fn lock(&self, verb: &str) -> Result<Op<'_>> {
-        let ctx = |e: Error| e.context(format!("cannot {verb} {}", self.place.describe()));
+        let ctx = |e: Error| e.context(format!("cannot {verb} {}", self.object.describe()));
         let (held, owner_died) = Held::lock(self.raw()).map_err(ctx)?;
         // SYNC POINT "clear": pairs with the Release store in `clear`.
         let epoch = self.epoch_word().load(Ordering::Acquire) & EPOCH_MASK;
@@ -558,7 +551,7 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
             ErrorKind::LimitExceeded,
             format!(
                 "cannot insert into {}: map is full ({} entries)",
-                self.place.describe(),
+                self.object.describe(),
                 self.capacity
             ),
         )
@@ -760,14 +753,13 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
 
 impl<K: ShmSafe + Eq + Hash, V: ShmSafe> Serialize for SharedMap<K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.place.token().serialize(s)
+        self.object.serialize(s)
     }
 }
 
 impl<'de, K: ShmSafe + Eq + Hash, V: ShmSafe> Deserialize<'de> for SharedMap<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        SharedMap::open_in(&segment, offset).map_err(serde::de::Error::custom)
+        Object::deserialize(d).map(SharedMap::from_object)
     }
 }
 

@@ -69,6 +69,30 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 /// words that different processes write on separate lines.
 pub const CACHE_LINE: usize = 64;
 
+/// A value alone on its pair of cache lines, so that words written by
+/// different processes (a queue's head and tail) do not share a line.
+///
+/// 128 bytes, not 64: on x86_64 the adjacent-line prefetcher fetches lines
+/// in pairs, which makes 128 bytes the unit of false sharing (as
+/// crossbeam's `CachePadded` notes). `Deref` gives the value, so code reads
+/// `ring.tail.load(..)`. `#[repr(C)]` with the value first: its offset is 0
+/// in every build.
+#[repr(C, align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Padded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 /// Rounds `n` up to a multiple of `align` (a power of two). `None` on overflow.
 pub const fn align_up(n: usize, align: usize) -> Option<usize> {
     debug_assert!(align.is_power_of_two());
@@ -134,6 +158,15 @@ pub const fn fnv1a_continue(mut hash: u64, bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_is_two_lines_and_derefs() {
+        assert_eq!(std::mem::size_of::<Padded<u32>>(), 128);
+        assert_eq!(std::mem::align_of::<Padded<u8>>(), 128);
+        let mut p = Padded(5u32);
+        *p += 1;
+        assert_eq!(*p, 6);
+    }
 
     #[test]
     fn align_up_rounds() {

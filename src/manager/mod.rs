@@ -14,9 +14,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Proxies ([`Dict`], [`List`], [`ValueProxy`], [`QueueProxy`], [`Lock`],
-//! [`RLock`], [`Semaphore`], [`Event`], [`Condition`], [`Barrier`],
-//! [`Namespace`]) are cheap, cloneable and serialisable: pass them to child
+//! Proxies ([`DictProxy`], [`ListProxy`], [`ValueProxy`], [`QueueProxy`], [`LockProxy`],
+//! [`RLockProxy`], [`SemaphoreProxy`], [`EventProxy`], [`ConditionProxy`], [`BarrierProxy`],
+//! [`NamespaceProxy`]) are cheap, cloneable and serialisable: pass them to child
 //! processes ([`crate::process::Process::spawn`]) or pool tasks, and they
 //! connect to the same manager there.
 //!
@@ -70,8 +70,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use proxy::{
-    Barrier, Condition, ConditionGuard, Dict, Event, List, Lock, LockGuard, Namespace, QueueProxy,
-    RLock, RLockGuard, Semaphore, SemaphorePermit, ValueProxy,
+    BarrierProxy, ConditionGuard, ConditionProxy, DictProxy, EventProxy, ListProxy, LockGuard,
+    LockProxy, NamespaceProxy, QueueProxy, RLockGuard, RLockProxy, SemaphoreGuard, SemaphoreProxy,
+    ValueProxy,
 };
 
 /// The server-less containers, for when speed matters more than the
@@ -342,12 +343,12 @@ macro_rules! constructors {
         /// A dict (Python's `dict()`).
         pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
             &self,
-        ) -> Result<Dict<K, V>> {
+        ) -> Result<DictProxy<K, V>> {
             self.create(0, None)
         }
 
         /// A list (Python's `list()`).
-        pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<List<T>> {
+        pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
             self.create(0, None)
         }
 
@@ -367,37 +368,37 @@ macro_rules! constructors {
         }
 
         /// A lock (Python's `Lock()`).
-        pub fn lock(&self) -> Result<Lock> {
+        pub fn lock(&self) -> Result<LockProxy> {
             self.create(0, None)
         }
 
         /// A reentrant lock (Python's `RLock()`).
-        pub fn rlock(&self) -> Result<RLock> {
+        pub fn rlock(&self) -> Result<RLockProxy> {
             self.create(0, None)
         }
 
         /// A semaphore with `value` permits (Python's `Semaphore(value)`).
-        pub fn semaphore(&self, value: u64) -> Result<Semaphore> {
+        pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
             self.create(value, None)
         }
 
         /// An event (Python's `Event()`).
-        pub fn event(&self) -> Result<Event> {
+        pub fn event(&self) -> Result<EventProxy> {
             self.create(0, None)
         }
 
         /// A condition with its own reentrant lock (Python's `Condition()`).
-        pub fn condition(&self) -> Result<Condition> {
+        pub fn condition(&self) -> Result<ConditionProxy> {
             self.create(0, None)
         }
 
         /// A barrier for `parties` parties (Python's `Barrier(parties)`).
-        pub fn barrier(&self, parties: usize) -> Result<Barrier> {
+        pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
             self.create(parties as u64, None)
         }
 
         /// A namespace (Python's `Namespace()`).
-        pub fn namespace(&self) -> Result<Namespace> {
+        pub fn namespace(&self) -> Result<NamespaceProxy> {
             self.create(0, None)
         }
     };

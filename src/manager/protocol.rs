@@ -62,7 +62,7 @@ impl Kind {
 
 /// How long a blocking operation may wait on the server.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) enum Wait {
+pub(crate) enum WaitLimit {
     /// Fail at once with `WouldBlock` if it would block.
     No,
     /// Wait this many microseconds, then fail with `Timeout`.
@@ -126,24 +126,24 @@ pub(crate) enum Op {
     ValueGet,
     ValueSet(Bytes),
     // queue
-    QueuePut(Bytes, Wait),
-    QueueGet(Wait),
+    QueuePut(Bytes, WaitLimit),
+    QueueGet(WaitLimit),
     QueueFull,
     // lock, rlock, semaphore, condition
-    Acquire(Wait),
+    Acquire(WaitLimit),
     Release,
     SemaphoreValue,
     // event
     EventSet,
     EventClear,
     EventIsSet,
-    EventWait(Wait),
+    EventWait(WaitLimit),
     // condition
-    ConditionWait(Wait),
+    ConditionWait(WaitLimit),
     ConditionNotify(u64),
     ConditionNotifyAll,
     // barrier
-    BarrierWait(Wait),
+    BarrierWait(WaitLimit),
     BarrierAbort,
     BarrierReset,
     BarrierParties,
@@ -283,7 +283,7 @@ mod tests {
             Request::Call {
                 id: 1,
                 thread: 0,
-                op: Op::QueueGet(Wait::For(1500)),
+                op: Op::QueueGet(WaitLimit::For(1500)),
             },
             Request::Shutdown,
         ];

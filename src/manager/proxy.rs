@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::{Core, Token, thread_id};
-use super::protocol::{Kind, Op, Request, Wait};
+use super::protocol::{Kind, Op, Request, WaitLimit};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -45,8 +45,8 @@ impl Handle {
     }
 }
 
-fn wait_for(deadline: Instant) -> Wait {
-    Wait::For(
+fn wait_for(deadline: Instant) -> WaitLimit {
+    WaitLimit::For(
         deadline
             .saturating_duration_since(Instant::now())
             .as_micros()
@@ -128,10 +128,10 @@ proxy! {
     /// by their encoding, so use key types whose equal values encode alike
     /// (integers, strings, tuples and structs of those; not floats).
     /// Iteration follows insertion order, as in Python.
-    Dict<K, V>, Kind::Dict, format!("dict<{}, {}>", type_name::<K>(), type_name::<V>())
+    DictProxy<K, V>, Kind::Dict, format!("dict<{}, {}>", type_name::<K>(), type_name::<V>())
 }
 
-impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     /// The value of `key`, if present.
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         match self
@@ -246,10 +246,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 proxy! {
     /// A list in the manager: Python's `manager.list()`. Indices may be
     /// negative (counting from the end), as in Python.
-    List<T>, Kind::List, format!("list<{}>", type_name::<T>())
+    ListProxy<T>, Kind::List, format!("list<{}>", type_name::<T>())
 }
 
-impl<T: Serialize + DeserializeOwned> List<T> {
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends an item (Python's `append`).
     pub fn push(&self, item: &T) -> Result<()> {
         self.h.call(Op::ListPush(codec::encode(item)?))?.unit()
@@ -369,24 +369,24 @@ proxy! {
 }
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    fn put_wait(&self, item: &T, wait: Wait) -> Result<()> {
+    fn put_wait(&self, item: &T, wait: WaitLimit) -> Result<()> {
         self.h
             .call(Op::QueuePut(codec::encode(item)?, wait))?
             .unit()
     }
 
-    fn get_wait(&self, wait: Wait) -> Result<T> {
+    fn get_wait(&self, wait: WaitLimit) -> Result<T> {
         decode(&self.h.call(Op::QueueGet(wait))?.bytes()?, "queue item")
     }
 
     /// Puts an item, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
-        self.put_wait(item, Wait::Forever)
+        self.put_wait(item, WaitLimit::Forever)
     }
 
     /// Puts an item if there is room (`WouldBlock` otherwise).
     pub fn try_put(&self, item: &T) -> Result<()> {
-        self.put_wait(item, Wait::No)
+        self.put_wait(item, WaitLimit::No)
     }
 
     /// Puts an item, waiting at most `timeout` for room.
@@ -401,12 +401,12 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the oldest item, waiting for one.
     pub fn get(&self) -> Result<T> {
-        self.get_wait(Wait::Forever)
+        self.get_wait(WaitLimit::Forever)
     }
 
     /// Takes the oldest item if there is one (`WouldBlock` otherwise).
     pub fn try_get(&self) -> Result<T> {
-        self.get_wait(Wait::No)
+        self.get_wait(WaitLimit::No)
     }
 
     /// Takes the oldest item, waiting at most `timeout`.
@@ -437,7 +437,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
 // -- locks -----------------------------------------------------------------------
 
-fn acquire_wait(h: &Handle, wait: Wait) -> Result<()> {
+fn acquire_wait(h: &Handle, wait: WaitLimit) -> Result<()> {
     h.call(Op::Acquire(wait))?.unit()
 }
 
@@ -450,13 +450,13 @@ macro_rules! lock_api {
         impl $name {
             /// Acquires, waiting as long as it takes.
             pub fn acquire(&self) -> Result<$guard<'_>> {
-                acquire_wait(&self.h, Wait::Forever)?;
+                acquire_wait(&self.h, WaitLimit::Forever)?;
                 Ok($guard { lock: self })
             }
 
             /// Acquires if free now (`WouldBlock` otherwise).
             pub fn try_acquire(&self) -> Result<$guard<'_>> {
-                acquire_wait(&self.h, Wait::No)?;
+                acquire_wait(&self.h, WaitLimit::No)?;
                 Ok($guard { lock: self })
             }
 
@@ -517,28 +517,28 @@ proxy! {
     /// A lock in the manager: Python's `manager.Lock()`. Any thread or
     /// process may release it. If the process holding it dies, the manager
     /// releases it.
-    Lock<>, Kind::Lock, "lock".to_owned()
+    LockProxy<>, Kind::Lock, "lock".to_owned()
 }
-lock_api!(Lock, LockGuard);
+lock_api!(LockProxy, LockGuard);
 
 proxy! {
     /// A reentrant lock: Python's `manager.RLock()`. The thread holding it
     /// may acquire it again; it is free after as many releases. Owned by a
     /// thread of a process; released by the manager if that process dies.
-    RLock<>, Kind::RLock, "rlock".to_owned()
+    RLockProxy<>, Kind::RLock, "rlock".to_owned()
 }
-lock_api!(RLock, RLockGuard);
+lock_api!(RLockProxy, RLockGuard);
 
 // -- semaphore -------------------------------------------------------------------
 
 proxy! {
     /// A counting semaphore: Python's `manager.Semaphore(n)`. Permits held
     /// by a process that dies are given back.
-    Semaphore<>, Kind::Semaphore, "semaphore".to_owned()
+    SemaphoreProxy<>, Kind::Semaphore, "semaphore".to_owned()
 }
-lock_api!(Semaphore, SemaphorePermit);
+lock_api!(SemaphoreProxy, SemaphoreGuard);
 
-impl Semaphore {
+impl SemaphoreProxy {
     /// The number of permits available now.
     pub fn value(&self) -> Result<u64> {
         self.h.call(Op::SemaphoreValue)?.u64()
@@ -549,10 +549,10 @@ impl Semaphore {
 
 proxy! {
     /// An event: Python's `manager.Event()`.
-    Event<>, Kind::Event, "event".to_owned()
+    EventProxy<>, Kind::Event, "event".to_owned()
 }
 
-impl Event {
+impl EventProxy {
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) -> Result<()> {
         self.h.call(Op::EventSet)?.unit()
@@ -568,7 +568,7 @@ impl Event {
         self.h.call(Op::EventIsSet)?.bool()
     }
 
-    fn wait_with(&self, wait: Wait) -> Result<()> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<()> {
         if self.h.call(Op::EventWait(wait))?.bool()? {
             Ok(())
         } else {
@@ -578,7 +578,7 @@ impl Event {
 
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<()> {
-        self.wait_with(Wait::Forever)
+        self.wait_with(WaitLimit::Forever)
     }
 
     /// Waits at most `timeout` (a `Timeout` error if the flag stays clear).
@@ -598,18 +598,18 @@ proxy! {
     /// A condition variable with its own reentrant lock: Python's
     /// `manager.Condition()`. Acquire it, then `wait` / `notify` through
     /// the guard.
-    Condition<>, Kind::Condition, "condition".to_owned()
+    ConditionProxy<>, Kind::Condition, "condition".to_owned()
 }
-lock_api!(Condition, ConditionGuard);
+lock_api!(ConditionProxy, ConditionGuard);
 
 impl ConditionGuard<'_> {
-    fn wait_with(&self, wait: Wait) -> Result<bool> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<bool> {
         self.lock.h.call(Op::ConditionWait(wait))?.bool()
     }
 
     /// Releases the lock, waits for a notification, re-acquires the lock.
     pub fn wait(&self) -> Result<()> {
-        self.wait_with(Wait::Forever).map(drop)
+        self.wait_with(WaitLimit::Forever).map(drop)
     }
 
     /// Like [`wait`](Self::wait), for at most `timeout`; true if notified,
@@ -658,18 +658,18 @@ proxy! {
     /// A barrier for a fixed number of parties: Python's `manager.Barrier(n)`.
     /// A timeout, an `abort`, or a waiting process that dies breaks it for
     /// everyone (`BrokenBarrier` errors) until `reset`.
-    Barrier<>, Kind::Barrier, "barrier".to_owned()
+    BarrierProxy<>, Kind::Barrier, "barrier".to_owned()
 }
 
-impl Barrier {
-    fn wait_with(&self, wait: Wait) -> Result<usize> {
+impl BarrierProxy {
+    fn wait_with(&self, wait: WaitLimit) -> Result<usize> {
         Ok(self.h.call(Op::BarrierWait(wait))?.u64()? as usize)
     }
 
     /// Waits for all parties; returns this party's arrival index
     /// (`0..parties`).
     pub fn wait(&self) -> Result<usize> {
-        self.wait_with(Wait::Forever)
+        self.wait_with(WaitLimit::Forever)
     }
 
     /// Like [`wait`](Self::wait), breaking the barrier after `timeout`.
@@ -708,10 +708,10 @@ impl Barrier {
 proxy! {
     /// String-keyed attributes of any serde types: Python's
     /// `manager.Namespace()` (`ns.x = 1` is `ns.set("x", &1)`).
-    Namespace<>, Kind::Namespace, "namespace".to_owned()
+    NamespaceProxy<>, Kind::Namespace, "namespace".to_owned()
 }
 
-impl Namespace {
+impl NamespaceProxy {
     /// The attribute `name` read as a `T`, if set.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.h.call(Op::NsGet(name.to_owned()))?.maybe_bytes()? {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::protocol::{Bytes, Hello, Kind, Op, PROTOCOL_VERSION, Reply, Request, Wait};
+use super::protocol::{Bytes, Hello, Kind, Op, PROTOCOL_VERSION, Reply, Request, WaitLimit};
 use crate::codec;
 use crate::connection::{self, Listener};
 use crate::error::{Error, ErrorKind, Result};
@@ -206,15 +206,15 @@ fn bound(i: i64, len: usize) -> usize {
 /// What a blocked operation needs to know about its surroundings.
 struct Waiter<'a> {
     deadline: Option<Instant>,
-    wait: Wait,
+    wait: WaitLimit,
     conn: &'a Connection,
     server: &'a Server,
 }
 
 impl Waiter<'_> {
-    fn new<'a>(wait: Wait, conn: &'a Connection, server: &'a Server) -> Waiter<'a> {
+    fn new<'a>(wait: WaitLimit, conn: &'a Connection, server: &'a Server) -> Waiter<'a> {
         let deadline = match wait {
-            Wait::For(us) => Some(Instant::now() + Duration::from_micros(us)),
+            WaitLimit::For(us) => Some(Instant::now() + Duration::from_micros(us)),
             _ => None,
         };
         Waiter {
@@ -233,7 +233,7 @@ impl Waiter<'_> {
         what: &str,
     ) -> std::result::Result<MutexGuard<'g, State>, (MutexGuard<'g, State>, Error)> {
         let slice = match (self.wait, self.deadline) {
-            (Wait::No, _) => {
+            (WaitLimit::No, _) => {
                 return Err((
                     st,
                     err(ErrorKind::WouldBlock, format!("{what} would block")),
@@ -608,7 +608,7 @@ impl Server {
         &self,
         o: &Object,
         who: Owner,
-        wait: Wait,
+        wait: WaitLimit,
         conn: &Connection,
     ) -> Result<Reply> {
         let mut st = lock(&o.state);
@@ -659,7 +659,7 @@ impl Server {
         };
         // Re-acquire (without a deadline, as Python does), unless the client
         // is gone or the server is stopping.
-        let again = Waiter::new(Wait::Forever, conn, self);
+        let again = Waiter::new(WaitLimit::Forever, conn, self);
         loop {
             let State::Condition { lock: l, .. } = &mut *st else {
                 unreachable!("kind is fixed")
@@ -677,7 +677,7 @@ impl Server {
 
     /// Python's `Barrier.wait`: the arrival index; a timeout, an abort or a
     /// waiter's client going away breaks the barrier for everyone.
-    fn barrier_wait(&self, o: &Object, wait: Wait, conn: &Connection) -> Result<Reply> {
+    fn barrier_wait(&self, o: &Object, wait: WaitLimit, conn: &Connection) -> Result<Reply> {
         let mut st = lock(&o.state);
         let State::Barrier {
             parties,
@@ -703,7 +703,7 @@ impl Server {
         let mine = *generation;
         let w = Waiter::new(
             match wait {
-                Wait::No => Wait::For(0),
+                WaitLimit::No => WaitLimit::For(0),
                 w => w,
             },
             conn,

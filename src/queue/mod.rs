@@ -49,12 +49,10 @@ mod ring;
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Deref;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use frame::{MAX_CAPACITY, MAX_ITEMS, MIN_CAPACITY};
 use ring::{QueueShared, Read, Ring};
@@ -63,17 +61,75 @@ use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{TypeFingerprint, align_up};
+use crate::object::{Create, Layout, Object, Open, Uninit, payload_offset};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, ObjectToken, Placement, Spec};
 
 /// Default limit on the size of a message a consumer accepts.
 pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
 
-const SHARED_AT: usize = object::payload_offset(std::mem::align_of::<QueueShared>());
+const SHARED_AT: usize = payload_offset(std::mem::align_of::<QueueShared>());
 const RING_AT: usize = SHARED_AT + std::mem::size_of::<QueueShared>();
+/// Offset of the ring's bytes: after the shared state, on a 128-byte line pair.
+const DATA_AT: usize = match align_up(RING_AT, 128) {
+    Some(v) => v,
+    None => RING_AT,
+};
 
 fn total_len(cap: usize) -> Option<usize> {
-    align_up(RING_AT, 128)?.checked_add(cap)
+    DATA_AT.checked_add(cap)
+}
+
+mod sealed {
+    /// Keeps [`Flavor`](super::Flavor) closed: the two below are all there is.
+    pub trait Sealed {
+        const KIND: crate::layout::header::ObjectKind;
+    }
+}
+
+/// Which of Python's two queue classes a [`Queue`] is: [`Plain`]
+/// (`multiprocessing.Queue`) or [`Joinable`] (`JoinableQueue`, see
+/// [`JoinableQueue`]). A type parameter rather than a second type, so both
+/// share one implementation of every operation.
+pub trait Flavor: sealed::Sealed + 'static {}
+
+/// The [`Flavor`] of a plain queue: Python's `multiprocessing.Queue`.
+#[derive(Debug)]
+pub enum Plain {}
+
+/// The [`Flavor`] of a joinable queue: Python's `JoinableQueue`.
+#[derive(Debug)]
+pub enum Joinable {}
+
+impl sealed::Sealed for Plain {
+    const KIND: ObjectKind = ObjectKind::Queue;
+}
+impl Flavor for Plain {}
+impl sealed::Sealed for Joinable {
+    const KIND: ObjectKind = ObjectKind::JoinableQueue;
+}
+impl Flavor for Joinable {}
+
+/// The layout of a queue: a header (parameter: the ring's capacity in
+/// bytes), the [`QueueShared`] state, then the ring at `DATA_AT`.
+pub(crate) struct QueueLayout<T, F>(PhantomData<fn(T) -> (T, F)>);
+
+// SAFETY: QueueShared is repr(C) of atomics and robust process-shared
+// locks (any bits valid); the ring after it holds bytes, only copied in and
+// out of ranges the locks and the committed head/tail reserve, every
+// position checked against `cap`. `total_len` covers the shared state and
+// `cap` ring bytes for every capacity it accepts.
+unsafe impl<T, F: Flavor> Layout for QueueLayout<T, F> {
+    type Shared = QueueShared;
+    const KIND: ObjectKind = <F as sealed::Sealed>::KIND;
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<T>()
+    }
+    fn total_len(param: u64) -> Option<usize> {
+        if !frame::valid_capacity(param) {
+            return None;
+        }
+        total_len(usize::try_from(param).ok()?)
+    }
 }
 
 thread_local! {
@@ -81,20 +137,26 @@ thread_local! {
     static GET_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// How long an operation may wait.
+/// How long an operation may block.
 #[derive(Clone, Copy)]
-enum Wait {
+enum Blocking {
     Forever,
     Until(Instant),
     No,
 }
 
-impl Wait {
+impl Blocking {
+    /// For a `_timeout` call: `Until` its deadline, or `Forever` if the
+    /// deadline cannot be represented.
+    fn after(timeout: Duration) -> Blocking {
+        crate::deadline_after(timeout).map_or(Blocking::Forever, Blocking::Until)
+    }
+
     fn deadline(self) -> Option<Instant> {
         match self {
-            Wait::Forever => None,
-            Wait::Until(d) => Some(d),
-            Wait::No => Some(Instant::now()),
+            Blocking::Forever => None,
+            Blocking::Until(d) => Some(d),
+            Blocking::No => Some(Instant::now()),
         }
     }
 }
@@ -179,56 +241,82 @@ pub(crate) fn counter_delta(earlier: u64, later: u64) -> u64 {
 /// A queue of `T` values in shared memory. See the [module docs](self).
 ///
 /// Handles are cheap to clone, `Send + Sync`, and serde values: pass one
-/// to a child process and it opens the same queue.
-pub struct Queue<T> {
-    place: Placement,
-    shared: NonNull<QueueShared>,
-    data: NonNull<u8>,
-    cap: usize,
+/// to a child process and it opens the same queue. `F` is the
+/// [`Flavor`]: a plain queue by default; [`JoinableQueue<T>`] is
+/// `Queue<T, Joinable>`, which adds `task_done` and `join`.
+pub struct Queue<T, F: Flavor = Plain> {
+    object: Object<QueueLayout<T, F>>,
     max_message: u64,
-    _type: PhantomData<fn(T) -> T>,
 }
 
-// SAFETY: the pointers target the shared mapping kept alive by `place`; all
-// access goes through atomics, the robust locks, and copies of regions the
-// locks reserve. T values only cross as encoded bytes.
-unsafe impl<T> Send for Queue<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for Queue<T> {}
+/// A queue whose consumers report finished work: Python's
+/// `multiprocessing.JoinableQueue`.
+///
+/// Every put adds an unfinished task; [`task_done`](Queue::task_done)
+/// marks one finished; [`join`](Queue::join) blocks until none is left.
+/// Every other operation is the plain [`Queue`]'s.
+pub type JoinableQueue<T> = Queue<T, Joinable>;
 
-impl<T> Clone for Queue<T> {
+impl<T, F: Flavor> Clone for Queue<T, F> {
     fn clone(&self) -> Self {
         Queue {
-            place: self.place.clone(),
-            shared: self.shared,
-            data: self.data,
-            cap: self.cap,
+            object: self.object.clone(),
             max_message: self.max_message,
-            _type: PhantomData,
         }
     }
 }
 
-impl<T> fmt::Debug for Queue<T> {
+impl<T, F: Flavor> fmt::Debug for Queue<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Queue")
-            .field("object", &self.place.describe())
-            .field("capacity", &self.cap)
+        let mut d = f.debug_struct(<F as sealed::Sealed>::KIND.name());
+        d.field("object", &self.object.describe())
+            .field("capacity", &self.capacity())
             .field("len", &self.len())
-            .field("closed", &self.is_closed())
+            .field("closed", &self.is_closed());
+        if <F as sealed::Sealed>::KIND == ObjectKind::JoinableQueue {
+            d.field("unfinished_tasks", &self.ring().unfinished());
+        }
+        d.finish()
+    }
+}
+
+/// Options for a new queue. See [`Queue::builder`] and
+/// [`JoinableQueue::builder`].
+#[must_use]
+pub struct QueueBuilder<T, F: Flavor = Plain> {
+    capacity: usize,
+    max_items: u64,
+    _queue: PhantomData<fn() -> Queue<T, F>>,
+}
+
+impl<T, F: Flavor> Clone for QueueBuilder<T, F> {
+    fn clone(&self) -> Self {
+        QueueBuilder {
+            capacity: self.capacity,
+            max_items: self.max_items,
+            _queue: PhantomData,
+        }
+    }
+}
+
+impl<T, F: Flavor> fmt::Debug for QueueBuilder<T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueBuilder")
+            .field("capacity", &self.capacity)
+            .field("max_items", &self.max_items)
             .finish()
     }
 }
 
-/// Options for a new queue. See [`Queue::builder`].
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct QueueBuilder {
-    capacity: usize,
-    max_items: u64,
-}
+impl<T, F: Flavor> QueueBuilder<T, F> {
+    fn with_capacity(capacity: usize) -> Self {
+        QueueBuilder {
+            capacity,
+            max_items: 0,
+            _queue: PhantomData,
+        }
+    }
 
-impl QueueBuilder {
     /// Limits the queue to `n` messages (Python's `maxsize`), besides its
     /// byte capacity. At most [`MAX_ITEMS`]; 0 means that maximum.
     pub fn max_items(mut self, n: u64) -> Self {
@@ -236,55 +324,56 @@ impl QueueBuilder {
         self
     }
 
-    /// Creates a named queue of `T`; fails if the name exists.
-    pub fn create<T>(&self, name: &str) -> Result<Queue<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Queue::locate(
-            ObjectKind::Queue,
-            Location::Create { name, mode },
-            Some(self),
-        )
+    /// The ring's capacity after rounding (a power of two, at least 4 KiB).
+    fn rounded_capacity(&self) -> Result<usize> {
+        frame::round_capacity(self.capacity).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("a queue holds at most {MAX_CAPACITY} bytes"),
+            )
+        })
+    }
+
+    fn init(&self) -> impl FnOnce(Uninit<QueueLayout<T, F>>) -> Result<()> + use<T, F> {
+        let max_items = if self.max_items == 0 {
+            MAX_ITEMS
+        } else {
+            self.max_items.min(MAX_ITEMS)
+        };
+        move |mem| {
+            // SAFETY: the region [SHARED_AT, total_len) is inside the new
+            // object, exclusively ours until it is published, and SHARED_AT
+            // is aligned for QueueShared.
+            unsafe { QueueShared::init(mem.shared(), max_items) }
+        }
+    }
+
+    fn create_at(&self, at: Create<'_>) -> Result<Queue<T, F>> {
+        let cap = self.rounded_capacity()?;
+        Object::create(at, cap as u64, self.init()).map(Queue::from_object)
+    }
+
+    /// Creates a named queue; fails if the name exists.
+    pub fn create(&self, name: &str) -> Result<Queue<T, F>> {
+        self.create_at(Create::Named(name))
     }
 
     /// Opens the named queue, or creates it with these options.
-    pub fn open_or_create<T>(&self, name: &str) -> Result<Queue<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Queue::locate(
-            ObjectKind::Queue,
-            Location::OpenOrCreate { name, mode },
-            Some(self),
-        )
+    pub fn open_or_create(&self, name: &str) -> Result<Queue<T, F>> {
+        let cap = self.rounded_capacity()?;
+        Object::open_or_create(name, cap as u64, self.init()).map(Queue::from_object)
     }
 
-    /// Creates an anonymous queue of `T`.
-    pub fn anonymous<T>(&self) -> Result<Queue<T>> {
-        Queue::locate(ObjectKind::Queue, Location::Anonymous, Some(self))
+    /// Creates an anonymous queue.
+    // The builder's verbs are the type's constructors: `new` is anonymous.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(&self) -> Result<Queue<T, F>> {
+        self.create_at(Create::Anonymous)
     }
 
     /// Creates a queue at `offset` (a multiple of 128) inside `segment`.
-    pub fn create_in<T>(&self, segment: &Segment, offset: usize) -> Result<Queue<T>> {
-        Queue::locate(
-            ObjectKind::Queue,
-            Location::CreateIn { segment, offset },
-            Some(self),
-        )
-    }
-
-    /// Creates a named joinable queue; fails if the name exists.
-    pub fn create_joinable<T>(&self, name: &str) -> Result<JoinableQueue<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Queue::locate(
-            ObjectKind::JoinableQueue,
-            Location::Create { name, mode },
-            Some(self),
-        )
-        .map(|inner| JoinableQueue { inner })
-    }
-
-    /// Creates an anonymous joinable queue.
-    pub fn anonymous_joinable<T>(&self) -> Result<JoinableQueue<T>> {
-        Queue::locate(ObjectKind::JoinableQueue, Location::Anonymous, Some(self))
-            .map(|inner| JoinableQueue { inner })
+    pub fn create_in(&self, segment: &Segment, offset: usize) -> Result<Queue<T, F>> {
+        self.create_at(Create::In(segment, offset))
     }
 
     /// Bytes this queue needs inside a segment.
@@ -293,125 +382,102 @@ impl QueueBuilder {
     }
 }
 
-impl<T> Queue<T> {
-    fn locate(
-        kind: ObjectKind,
-        loc: Location<'_>,
-        opts: Option<&QueueBuilder>,
-    ) -> Result<Queue<T>> {
-        let cap = match opts {
-            Some(o) => frame::round_capacity(o.capacity).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("a queue holds at most {MAX_CAPACITY} bytes"),
-                )
-            })?,
-            None => 0,
-        };
-        let max_items = opts.map_or(0, |o| {
-            if o.max_items == 0 {
-                MAX_ITEMS
-            } else {
-                o.max_items.min(MAX_ITEMS)
-            }
-        });
-        let spec = Spec {
-            kind,
-            ty: TypeFingerprint::of::<T>(),
-            param: cap as u64,
-            total_len: total_len(cap).unwrap_or(usize::MAX),
-            align: std::mem::align_of::<QueueShared>(),
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                if opts.is_none() {
-                    return crate::sync::mutex_unreachable_init();
-                }
-                // SAFETY: the region [SHARED_AT, total_len) is inside the
-                // object, exclusively ours during initialisation, and
-                // SHARED_AT is aligned for QueueShared.
-                unsafe { QueueShared::init(base.add(SHARED_AT) as *mut QueueShared, max_items) }
-            },
-            |h| {
-                if !frame::valid_capacity(h.param) {
-                    return None;
-                }
-                total_len(usize::try_from(h.param).ok()?)
-            },
-        )?;
-        let cap = place.header.param as usize;
-        let shared = NonNull::new(place.ptr(SHARED_AT) as *mut QueueShared).expect("mapped");
-        let data = NonNull::new(place.ptr(align_up(RING_AT, 128).expect("small"))).expect("mapped");
-        Ok(Queue {
-            place,
-            shared,
-            data,
-            cap,
+/// The constructors, written once for both flavours: `Queue::<T>::new`
+/// makes a plain queue, `JoinableQueue::<T>::new` a joinable one.
+impl<T, F: Flavor> Queue<T, F> {
+    fn from_object(object: Object<QueueLayout<T, F>>) -> Self {
+        Queue {
+            object,
             max_message: DEFAULT_MAX_MESSAGE,
-            _type: PhantomData,
-        })
+        }
     }
 
     /// Options for a queue of `capacity_bytes`: item limit and location.
-    pub fn builder(capacity_bytes: usize) -> QueueBuilder {
-        QueueBuilder {
-            capacity: capacity_bytes,
-            max_items: 0,
-        }
+    pub fn builder(capacity_bytes: usize) -> QueueBuilder<T, F> {
+        QueueBuilder::with_capacity(capacity_bytes)
     }
 
     /// Creates a named queue of `capacity_bytes` (rounded up to a power of
     /// two, at least 4 KiB); fails if the name exists.
-    pub fn create(name: &str, capacity_bytes: usize) -> Result<Queue<T>> {
+    pub fn create(name: &str, capacity_bytes: usize) -> Result<Self> {
         Self::builder(capacity_bytes).create(name)
     }
 
-    /// Opens a named queue, checking that it carries `T`s.
-    pub fn open(name: &str) -> Result<Queue<T>> {
-        Self::locate(ObjectKind::Queue, Location::Open { name }, None)
+    /// Opens a named queue, checking its flavour and that it carries `T`s.
+    pub fn open(name: &str) -> Result<Self> {
+        Object::open(Open::Named(name)).map(Queue::from_object)
     }
 
     /// Opens the named queue, or creates it with `capacity_bytes`.
-    pub fn open_or_create(name: &str, capacity_bytes: usize) -> Result<Queue<T>> {
+    pub fn open_or_create(name: &str, capacity_bytes: usize) -> Result<Self> {
         Self::builder(capacity_bytes).open_or_create(name)
     }
 
     /// Creates an anonymous queue of `capacity_bytes`.
-    pub fn new(capacity_bytes: usize) -> Result<Queue<T>> {
-        Self::builder(capacity_bytes).anonymous()
+    pub fn new(capacity_bytes: usize) -> Result<Self> {
+        Self::builder(capacity_bytes).new()
     }
 
     /// Creates a queue at `offset` (a multiple of 128) inside `segment`.
-    pub fn create_in(segment: &Segment, offset: usize, capacity_bytes: usize) -> Result<Queue<T>> {
+    pub fn create_in(segment: &Segment, offset: usize, capacity_bytes: usize) -> Result<Self> {
         Self::builder(capacity_bytes).create_in(segment, offset)
     }
 
     /// Opens the queue at `offset` inside `segment`.
-    pub fn open_in(segment: &Segment, offset: usize) -> Result<Queue<T>> {
-        Self::locate(
-            ObjectKind::Queue,
-            Location::OpenIn { segment, offset },
-            None,
-        )
+    pub fn open_in(segment: &Segment, offset: usize) -> Result<Self> {
+        Object::open(Open::In(segment, offset)).map(Queue::from_object)
+    }
+}
+
+/// What a [`JoinableQueue`] adds to a queue.
+impl<T> JoinableQueue<T> {
+    /// Marks one task finished. Fails with [`ErrorKind::LimitExceeded`] if
+    /// called more times than items were put (Python's `ValueError`).
+    pub fn task_done(&self) -> Result<()> {
+        self.ring()
+            .task_done()
+            .map_err(self.object.context("mark a task done in"))
     }
 
+    /// Items put and not yet marked done.
+    pub fn unfinished_tasks(&self) -> u64 {
+        self.ring().unfinished()
+    }
+
+    /// Blocks until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.ring().join(None)
+    }
+
+    /// Like [`join`](Self::join), waiting at most `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.ring().join(crate::deadline_after(timeout))
+    }
+
+    /// Like [`join`](Self::join), waiting until `deadline` at the latest.
+    pub fn join_deadline(&self, deadline: Instant) -> Result<()> {
+        self.ring().join(Some(deadline))
+    }
+}
+
+impl<T, F: Flavor> Queue<T, F> {
     fn ring(&self) -> Ring<'_> {
-        // SAFETY: `shared` and `data` point into the mapping held by
-        // `self.place`; the shared state was initialised before publication;
-        // `cap` comes from the validated header, whose length covers the ring.
-        unsafe { Ring::new(self.shared.as_ref(), self.data.as_ptr(), self.cap) }
+        let cap = self.object.param() as usize;
+        // SAFETY: the shared state and the ring at DATA_AT lie in the
+        // mapping `self.object` keeps alive; the shared state was
+        // initialised before publication; `cap` is the validated header's
+        // parameter, and the object's validated length is DATA_AT + cap.
+        unsafe { Ring::new(self.object.shared(), self.object.at(DATA_AT), cap) }
     }
 
     /// Adds "cannot {verb} {queue}" to an error; builds the text only on error.
     fn ctx<'s>(&'s self, verb: &'s str) -> impl Fn(Error) -> Error + 's {
-        move |e: Error| e.context(format!("cannot {verb} {}", self.place.describe()))
+        self.object.context(verb)
     }
 
     /// The ring's capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.object.param() as usize
     }
 
     /// The limit on messages queued at once ([`MAX_ITEMS`] if none was set).
@@ -433,7 +499,7 @@ impl<T> Queue<T> {
     /// is left (a snapshot).
     pub fn is_full(&self) -> bool {
         let r = self.ring();
-        r.len() >= r.max_items() || r.used_bytes() + 16 > self.cap as u64
+        r.len() >= r.max_items() || r.used_bytes() + 16 > self.capacity() as u64
     }
 
     /// Bytes of the ring in use (a snapshot).
@@ -452,25 +518,43 @@ impl<T> Queue<T> {
         self.ring().is_closed()
     }
 
-    /// The largest message this handle accepts from the queue.
+    /// The largest message this handle puts or accepts (default
+    /// [`DEFAULT_MAX_MESSAGE`]).
     pub fn max_message_size(&self) -> u64 {
         self.max_message
     }
 
-    /// Sets the largest message this handle accepts (default 1 GiB). Larger
-    /// messages are skipped and reported as [`ErrorKind::LimitExceeded`].
+    /// Sets the largest message this handle puts or accepts (default 1 GiB).
+    /// A larger `put` fails with [`ErrorKind::LimitExceeded`] and queues
+    /// nothing; a larger message from a producer with a higher limit is
+    /// skipped by `get` and reported as [`ErrorKind::LimitExceeded`].
     pub fn set_max_message_size(&mut self, bytes: u64) {
         self.max_message = bytes;
     }
 
     /// The segment the queue lives in.
     pub fn segment(&self) -> &Segment {
-        &self.place.segment
+        self.object.segment()
     }
 
     // -- bytes ---------------------------------------------------------------
 
-    fn put_bytes_with(&self, bytes: &[u8], wait: Wait) -> Result<()> {
+    fn check_size(&self, len: usize) -> Result<()> {
+        if len as u64 > self.max_message {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "a message of {len} bytes is over this handle's limit of {} \
+                     (see set_max_message_size)",
+                    self.max_message
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn put_bytes_with(&self, bytes: &[u8], wait: Blocking) -> Result<()> {
+        self.check_size(bytes.len()).map_err(self.ctx("put into"))?;
         let deadline = wait.deadline();
         let ring = self.ring();
         let guard = ring.lock_producer(deadline);
@@ -479,22 +563,32 @@ impl<T> Queue<T> {
             .map_err(self.ctx("put into"))
     }
 
+    fn too_large(&self, len: u64) -> Error {
+        Error::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "skipped a message of {len} bytes, over this handle's limit of {}",
+                self.max_message
+            ),
+        )
+    }
+
     /// Puts raw bytes, blocking while the queue is full.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.put_bytes_with(bytes, Wait::Forever)
+        self.put_bytes_with(bytes, Blocking::Forever)
     }
 
     /// Puts raw bytes if there is room now; otherwise a would-block error.
     pub fn try_put_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.put_bytes_with(bytes, Wait::No)
+        self.put_bytes_with(bytes, Blocking::No)
     }
 
     /// Puts raw bytes, waiting at most `timeout` for room.
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.put_bytes_with(bytes, Wait::Until(Instant::now() + timeout))
+        self.put_bytes_with(bytes, Blocking::after(timeout))
     }
 
-    fn get_bytes_with(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
+    fn get_bytes_with(&self, buf: &mut Vec<u8>, wait: Blocking) -> Result<()> {
         let deadline = wait.deadline();
         let ring = self.ring();
         let r = ring
@@ -502,13 +596,7 @@ impl<T> Queue<T> {
             .and_then(|g| g.read_message(buf, self.max_message, deadline));
         match r {
             Ok(Some(Read::Message)) => Ok(()),
-            Ok(Some(Read::TooLarge(len))) => Err(Error::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "skipped a message of {len} bytes, over this handle's limit of {}",
-                    self.max_message
-                ),
-            )),
+            Ok(Some(Read::TooLarge(len))) => Err(self.too_large(len)),
             Ok(None) => Err(Error::new(
                 ErrorKind::Closed,
                 "the queue is closed and empty",
@@ -528,31 +616,31 @@ impl<T> Queue<T> {
     /// Takes the next message into `buf` (replacing its contents); reuses
     /// `buf`'s allocation, so a steady stream allocates nothing.
     pub fn get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.get_bytes_with(buf, Wait::Forever)
+        self.get_bytes_with(buf, Blocking::Forever)
     }
 
     /// Like [`get_bytes_into`](Self::get_bytes_into) if a message is there
     /// now; otherwise a would-block error.
     pub fn try_get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.get_bytes_with(buf, Wait::No)
+        self.get_bytes_with(buf, Blocking::No)
     }
 
     /// Like [`get_bytes_into`](Self::get_bytes_into), waiting at most `timeout`.
     pub fn get_bytes_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-        self.get_bytes_with(buf, Wait::Until(Instant::now() + timeout))
+        self.get_bytes_with(buf, Blocking::after(timeout))
     }
 }
 
-fn would_block(e: Error, wait: Wait, what: &str) -> Error {
-    if matches!(wait, Wait::No) && e.is_timeout() {
+fn would_block(e: Error, wait: Blocking, what: &str) -> Error {
+    if matches!(wait, Blocking::No) && e.is_timeout() {
         Error::new(ErrorKind::WouldBlock, what)
     } else {
         e
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn put_with(&self, value: &T, wait: Wait) -> Result<()> {
+impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
+    fn put_with(&self, value: &T, wait: Blocking) -> Result<()> {
         PUT_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             codec::encode_into(value, &mut buf).map_err(self.ctx("put into"))?;
@@ -562,25 +650,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts a value, blocking while the queue is full.
     pub fn put(&self, value: &T) -> Result<()> {
-        self.put_with(value, Wait::Forever)
+        self.put_with(value, Blocking::Forever)
     }
 
     /// Puts a value if there is room now; otherwise a would-block error.
     pub fn try_put(&self, value: &T) -> Result<()> {
-        self.put_with(value, Wait::No)
+        self.put_with(value, Blocking::No)
     }
 
     /// Puts a value, waiting at most `timeout` for room.
     pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<()> {
-        self.put_deadline(value, Instant::now() + timeout)
+        self.put_with(value, Blocking::after(timeout))
     }
 
     /// Puts a value, waiting until `deadline` at the latest.
     pub fn put_deadline(&self, value: &T, deadline: Instant) -> Result<()> {
-        self.put_with(value, Wait::Until(deadline))
+        self.put_with(value, Blocking::Until(deadline))
     }
 
-    fn get_with(&self, wait: Wait) -> Result<T> {
+    fn get_with(&self, wait: Blocking) -> Result<T> {
         GET_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             self.get_bytes_with(&mut buf, wait)?;
@@ -590,22 +678,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the next value, blocking while the queue is empty.
     pub fn get(&self) -> Result<T> {
-        self.get_with(Wait::Forever)
+        self.get_with(Blocking::Forever)
     }
 
     /// Takes the next value if one is there now; otherwise a would-block error.
     pub fn try_get(&self) -> Result<T> {
-        self.get_with(Wait::No)
+        self.get_with(Blocking::No)
     }
 
     /// Takes the next value, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_deadline(Instant::now() + timeout)
+        self.get_with(Blocking::after(timeout))
     }
 
     /// Takes the next value, waiting until `deadline` at the latest.
     pub fn get_deadline(&self, deadline: Instant) -> Result<T> {
-        self.get_with(Wait::Until(deadline))
+        self.get_with(Blocking::Until(deadline))
     }
 
     /// Puts every value under one acquisition of the producer lock, so they
@@ -621,6 +709,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut n = 0;
         for v in values {
             codec::encode_into(v, &mut buf).map_err(self.ctx("put into"))?;
+            self.check_size(buf.len()).map_err(self.ctx("put into"))?;
             guard.put(&buf, None).map_err(self.ctx("put into"))?;
             n += 1;
         }
@@ -630,6 +719,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes up to `max` values under one acquisition of the consumer lock:
     /// blocks until at least one is there, then takes the others that are
     /// already queued without waiting for more.
+    ///
+    /// Nothing taken is ever dropped. A bad message — over this handle's
+    /// size limit, or not decodable as a `T` — is reported by the call that
+    /// meets it *first*: if it is the first message of a call, that call
+    /// fails with its error (and the message is gone, as with `get`); if
+    /// good messages came before it, the call returns them and leaves the
+    /// bad one at the head of the queue, where the next `get` or
+    /// `get_many` reports it.
     pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
         let mut out = Vec::new();
         if max == 0 {
@@ -637,150 +734,47 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let ring = self.ring();
         let guard = ring.lock_consumer(None).map_err(self.ctx("get from"))?;
-        let mut buf = Vec::new();
-        loop {
+        GET_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
             match guard.read_message(&mut buf, self.max_message, None) {
                 Ok(Some(Read::Message)) => {
                     out.push(codec::decode(&buf).map_err(self.ctx("decode a message from"))?)
                 }
                 Ok(Some(Read::TooLarge(len))) => {
-                    return Err(Error::new(
-                        ErrorKind::LimitExceeded,
-                        format!("skipped a message of {len} bytes, over this handle's limit"),
-                    ))
-                    .map_err(self.ctx("get from"));
+                    return Err(self.too_large(len)).map_err(self.ctx("get from"));
                 }
-                Ok(None) if out.is_empty() => {
+                Ok(None) => {
                     return Err(Error::new(
                         ErrorKind::Closed,
                         "the queue is closed and empty",
                     ))
                     .map_err(self.ctx("get from"));
                 }
-                Ok(None) => break,
                 Err(e) => return Err(e).map_err(self.ctx("get from")),
             }
-            if out.len() == max || !guard.whole_ready() {
-                break;
+            while out.len() < max {
+                let next =
+                    guard.take_whole_if(&mut buf, self.max_message, |b| codec::decode(b).ok());
+                match next {
+                    Some(v) => out.push(v),
+                    None => break,
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
-impl<T> serde::Serialize for Queue<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.place.token().serialize(s)
+impl<T, F: Flavor> Serialize for Queue<T, F> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.object.serialize(s)
     }
 }
 
-impl<'de, T> serde::Deserialize<'de> for Queue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        Queue::open_in(&segment, offset).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A queue whose consumers report finished work: Python's
-/// `multiprocessing.JoinableQueue`.
-///
-/// Every put adds an unfinished task; [`task_done`](Self::task_done) marks
-/// one finished; [`join`](Self::join) blocks until none is left. All the
-/// [`Queue`] methods are available through `Deref`.
-pub struct JoinableQueue<T> {
-    inner: Queue<T>,
-}
-
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for JoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinableQueue")
-            .field("queue", &self.inner)
-            .field("unfinished_tasks", &self.unfinished_tasks())
-            .finish()
-    }
-}
-
-impl<T> Deref for JoinableQueue<T> {
-    type Target = Queue<T>;
-    fn deref(&self) -> &Queue<T> {
-        &self.inner
-    }
-}
-
-impl<T> JoinableQueue<T> {
-    /// Creates a named joinable queue; fails if the name exists.
-    pub fn create(name: &str, capacity_bytes: usize) -> Result<JoinableQueue<T>> {
-        Queue::<T>::builder(capacity_bytes).create_joinable(name)
-    }
-
-    /// Opens a named joinable queue.
-    pub fn open(name: &str) -> Result<JoinableQueue<T>> {
-        Queue::locate(ObjectKind::JoinableQueue, Location::Open { name }, None)
-            .map(|inner| JoinableQueue { inner })
-    }
-
-    /// Creates an anonymous joinable queue.
-    pub fn new(capacity_bytes: usize) -> Result<JoinableQueue<T>> {
-        Queue::<T>::builder(capacity_bytes).anonymous_joinable()
-    }
-
-    /// Opens the joinable queue at `offset` inside `segment`.
-    pub fn open_in(segment: &Segment, offset: usize) -> Result<JoinableQueue<T>> {
-        Queue::locate(
-            ObjectKind::JoinableQueue,
-            Location::OpenIn { segment, offset },
-            None,
-        )
-        .map(|inner| JoinableQueue { inner })
-    }
-
-    /// Marks one task finished. Fails with [`ErrorKind::LimitExceeded`] if
-    /// called more times than items were put (Python's `ValueError`).
-    pub fn task_done(&self) -> Result<()> {
-        self.inner
-            .ring()
-            .task_done()
-            .map_err(self.inner.ctx("mark a task done in"))
-    }
-
-    /// Items put and not yet marked done.
-    pub fn unfinished_tasks(&self) -> u64 {
-        self.inner.ring().unfinished()
-    }
-
-    /// Blocks until every item put has been marked done.
-    pub fn join(&self) -> Result<()> {
-        self.inner.ring().join(None)
-    }
-
-    /// Like [`join`](Self::join), waiting at most `timeout`.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.join_deadline(Instant::now() + timeout)
-    }
-
-    /// Like [`join`](Self::join), waiting until `deadline` at the latest.
-    pub fn join_deadline(&self, deadline: Instant) -> Result<()> {
-        self.inner.ring().join(Some(deadline))
-    }
-}
-
-impl<T> serde::Serialize for JoinableQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.inner.place.token().serialize(s)
-    }
-}
-
-impl<'de, T> serde::Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        JoinableQueue::open_in(&segment, offset).map_err(serde::de::Error::custom)
+impl<'de, T, F: Flavor> Deserialize<'de> for Queue<T, F> {
+    /// Opens the queue (checking its kind, element type and geometry); the
+    /// handle's message size limit is the default.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Object::deserialize(d).map(Queue::from_object)
     }
 }

@@ -66,24 +66,20 @@ use super::frame::{
     self, FRAME_HEADER, FrameError, FrameKind, UNIT, count_between, pack, unpack, used_units,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Padded;
 use crate::platform;
-use crate::sync::raw::{LockSnapshot, Locked, RawMutex, Spinner};
-
-/// A value alone on its pair of cache lines (adjacent-line prefetch makes 128
-/// the unit of false sharing on x86_64, as crossbeam's `CachePadded` notes).
-#[repr(C, align(128))]
-pub(crate) struct Padded<T>(pub T);
+use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spinner};
 
 /// One side's futex word and sleeper count.
 #[repr(C)]
-pub(crate) struct Wait {
+pub(crate) struct Waiters {
     seq: AtomicU32,
     sleepers: AtomicU32,
 }
 
-impl Wait {
-    const fn new() -> Wait {
-        Wait {
+impl Waiters {
+    const fn new() -> Waiters {
+        Waiters {
             seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
         }
@@ -169,9 +165,9 @@ pub(crate) struct QueueShared {
     /// The last `tail` a consumer loaded (under `cons_lock`); never
     /// overstates what is queued.
     tail_seen: Padded<AtomicU64>,
-    not_empty: Padded<Wait>,
-    not_full: Padded<Wait>,
-    joined: Padded<Wait>,
+    not_empty: Padded<Waiters>,
+    not_full: Padded<Waiters>,
+    joined: Padded<Waiters>,
     done: Padded<AtomicU64>,
     closed: Padded<AtomicU32>,
     max_items: Padded<AtomicU64>,
@@ -194,9 +190,9 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).head).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).head_seen).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).tail_seen).write(Padded(AtomicU64::new(0)));
-            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(Wait::new()));
-            std::ptr::addr_of_mut!((*this).not_full).write(Padded(Wait::new()));
-            std::ptr::addr_of_mut!((*this).joined).write(Padded(Wait::new()));
+            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(Waiters::new()));
+            std::ptr::addr_of_mut!((*this).not_full).write(Padded(Waiters::new()));
+            std::ptr::addr_of_mut!((*this).joined).write(Padded(Waiters::new()));
             std::ptr::addr_of_mut!((*this).done).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).closed).write(Padded(AtomicU32::new(0)));
             std::ptr::addr_of_mut!((*this).max_items).write(Padded(AtomicU64::new(max_items)));
@@ -228,19 +224,19 @@ impl QueueShared {
     pub(crate) fn snapshot(&self) -> SharedSnapshot {
         // Head before tail, as in `Ring::len`: counts only grow, so the tail
         // read later is never behind the head.
-        let head = self.head.0.load(Ordering::Acquire);
-        let tail = self.tail.0.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
         SharedSnapshot {
             head,
             tail,
-            done: self.done.0.load(Ordering::Acquire),
-            max_items: self.max_items.0.load(Ordering::Relaxed),
-            closed: self.closed.0.load(Ordering::Acquire) != 0,
-            stream_open: self.stream_open.0.load(Ordering::Acquire) != 0,
-            sleeping_consumers: self.not_empty.0.sleepers.load(Ordering::Relaxed),
-            sleeping_producers: self.not_full.0.sleepers.load(Ordering::Relaxed),
-            prod_lock: self.prod_lock.0.snapshot(),
-            cons_lock: self.cons_lock.0.snapshot(),
+            done: self.done.load(Ordering::Acquire),
+            max_items: self.max_items.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Acquire) != 0,
+            stream_open: self.stream_open.load(Ordering::Acquire) != 0,
+            sleeping_consumers: self.not_empty.sleepers.load(Ordering::Relaxed),
+            sleeping_producers: self.not_full.sleepers.load(Ordering::Relaxed),
+            prod_lock: self.prod_lock.snapshot(),
+            cons_lock: self.cons_lock.snapshot(),
         }
     }
 }
@@ -280,34 +276,33 @@ impl<'a> Ring<'a> {
     pub(crate) fn max_items(&self) -> u64 {
         self.s
             .max_items
-            .0
             .load(Ordering::Relaxed)
             .min(frame::MAX_ITEMS)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.s.closed.0.load(Ordering::Acquire) != 0
+        self.s.closed.load(Ordering::Acquire) != 0
     }
 
     pub(crate) fn close(&self) {
-        self.s.closed.0.store(1, Ordering::Release);
-        self.s.not_empty.0.wake_fenced(u32::MAX);
-        self.s.not_full.0.wake_fenced(u32::MAX);
-        self.s.joined.0.wake_fenced(u32::MAX);
+        self.s.closed.store(1, Ordering::Release);
+        self.s.not_empty.wake_fenced(u32::MAX);
+        self.s.not_full.wake_fenced(u32::MAX);
+        self.s.joined.wake_fenced(u32::MAX);
     }
 
     /// Messages queued now (a snapshot).
     pub(crate) fn len(&self) -> u64 {
         // Head first: counts only grow, so the tail read later is never behind.
-        let (_, consumed) = unpack(self.s.head.0.load(Ordering::Acquire));
-        let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        let (_, consumed) = unpack(self.s.head.load(Ordering::Acquire));
+        let (_, produced) = unpack(self.s.tail.load(Ordering::Acquire));
         count_between(consumed, produced)
     }
 
     /// Bytes of the ring in use now (a snapshot).
     pub(crate) fn used_bytes(&self) -> u64 {
-        let (h, _) = unpack(self.s.head.0.load(Ordering::Acquire));
-        let (t, _) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        let (h, _) = unpack(self.s.head.load(Ordering::Acquire));
+        let (t, _) = unpack(self.s.tail.load(Ordering::Acquire));
         used_units(h, t) * UNIT as u64
     }
 
@@ -367,30 +362,34 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Takes `prod_lock`, repairing after a producer that died.
+    /// Takes `prod_lock`, repairing after a producer that died (or panicked).
     pub(crate) fn lock_producer(&self, deadline: Option<Instant>) -> Result<ProducerGuard<'a>> {
         let locked = self
             .s
             .prod_lock
-            .0
             .lock(deadline)
             .map_err(|e| Self::lock_error("producer", e))?;
+        // SAFETY: this thread has just taken the lock.
+        let lock = unsafe { RawGuard::new(&self.s.prod_lock) };
         self.after_producer_lock(locked);
-        Ok(ProducerGuard { ring: *self })
+        Ok(ProducerGuard {
+            ring: *self,
+            _lock: lock,
+        })
     }
 
     fn after_producer_lock(&self, locked: Locked) {
         if locked.owner_died {
             // A producer died holding the lock. Its uncommitted bytes are
             // invisible already; if it was inside a stream, end the stream.
-            if self.s.stream_open.0.load(Ordering::Acquire) != 0 {
-                let (pos, count) = unpack(self.s.tail.0.load(Ordering::Relaxed));
+            if self.s.stream_open.load(Ordering::Acquire) != 0 {
+                let (pos, count) = unpack(self.s.tail.load(Ordering::Relaxed));
                 self.copy_in(pos, &frame::encode_header(FrameKind::Abort, 0));
-                commit(&self.s.tail.0, pack(pos + ABORT_RESERVE, count));
-                self.s.stream_open.0.store(0, Ordering::Release);
-                self.s.not_empty.0.wake(u32::MAX);
+                commit(&self.s.tail, pack(pos + ABORT_RESERVE, count));
+                self.s.stream_open.store(0, Ordering::Release);
+                self.s.not_empty.wake(u32::MAX);
             }
-            self.s.prod_lock.0.mark_consistent();
+            self.s.prod_lock.mark_consistent();
         }
     }
 
@@ -400,49 +399,43 @@ impl<'a> Ring<'a> {
         let locked = self
             .s
             .cons_lock
-            .0
             .lock(deadline)
             .map_err(|e| Self::lock_error("consumer", e))?;
+        // SAFETY: this thread has just taken the lock.
+        let lock = unsafe { RawGuard::new(&self.s.cons_lock) };
         if locked.owner_died {
-            self.s.cons_lock.0.mark_consistent();
+            self.s.cons_lock.mark_consistent();
         }
-        Ok(ConsumerGuard { ring: *self })
+        Ok(ConsumerGuard {
+            ring: *self,
+            _lock: lock,
+        })
     }
 
     /// Checks on the producer side from a consumer waiting inside a stream:
     /// if `prod_lock` is free, takes it for a moment, which runs the
     /// dead-producer repair (an `Abort` frame) if its last holder died.
     fn probe_producer(&self) {
-        if let Ok(locked) = self.s.prod_lock.0.try_lock() {
-            self.after_producer_lock(locked);
+        if let Ok(locked) = self.s.prod_lock.try_lock() {
             // SAFETY: we just took the lock on this thread.
-            unsafe { self.s.prod_lock.0.unlock() };
+            let _lock = unsafe { RawGuard::new(&self.s.prod_lock) };
+            self.after_producer_lock(locked);
         }
     }
 }
 
-/// Proof that this thread holds `prod_lock`.
+/// Proof that this thread holds `prod_lock`; unlocks on drop. A producer
+/// that panics while holding it poisons it, and the next producer runs the
+/// same repair as after a producer's death.
 pub(crate) struct ProducerGuard<'a> {
     ring: Ring<'a>,
+    _lock: RawGuard<'a>,
 }
 
-impl Drop for ProducerGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe { self.ring.s.prod_lock.0.unlock() };
-    }
-}
-
-/// Proof that this thread holds `cons_lock`.
+/// Proof that this thread holds `cons_lock`; unlocks on drop.
 pub(crate) struct ConsumerGuard<'a> {
     ring: Ring<'a>,
-}
-
-impl Drop for ConsumerGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe { self.ring.s.cons_lock.0.unlock() };
-    }
+    _lock: RawGuard<'a>,
 }
 
 fn timeout(what: &str) -> Error {
@@ -458,7 +451,7 @@ impl ProducerGuard<'_> {
     /// one more message). Returns the current tail word.
     fn wait_space(&self, units: u64, item: bool, deadline: Option<Instant>) -> Result<u64> {
         let r = &self.ring;
-        let tail = r.s.tail.0.load(Ordering::Relaxed);
+        let tail = r.s.tail.load(Ordering::Relaxed);
         let (tpos, produced) = unpack(tail);
         let fits_after = |head: u64| {
             let (hpos, consumed) = unpack(head);
@@ -466,13 +459,13 @@ impl ProducerGuard<'_> {
             free >= units && (!item || count_between(consumed, produced) < r.max_items())
         };
         // First against the cached head: no cache miss on the consumer's line.
-        if fits_after(r.s.head_seen.0.load(Ordering::Relaxed)) {
+        if fits_after(r.s.head_seen.load(Ordering::Relaxed)) {
             return Ok(tail);
         }
         let fits = || {
             // SYNC POINT "head".
-            let head = r.s.head.0.load(Ordering::Acquire);
-            r.s.head_seen.0.store(head, Ordering::Relaxed);
+            let head = r.s.head.load(Ordering::Acquire);
+            r.s.head_seen.store(head, Ordering::Relaxed);
             fits_after(head)
         };
         let mut spinner = Spinner::new();
@@ -483,7 +476,7 @@ impl ProducerGuard<'_> {
             if spinner.spin() {
                 continue;
             }
-            if !r.s.not_full.0.sleep(deadline, fits) {
+            if !r.s.not_full.sleep(deadline, fits) {
                 return Err(timeout("space in the queue"));
             }
         }
@@ -500,7 +493,7 @@ impl ProducerGuard<'_> {
         let new = pack(pos + units, count + u64::from(ends_message));
         // SYNC POINT "tail": the frame's bytes happen-before a consumer's
         // Acquire load that sees this word (`commit` is at least Release).
-        commit(&r.s.tail.0, new);
+        commit(&r.s.tail, new);
         new
     }
 
@@ -515,7 +508,7 @@ impl ProducerGuard<'_> {
             let units = frame::frame_units(msg.len()).expect("bounded above");
             let tail = self.wait_space(units, true, deadline)?;
             self.commit_frame(tail, FrameKind::Whole, msg, true);
-            r.s.not_empty.0.wake(1);
+            r.s.not_empty.wake(1);
             return Ok(());
         }
         // A stream: Start (total length), Cont..., End.
@@ -524,14 +517,14 @@ impl ProducerGuard<'_> {
         // Set before the Start frame is committed, cleared after the End:
         // a recoverer that sees it set ends the stream with Abort (harmless
         // if the Start or the End was never or already committed).
-        r.s.stream_open.0.store(1, Ordering::Release);
+        r.s.stream_open.store(1, Ordering::Release);
         tail = self.commit_frame(
             tail,
             FrameKind::Start,
             &(msg.len() as u64).to_le_bytes(),
             false,
         );
-        r.s.not_empty.0.wake(1);
+        r.s.not_empty.wake(1);
         let chunk = frame::chunk_payload(r.cap);
         let mut rest = msg;
         while !rest.is_empty() {
@@ -540,10 +533,10 @@ impl ProducerGuard<'_> {
             match self.wait_space(units, false, deadline) {
                 Ok(t) => tail = t,
                 Err(e) => {
-                    tail = r.s.tail.0.load(Ordering::Relaxed);
+                    tail = r.s.tail.load(Ordering::Relaxed);
                     self.commit_frame(tail, FrameKind::Abort, &[], false);
-                    r.s.stream_open.0.store(0, Ordering::Release);
-                    r.s.not_empty.0.wake(1);
+                    r.s.stream_open.store(0, Ordering::Release);
+                    r.s.not_empty.wake(1);
                     return Err(e);
                 }
             }
@@ -555,10 +548,10 @@ impl ProducerGuard<'_> {
             };
             tail = self.commit_frame(tail, kind, &rest[..n], last);
             rest = &rest[n..];
-            r.s.not_empty.0.wake(1);
+            r.s.not_empty.wake(1);
         }
         let _ = tail;
-        r.s.stream_open.0.store(0, Ordering::Release);
+        r.s.stream_open.store(0, Ordering::Release);
         Ok(())
     }
 }
@@ -580,21 +573,21 @@ impl ConsumerGuard<'_> {
     /// for a timeout — and a producer that died is detected.
     fn wait_frame(&self, deadline: Option<Instant>, mid_stream: bool) -> Result<Next> {
         let r = &self.ring;
-        let head = r.s.head.0.load(Ordering::Relaxed);
+        let head = r.s.head.load(Ordering::Relaxed);
         let hpos = unpack(head).0;
         let available = || {
             // SYNC POINT "tail".
-            let tail = r.s.tail.0.load(Ordering::Acquire);
+            let tail = r.s.tail.load(Ordering::Acquire);
             used_units(hpos, unpack(tail).0) > 0
         };
         let mut spinner = Spinner::new();
         loop {
             // The cached tail first: no cache miss while frames are queued.
-            let mut tail = r.s.tail_seen.0.load(Ordering::Relaxed);
+            let mut tail = r.s.tail_seen.load(Ordering::Relaxed);
             if used_units(hpos, unpack(tail).0) == 0 {
                 // SYNC POINT "tail".
-                tail = r.s.tail.0.load(Ordering::Acquire);
-                r.s.tail_seen.0.store(tail, Ordering::Relaxed);
+                tail = r.s.tail.load(Ordering::Acquire);
+                r.s.tail_seen.store(tail, Ordering::Relaxed);
             }
             let used = used_units(hpos, unpack(tail).0);
             if used > 0 {
@@ -608,7 +601,7 @@ impl ConsumerGuard<'_> {
                     head,
                 });
             }
-            if r.is_closed() && !mid_stream && r.s.stream_open.0.load(Ordering::Acquire) == 0 {
+            if r.is_closed() && !mid_stream && r.s.stream_open.load(Ordering::Acquire) == 0 {
                 return Ok(Next::Closed);
             }
             if spinner.spin() {
@@ -619,10 +612,10 @@ impl ConsumerGuard<'_> {
                 // is free, the stream ended (its End or Abort is coming), or
                 // its producer died and `probe_producer` just wrote the Abort.
                 r.probe_producer();
-                r.s.not_empty.0.sleep(None, available);
+                r.s.not_empty.sleep(None, available);
                 continue;
             }
-            if !r.s.not_empty.0.sleep(deadline, available) {
+            if !r.s.not_empty.sleep(deadline, available) {
                 return Err(timeout("a message"));
             }
         }
@@ -633,11 +626,11 @@ impl ConsumerGuard<'_> {
         let (pos, count) = unpack(head);
         // SYNC POINT "head": our copies out happen-before a producer's
         // Acquire load that sees this word and reuses the space.
-        self.ring.s.head.0.store(
+        self.ring.s.head.store(
             pack(pos + units, count + u64::from(ends)),
             Ordering::Release,
         );
-        self.ring.s.not_full.0.wake(u32::MAX);
+        self.ring.s.not_full.wake(u32::MAX);
     }
 
     fn payload_pos(head: u64) -> u64 {
@@ -754,21 +747,39 @@ impl ConsumerGuard<'_> {
         }
     }
 
-    /// Whether a complete `Whole` message is available right now.
-    pub(crate) fn whole_ready(&self) -> bool {
+    /// Takes the next message only if it is complete in the ring right now
+    /// (a `Whole` frame), at most `limit` bytes, and accepted by `accept`:
+    /// copies it into `buf`, runs `accept` on the bytes, and consumes the
+    /// message only if `accept` returns `Some`. Otherwise the message stays
+    /// at the head for the next read, which reports what is wrong with it.
+    /// Never waits.
+    pub(crate) fn take_whole_if<R>(
+        &self,
+        buf: &mut Vec<u8>,
+        limit: u64,
+        accept: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Option<R> {
         let r = &self.ring;
-        let head = r.s.head.0.load(Ordering::Relaxed);
-        let tail = r.s.tail.0.load(Ordering::Acquire);
+        let head = r.s.head.load(Ordering::Relaxed);
+        // SYNC POINT "tail".
+        let tail = r.s.tail.load(Ordering::Acquire);
         let used = used_units(unpack(head).0, unpack(tail).0);
         if used == 0 {
-            return false;
+            return None;
         }
         let mut hdr = [0u8; FRAME_HEADER];
         r.copy_out(unpack(head).0, &mut hdr);
-        matches!(
-            frame::decode_header(hdr, used),
-            Ok((FrameKind::Whole, _, _))
-        )
+        let Ok((FrameKind::Whole, len, units)) = frame::decode_header(hdr, used) else {
+            return None;
+        };
+        if u64::from(len) > limit {
+            return None;
+        }
+        buf.clear();
+        r.append_out(Self::payload_pos(head), len as usize, buf);
+        let value = accept(buf)?;
+        self.advance(head, units, true);
+        Some(value)
     }
 }
 
@@ -781,15 +792,15 @@ fn corrupt(e: FrameError) -> Error {
 impl Ring<'_> {
     /// Messages put and not yet marked done.
     pub(crate) fn unfinished(&self) -> u64 {
-        let done = self.s.done.0.load(Ordering::Acquire);
-        let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+        let done = self.s.done.load(Ordering::Acquire);
+        let (_, produced) = unpack(self.s.tail.load(Ordering::Acquire));
         count_between(done, produced)
     }
 
     pub(crate) fn task_done(&self) -> Result<()> {
-        let mut done = self.s.done.0.load(Ordering::Acquire);
+        let mut done = self.s.done.load(Ordering::Acquire);
         loop {
-            let (_, produced) = unpack(self.s.tail.0.load(Ordering::Acquire));
+            let (_, produced) = unpack(self.s.tail.load(Ordering::Acquire));
             if count_between(done, produced) == 0 {
                 return Err(Error::new(
                     ErrorKind::LimitExceeded,
@@ -797,18 +808,17 @@ impl Ring<'_> {
                 ));
             }
             let next = (done + 1) & frame::MAX_ITEMS;
-            match self.s.done.0.compare_exchange_weak(
-                done,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .s
+                .done
+                .compare_exchange_weak(done, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(d) => done = d,
             }
         }
         if self.unfinished() == 0 {
-            self.s.joined.0.wake(u32::MAX);
+            self.s.joined.wake(u32::MAX);
         }
         Ok(())
     }
@@ -823,7 +833,7 @@ impl Ring<'_> {
             if spinner.spin() {
                 continue;
             }
-            if !self.s.joined.0.sleep(deadline, finished) {
+            if !self.s.joined.sleep(deadline, finished) {
                 return Err(timeout("all tasks to be done"));
             }
         }

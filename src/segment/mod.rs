@@ -24,7 +24,6 @@
 //! ```
 
 pub(crate) mod name;
-pub(crate) mod object;
 
 use std::ffi::CString;
 use std::fmt;
@@ -246,7 +245,7 @@ impl Segment {
     /// It leaks nothing: it has no name, and the kernel frees it when the last
     /// process holding it exits, SIGKILL included. Pass it to other processes
     /// inside a serde-encoded value.
-    pub fn anonymous(size: usize) -> Result<Segment> {
+    pub fn new(size: usize) -> Result<Segment> {
         let ctx = "cannot create anonymous segment";
         if size == 0 {
             return Err(Error::new(
@@ -691,7 +690,7 @@ mod tests {
 
     #[test]
     fn anonymous_round_trips_through_a_token() {
-        let s = Segment::anonymous(4096).unwrap();
+        let s = Segment::new(4096).unwrap();
         assert!(s.is_anonymous());
         assert_eq!(s.name(), None);
         s.write_at(10, b"anon").unwrap();

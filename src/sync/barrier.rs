@@ -1,15 +1,39 @@
 use std::fmt;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::mutex::unreachable_init;
+use serde::{Deserialize, Serialize};
+
 use super::raw::{BarrierOutcome, RawBarrier};
-use super::{handle_serde, placed_handle};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
+use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, Placement, Spec};
+
+/// The layout of a [`Barrier`]: a header (parameter: the party count) and a
+/// [`RawBarrier`].
+pub(crate) struct BarrierLayout;
+
+// SAFETY: RawBarrier is atomic words: repr(C), any bits valid, accessed only
+// atomically. The length is the fixed one.
+unsafe impl Layout for BarrierLayout {
+    type Shared = RawBarrier;
+    const KIND: ObjectKind = ObjectKind::Barrier;
+    fn total_len(param: u64) -> Option<usize> {
+        (1..=u32::MAX as u64)
+            .contains(&param)
+            .then_some(fixed_len::<RawBarrier>())
+    }
+    fn check_opened(object: &Object<Self>) -> Result<()> {
+        if object.shared().parties() as u64 == object.param() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Corrupt,
+                "party count does not match the header",
+            ))
+        }
+    }
+}
 
 /// A reusable barrier for a fixed number of parties: Python's
 /// `multiprocessing.Barrier`.
@@ -24,17 +48,16 @@ use crate::segment::object::{self, Location, Placement, Spec};
 /// killed at any point leaves a consistent barrier. A process killed while
 /// waiting still counts as arrived for its round (it did arrive); a party
 /// that never arrives keeps the others waiting, as in Python — use timeouts.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Barrier {
-    pub(crate) place: Placement,
-    raw: NonNull<RawBarrier>,
+    object: Object<BarrierLayout>,
 }
-
-placed_handle!(Barrier);
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .field("parties", &self.parties())
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.is_broken())
@@ -61,88 +84,64 @@ impl BarrierWaitResult {
     }
 }
 
-const PAYLOAD: usize = object::payload_offset(std::mem::align_of::<RawBarrier>());
-
 impl Barrier {
     /// Bytes a `Barrier` needs inside a segment.
     pub const fn size_in_segment() -> usize {
-        PAYLOAD + std::mem::size_of::<RawBarrier>()
+        fixed_len::<RawBarrier>()
     }
 
-    fn locate(loc: Location<'_>, parties: Option<u32>) -> Result<Barrier> {
-        if parties == Some(0) {
+    fn init(parties: u32) -> Result<impl FnOnce(Uninit<BarrierLayout>) -> Result<()>> {
+        if parties == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "a barrier needs at least one party",
             ));
         }
-        let spec = Spec {
-            kind: ObjectKind::Barrier,
-            ty: TypeFingerprint::NONE,
-            param: parties.unwrap_or(0) as u64,
-            total_len: Self::size_in_segment(),
-            align: crate::layout::header::HEADER_ALIGN,
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                let Some(parties) = parties else {
-                    return unreachable_init();
-                };
-                // SAFETY: the payload is inside the object, ours during init, aligned.
-                unsafe { (base.add(PAYLOAD) as *mut RawBarrier).write(RawBarrier::new(parties)) };
-                Ok(())
-            },
-            |h| (h.param > 0 && h.param <= u32::MAX as u64).then_some(Self::size_in_segment()),
-        )?;
-        let raw = NonNull::new(place.ptr(PAYLOAD) as *mut RawBarrier).expect("mapped");
-        let barrier = Barrier { place, raw };
-        if barrier.parties() as u64 != barrier.place.header.param {
-            return Err(
-                Error::new(ErrorKind::Corrupt, "party count does not match the header")
-                    .context(format!("cannot open {}", barrier.place.describe())),
-            );
-        }
-        Ok(barrier)
+        Ok(move |mem: Uninit<BarrierLayout>| {
+            // SAFETY: the shared state's place is inside the new object,
+            // aligned, and exclusively ours until it is published.
+            unsafe { mem.shared().write(RawBarrier::new(parties)) };
+            Ok(())
+        })
+    }
+
+    fn create_at(at: Create<'_>, parties: u32) -> Result<Barrier> {
+        Object::create(at, parties as u64, Self::init(parties)?).map(|object| Barrier { object })
     }
 
     /// Creates a named barrier for `parties` processes; fails if the name exists.
     pub fn create(name: &str, parties: u32) -> Result<Barrier> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, Some(parties))
+        Self::create_at(Create::Named(name), parties)
     }
 
     /// Opens a named barrier.
     pub fn open(name: &str) -> Result<Barrier> {
-        Self::locate(Location::Open { name }, None)
+        Object::open(Open::Named(name)).map(|object| Barrier { object })
     }
 
     /// Opens the named barrier, or creates it for `parties` processes.
     pub fn open_or_create(name: &str, parties: u32) -> Result<Barrier> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, Some(parties))
+        Object::open_or_create(name, parties as u64, Self::init(parties)?)
+            .map(|object| Barrier { object })
     }
 
     /// Creates an anonymous barrier for `parties` processes.
     pub fn new(parties: u32) -> Result<Barrier> {
-        Self::locate(Location::Anonymous, Some(parties))
+        Self::create_at(Create::Anonymous, parties)
     }
 
     /// Creates a barrier at `offset` (a multiple of 64) inside `segment`.
     pub fn create_in(segment: &Segment, offset: usize, parties: u32) -> Result<Barrier> {
-        Self::locate(Location::CreateIn { segment, offset }, Some(parties))
+        Self::create_at(Create::In(segment, offset), parties)
     }
 
     /// Opens the barrier at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Barrier> {
-        Self::locate(Location::OpenIn { segment, offset }, None)
+        Object::open(Open::In(segment, offset)).map(|object| Barrier { object })
     }
 
     fn raw(&self) -> &RawBarrier {
-        // SAFETY: points into the mapping held by `self.place`, initialised
-        // before publication; RawBarrier is all atomics.
-        unsafe { self.raw.as_ref() }
+        self.object.shared()
     }
 
     /// The number of parties needed to pass.
@@ -203,5 +202,3 @@ impl Barrier {
         self.raw().reset();
     }
 }
-
-handle_serde!(Barrier);

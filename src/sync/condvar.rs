@@ -1,15 +1,25 @@
 use std::fmt;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::mutex::{MutexGuard, unreachable_init};
+use serde::{Deserialize, Serialize};
+
+use super::mutex::MutexGuard;
 use super::raw::RawCondvar;
-use super::{LockError, LockResult, handle_serde, placed_handle, plain_constructors};
+use super::{LockError, LockResult};
 use crate::error::Result;
-use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
+use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, Placement, Spec};
+
+/// The layout of a [`Condvar`]: a header and a [`RawCondvar`].
+pub(crate) struct CondvarLayout;
+
+// SAFETY: RawCondvar is two atomic words: repr(C), any bits valid, accessed
+// only atomically. The default length covers it.
+unsafe impl Layout for CondvarLayout {
+    type Shared = RawCondvar;
+    const KIND: ObjectKind = ObjectKind::Condvar;
+}
 
 /// A condition variable shared between processes, used with a
 /// [`Mutex`](super::Mutex) (Python's `Condition` is a `Mutex` plus a `Condvar`).
@@ -23,17 +33,16 @@ use crate::segment::object::{self, Location, Placement, Spec};
 /// [`LockError::OwnerDied`] with its guard back.
 ///
 /// `notify_one`/`notify_all` with no waiter make no system call.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Condvar {
-    pub(crate) place: Placement,
-    raw: NonNull<RawCondvar>,
+    object: Object<CondvarLayout>,
 }
-
-placed_handle!(Condvar);
 
 impl fmt::Debug for Condvar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condvar")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .finish_non_exhaustive()
     }
 }
@@ -49,49 +58,55 @@ impl WaitTimeoutResult {
     }
 }
 
-const PAYLOAD: usize = object::payload_offset(std::mem::align_of::<RawCondvar>());
-
 impl Condvar {
     /// Bytes a `Condvar` needs inside a segment.
     pub const fn size_in_segment() -> usize {
-        PAYLOAD + std::mem::size_of::<RawCondvar>()
+        fixed_len::<RawCondvar>()
     }
 
-    fn spec() -> Spec {
-        Spec {
-            kind: ObjectKind::Condvar,
-            ty: TypeFingerprint::NONE,
-            param: 0,
-            total_len: Self::size_in_segment(),
-            align: crate::layout::header::HEADER_ALIGN,
-        }
+    fn init(mem: Uninit<CondvarLayout>) -> Result<()> {
+        // SAFETY: the shared state's place is inside the new object,
+        // aligned, and exclusively ours until it is published.
+        unsafe { mem.shared().write(RawCondvar::new()) };
+        Ok(())
     }
 
-    fn locate(loc: Location<'_>, create: bool) -> Result<Condvar> {
-        let place = object::locate(
-            loc,
-            Self::spec(),
-            |base| {
-                if !create {
-                    return unreachable_init();
-                }
-                // SAFETY: the payload region is inside the object and ours
-                // during initialisation; PAYLOAD is suitably aligned.
-                unsafe { (base.add(PAYLOAD) as *mut RawCondvar).write(RawCondvar::new()) };
-                Ok(())
-            },
-            |_| Some(Self::size_in_segment()),
-        )?;
-        let raw = NonNull::new(place.ptr(PAYLOAD) as *mut RawCondvar).expect("mapped");
-        Ok(Condvar { place, raw })
+    fn create_at(at: Create<'_>) -> Result<Condvar> {
+        Object::create(at, 0, Self::init).map(|object| Condvar { object })
     }
 
-    plain_constructors!("condition variable");
+    /// Creates a named condition variable; fails if the name exists.
+    pub fn create(name: &str) -> Result<Condvar> {
+        Self::create_at(Create::Named(name))
+    }
+
+    /// Opens a named condition variable.
+    pub fn open(name: &str) -> Result<Condvar> {
+        Object::open(Open::Named(name)).map(|object| Condvar { object })
+    }
+
+    /// Opens the named condition variable, or creates it.
+    pub fn open_or_create(name: &str) -> Result<Condvar> {
+        Object::open_or_create(name, 0, Self::init).map(|object| Condvar { object })
+    }
+
+    /// Creates an anonymous condition variable.
+    pub fn new() -> Result<Condvar> {
+        Self::create_at(Create::Anonymous)
+    }
+
+    /// Creates a condition variable at `offset` (a multiple of 64) inside `segment`.
+    pub fn create_in(segment: &Segment, offset: usize) -> Result<Condvar> {
+        Self::create_at(Create::In(segment, offset))
+    }
+
+    /// Opens the condition variable at `offset` inside `segment`.
+    pub fn open_in(segment: &Segment, offset: usize) -> Result<Condvar> {
+        Object::open(Open::In(segment, offset)).map(|object| Condvar { object })
+    }
 
     fn raw(&self) -> &RawCondvar {
-        // SAFETY: points into the mapping held by `self.place`, initialised
-        // before publication; RawCondvar is all atomics.
-        unsafe { self.raw.as_ref() }
+        self.object.shared()
     }
 
     /// Releases the guard's lock, sleeps until notified, and re-takes the lock.
@@ -119,7 +134,13 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        self.wait_deadline(guard, Instant::now() + timeout)
+        match crate::deadline_after(timeout) {
+            Some(deadline) => self.wait_deadline(guard, deadline),
+            None => self
+                .wait(guard)
+                .map(|g| (g, WaitTimeoutResult(false)))
+                .map_err(|e| e.map(|g| (g, WaitTimeoutResult(false)))),
+        }
     }
 
     /// Like [`wait`](Self::wait), but gives up at `deadline`.
@@ -139,15 +160,15 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_after(timeout);
         loop {
             if !condition(&mut *guard) {
                 return Ok((guard, WaitTimeoutResult(false)));
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
-            guard = self.wait_deadline(guard, deadline)?.0;
+            guard = self.wait_inner(guard, deadline)?.0;
         }
     }
 
@@ -157,22 +178,19 @@ impl Condvar {
         deadline: Option<Instant>,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
         // The lock is released inside `wait` and re-taken before it returns;
-        // the guard must not unlock in between, so it is taken apart and rebuilt.
-        let (raw_mutex, data) = guard.into_raw_parts();
-        // SAFETY: the guard proved this thread holds `raw_mutex`.
-        let (relock, timed_out) = unsafe { self.raw().wait(raw_mutex, deadline) };
+        // the guard stays alive meanwhile (it is not dropped, so it does not
+        // unlock) and keeps its poisoning state.
+        // SAFETY: the guard proves this thread holds the lock.
+        let (relock, timed_out) = unsafe { self.raw().wait(guard.raw.raw(), deadline) };
         let result = WaitTimeoutResult(timed_out);
         match relock {
-            Ok(locked) => {
-                let guard = MutexGuard::new(raw_mutex, data);
-                if locked.owner_died {
-                    Err(LockError::OwnerDied((guard, result)))
-                } else {
-                    Ok((guard, result))
-                }
-            }
+            Ok(locked) if locked.owner_died => Err(LockError::OwnerDied((guard, result))),
+            Ok(_) => Ok((guard, result)),
             // Relocking failed: we do not hold the lock, so there is no guard.
-            Err(e) => Err(LockError::Failed(e)),
+            Err(e) => {
+                guard.forget();
+                Err(LockError::Failed(e))
+            }
         }
     }
 
@@ -186,5 +204,3 @@ impl Condvar {
         self.raw().notify_all();
     }
 }
-
-handle_serde!(Condvar);

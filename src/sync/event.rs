@@ -1,15 +1,23 @@
 use std::fmt;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::mutex::unreachable_init;
+use serde::{Deserialize, Serialize};
+
 use super::raw::RawEvent;
-use super::{handle_serde, placed_handle, plain_constructors};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
+use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, Placement, Spec};
+
+/// The layout of an [`Event`]: a header and a [`RawEvent`].
+pub(crate) struct EventLayout;
+
+// SAFETY: RawEvent is one atomic word: repr(C), any bits valid, accessed
+// only atomically. The default length covers it.
+unsafe impl Layout for EventLayout {
+    type Shared = RawEvent;
+    const KIND: ObjectKind = ObjectKind::Event;
+}
 
 /// A manual-reset event shared between processes: Python's
 /// `multiprocessing.Event`.
@@ -28,61 +36,70 @@ use crate::segment::object::{self, Location, Placement, Spec};
 /// ready.wait();                     // returns at once
 /// # Ok(()) }
 /// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Event {
-    pub(crate) place: Placement,
-    raw: NonNull<RawEvent>,
+    object: Object<EventLayout>,
 }
-
-placed_handle!(Event);
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .field("is_set", &self.is_set())
             .finish()
     }
 }
 
-const PAYLOAD: usize = object::payload_offset(std::mem::align_of::<RawEvent>());
-
 impl Event {
     /// Bytes an `Event` needs inside a segment.
     pub const fn size_in_segment() -> usize {
-        PAYLOAD + std::mem::size_of::<RawEvent>()
+        fixed_len::<RawEvent>()
     }
 
-    fn locate(loc: Location<'_>, create: bool) -> Result<Event> {
-        let spec = Spec {
-            kind: ObjectKind::Event,
-            ty: TypeFingerprint::NONE,
-            param: 0,
-            total_len: Self::size_in_segment(),
-            align: crate::layout::header::HEADER_ALIGN,
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                if !create {
-                    return unreachable_init();
-                }
-                // SAFETY: the payload is inside the object, ours during init, aligned.
-                unsafe { (base.add(PAYLOAD) as *mut RawEvent).write(RawEvent::new()) };
-                Ok(())
-            },
-            |_| Some(Self::size_in_segment()),
-        )?;
-        let raw = NonNull::new(place.ptr(PAYLOAD) as *mut RawEvent).expect("mapped");
-        Ok(Event { place, raw })
+    fn init(mem: Uninit<EventLayout>) -> Result<()> {
+        // SAFETY: the shared state's place is inside the new object,
+        // aligned, and exclusively ours until it is published.
+        unsafe { mem.shared().write(RawEvent::new()) };
+        Ok(())
     }
 
-    plain_constructors!("event");
+    fn create_at(at: Create<'_>) -> Result<Event> {
+        Object::create(at, 0, Self::init).map(|object| Event { object })
+    }
+
+    /// Creates a named event (clear); fails if the name exists.
+    pub fn create(name: &str) -> Result<Event> {
+        Self::create_at(Create::Named(name))
+    }
+
+    /// Opens a named event.
+    pub fn open(name: &str) -> Result<Event> {
+        Object::open(Open::Named(name)).map(|object| Event { object })
+    }
+
+    /// Opens the named event, or creates it (clear).
+    pub fn open_or_create(name: &str) -> Result<Event> {
+        Object::open_or_create(name, 0, Self::init).map(|object| Event { object })
+    }
+
+    /// Creates an anonymous event (clear).
+    pub fn new() -> Result<Event> {
+        Self::create_at(Create::Anonymous)
+    }
+
+    /// Creates an event at `offset` (a multiple of 64) inside `segment`.
+    pub fn create_in(segment: &Segment, offset: usize) -> Result<Event> {
+        Self::create_at(Create::In(segment, offset))
+    }
+
+    /// Opens the event at `offset` inside `segment`.
+    pub fn open_in(segment: &Segment, offset: usize) -> Result<Event> {
+        Object::open(Open::In(segment, offset)).map(|object| Event { object })
+    }
 
     fn raw(&self) -> &RawEvent {
-        // SAFETY: points into the mapping held by `self.place`, initialised
-        // before publication; RawEvent is one atomic.
-        unsafe { self.raw.as_ref() }
+        self.object.shared()
     }
 
     /// Sets the event, waking all waiters.
@@ -116,7 +133,13 @@ impl Event {
 
     /// Blocks until the event is set or `timeout` passes (a timeout error).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_deadline(Instant::now() + timeout)
+        match crate::deadline_after(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => {
+                self.wait();
+                Ok(())
+            }
+        }
     }
 
     /// Blocks until the event is set or `deadline` passes (a timeout error).
@@ -131,5 +154,3 @@ impl Event {
         }
     }
 }
-
-handle_serde!(Event);

@@ -2,16 +2,19 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::raw::{Locked, RawMutex};
-use super::{LockError, LockResult, handle_serde};
+use serde::{Deserialize, Serialize};
+
+use super::raw::{Locked, RawGuard, RawMutex};
+use super::{LockError, LockResult};
 use crate::error::Result;
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint};
+use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, Placement, Spec};
 
 /// The payload of a `Mutex<T>` (and of a `Value<T>`): the lock, then the data.
 #[repr(C)]
@@ -20,12 +23,70 @@ pub(crate) struct MutexCell<T> {
     pub(crate) data: UnsafeCell<T>,
 }
 
+// SAFETY: `data` is only accessed through a guard, which exists only while
+// the process-shared lock is held; `T: ShmSafe` is Send + Sync and valid for
+// every bit pattern, as lock_api's `Mutex<R, T: Send>` is Sync.
+unsafe impl<T: ShmSafe> Sync for MutexCell<T> {}
+
+impl<T: ShmSafe> MutexCell<T> {
+    /// Initialises a cell holding `value` in place.
+    ///
+    /// # Safety
+    /// `this` must be valid for writes of a `MutexCell<T>`, aligned, and
+    /// not in use by anyone.
+    pub(crate) unsafe fn init(this: *mut MutexCell<T>, value: T) -> Result<()> {
+        // SAFETY: the contract makes `this` valid and unused; only raw
+        // pointers to its fields are formed.
+        unsafe {
+            RawMutex::init(std::ptr::addr_of_mut!((*this).raw))?;
+            std::ptr::addr_of_mut!((*this).data).write(UnsafeCell::new(value));
+        }
+        Ok(())
+    }
+
+    fn guard(&self, locked: Locked) -> LockResult<MutexGuard<'_, T>> {
+        // SAFETY: `locked` proves this thread has just taken `raw`.
+        let raw = unsafe { RawGuard::new(&self.raw) };
+        let data = NonNull::new(self.data.get()).expect("non-null");
+        MutexGuard::with_state(raw, data, locked)
+    }
+
+    /// Takes the lock, waiting until `deadline` (forever if `None`).
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> LockResult<MutexGuard<'_, T>> {
+        let locked = self.raw.lock(deadline).map_err(LockError::Failed)?;
+        self.guard(locked)
+    }
+
+    /// Takes the lock if it is free.
+    pub(crate) fn try_lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        let locked = self.raw.try_lock().map_err(LockError::Failed)?;
+        self.guard(locked)
+    }
+}
+
+/// The layout of a [`Mutex<T>`]: a header, then a [`MutexCell<T>`].
+pub(crate) struct MutexLayout<T>(PhantomData<T>);
+
+// SAFETY: MutexCell<T> is repr(C) of a pthread mutex, an atomic and a
+// ShmSafe T: no pointers, every bit pattern valid, data accessed only under
+// the lock (see its Sync impl). The default length covers it.
+unsafe impl<T: ShmSafe> Layout for MutexLayout<T> {
+    type Shared = MutexCell<T>;
+    const KIND: ObjectKind = ObjectKind::Mutex;
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<T>()
+    }
+}
+
 /// A mutual-exclusion lock around a `T`, shared between processes.
 ///
 /// Like `std::sync::Mutex`, but the lock and the data live in shared memory,
-/// and a holder that dies (even by SIGKILL) does not leave the lock held
-/// forever: the next locker gets [`LockError::OwnerDied`] with the guard, may
-/// repair the data, and calls [`MutexGuard::mark_consistent`].
+/// and a holder that dies (even by SIGKILL) or panics does not leave the
+/// lock held forever nor the data silently torn: the next locker gets
+/// [`LockError::OwnerDied`] with the guard, may repair the data, and calls
+/// [`MutexGuard::mark_consistent`]. Like std's poisoning, a holder that
+/// panics marks the lock for every later locker, in this process or
+/// another.
 ///
 /// Uncontended `lock`/`unlock` are a compare-and-swap each, no system call.
 /// Contended locking spins briefly, then sleeps on a futex.
@@ -38,182 +99,108 @@ pub(crate) struct MutexCell<T> {
 /// assert_eq!(*m.lock()?, 1);
 /// # Ok(()) }
 /// ```
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct Mutex<T: ShmSafe> {
-    pub(crate) place: Placement,
-    cell: NonNull<MutexCell<T>>,
+    object: Object<MutexLayout<T>>,
 }
-
-// SAFETY: the cell lives in a shared mapping kept alive by `place`; access to
-// `data` is serialised by the process-shared lock, and T is ShmSafe (Send + Sync,
-// no pointers).
-unsafe impl<T: ShmSafe> Send for Mutex<T> {}
-// SAFETY: as above.
-unsafe impl<T: ShmSafe> Sync for Mutex<T> {}
 
 impl<T: ShmSafe> Clone for Mutex<T> {
     fn clone(&self) -> Self {
         Mutex {
-            place: self.place.clone(),
-            cell: self.cell,
+            object: self.object.clone(),
         }
     }
 }
 
+// A panic while the lock is held marks the lock (poisoning), so a Mutex
+// observed after a caught panic is never silently torn: as std's Mutex.
+impl<T: ShmSafe> UnwindSafe for Mutex<T> {}
+impl<T: ShmSafe> RefUnwindSafe for Mutex<T> {}
+
 impl<T: ShmSafe> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mutex")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .finish_non_exhaustive()
     }
-}
-
-const fn payload<T>() -> usize {
-    object::payload_offset(std::mem::align_of::<MutexCell<T>>())
 }
 
 impl<T: ShmSafe> Mutex<T> {
     /// Bytes a `Mutex<T>` needs inside a segment (see [`create_in`](Self::create_in)).
     pub const fn size_in_segment() -> usize {
-        payload::<T>() + std::mem::size_of::<MutexCell<T>>()
+        fixed_len::<MutexCell<T>>()
     }
 
-    fn spec(kind: ObjectKind) -> Spec {
-        Spec {
-            kind,
-            ty: TypeFingerprint::of::<T>(),
-            param: 0,
-            total_len: Self::size_in_segment(),
-            align: std::mem::align_of::<MutexCell<T>>(),
-        }
-    }
-
-    /// Creates or opens a lock cell of `kind` (Mutex or Value) at `loc`.
-    pub(crate) fn locate(kind: ObjectKind, loc: Location<'_>, init: T) -> Result<Mutex<T>> {
-        let place = object::locate(
-            loc,
-            Self::spec(kind),
-            |base| {
-                // SAFETY: `base` is the start of the object region of
-                // `size_in_segment()` bytes, exclusively ours during init;
-                // `payload::<T>()` is aligned for MutexCell<T> because the
-                // object starts on a 64-byte boundary of a page-aligned map.
-                unsafe {
-                    let cell = base.add(payload::<T>()) as *mut MutexCell<T>;
-                    RawMutex::init(std::ptr::addr_of_mut!((*cell).raw))?;
-                    std::ptr::addr_of_mut!((*cell).data).write(UnsafeCell::new(init));
-                }
-                Ok(())
-            },
-            |_| Some(Self::size_in_segment()),
-        )?;
-        Ok(Self::from_place(place))
-    }
-
-    fn from_place(place: Placement) -> Mutex<T> {
-        let cell = NonNull::new(place.ptr(payload::<T>()) as *mut MutexCell<T>)
-            .expect("a mapped segment is never at address 0");
-        Mutex { place, cell }
+    fn create_at(at: Create<'_>, value: T) -> Result<Mutex<T>> {
+        Object::create(at, 0, |mem: Uninit<MutexLayout<T>>| {
+            // SAFETY: `mem` is the new object's region, exclusively ours.
+            unsafe { MutexCell::init(mem.shared(), value) }
+        })
+        .map(|object| Mutex { object })
     }
 
     /// Creates a named mutex holding `value`; fails if the name exists.
     pub fn create(name: &str, value: T) -> Result<Mutex<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(ObjectKind::Mutex, Location::Create { name, mode }, value)
+        Self::create_at(Create::Named(name), value)
     }
 
     /// Opens the named mutex, checking that it holds a `T`.
     pub fn open(name: &str) -> Result<Mutex<T>> {
-        Self::locate_existing(ObjectKind::Mutex, Location::Open { name })
+        Object::open(Open::Named(name)).map(|object| Mutex { object })
     }
 
     /// Opens the named mutex, or creates it holding `value`.
     pub fn open_or_create(name: &str, value: T) -> Result<Mutex<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(
-            ObjectKind::Mutex,
-            Location::OpenOrCreate { name, mode },
-            value,
-        )
+        Object::open_or_create(name, 0, |mem: Uninit<MutexLayout<T>>| {
+            // SAFETY: `mem` is the new object's region, exclusively ours.
+            unsafe { MutexCell::init(mem.shared(), value) }
+        })
+        .map(|object| Mutex { object })
     }
 
     /// Creates an anonymous mutex holding `value`.
     pub fn new(value: T) -> Result<Mutex<T>> {
-        Self::locate(ObjectKind::Mutex, Location::Anonymous, value)
+        Self::create_at(Create::Anonymous, value)
     }
 
     /// Creates a mutex at `offset` (a multiple of 64) inside `segment`,
     /// overwriting [`size_in_segment()`](Self::size_in_segment) bytes there.
     pub fn create_in(segment: &Segment, offset: usize, value: T) -> Result<Mutex<T>> {
-        Self::locate(
-            ObjectKind::Mutex,
-            Location::CreateIn { segment, offset },
-            value,
-        )
+        Self::create_at(Create::In(segment, offset), value)
     }
 
     /// Opens the mutex at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Mutex<T>> {
-        Self::locate_existing(ObjectKind::Mutex, Location::OpenIn { segment, offset })
-    }
-
-    pub(crate) fn locate_existing(kind: ObjectKind, loc: Location<'_>) -> Result<Mutex<T>> {
-        let place = object::locate(
-            loc,
-            Self::spec(kind),
-            |_| unreachable_init(),
-            |_| Some(Self::size_in_segment()),
-        )?;
-        Ok(Self::from_place(place))
+        Object::open(Open::In(segment, offset)).map(|object| Mutex { object })
     }
 
     fn cell(&self) -> &MutexCell<T> {
-        // SAFETY: `cell` points into the mapping held by `self.place`, to a
-        // MutexCell initialised before the object was published.
-        unsafe { self.cell.as_ref() }
+        self.object.shared()
     }
 
     pub(crate) fn raw(&self) -> &RawMutex {
         &self.cell().raw
     }
 
-    fn guard(&self, locked: Locked) -> LockResult<MutexGuard<'_, T>> {
-        let data = NonNull::new(self.cell().data.get()).expect("non-null");
-        let guard = MutexGuard {
-            raw: self.raw(),
-            data,
-            _marker: PhantomData,
-        };
-        if locked.owner_died {
-            Err(LockError::OwnerDied(guard))
-        } else {
-            Ok(guard)
-        }
-    }
-
-    fn lock_with(&self, deadline: Option<Instant>) -> LockResult<MutexGuard<'_, T>> {
-        let locked = self.raw().lock(deadline).map_err(LockError::Failed)?;
-        self.guard(locked)
-    }
-
     /// Takes the lock, blocking as long as needed.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        self.lock_with(None)
+        self.cell().lock(None)
     }
 
     /// Takes the lock if it is free; otherwise fails with a would-block error.
     pub fn try_lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let locked = self.raw().try_lock().map_err(LockError::Failed)?;
-        self.guard(locked)
+        self.cell().try_lock()
     }
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
-        self.lock_deadline(Instant::now() + timeout)
+        self.cell().lock(crate::deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline` at the latest.
     pub fn lock_deadline(&self, deadline: Instant) -> LockResult<MutexGuard<'_, T>> {
-        self.lock_with(Some(deadline))
+        self.cell().lock(Some(deadline))
     }
 
     /// The thread id of the current holder, if locked (a racy snapshot, for
@@ -224,36 +211,27 @@ impl<T: ShmSafe> Mutex<T> {
 
     /// The segment this mutex lives in.
     pub fn segment(&self) -> &Segment {
-        &self.place.segment
+        self.object.segment()
     }
 }
 
-pub(crate) fn unreachable_init() -> Result<()> {
-    // `locate` only calls `init` when it creates; callers passing this never
-    // ask it to create.
-    Err(crate::Error::new(
-        crate::ErrorKind::NotFound,
-        "object does not exist",
-    ))
-}
-
-handle_serde!(Mutex<T: ShmSafe>);
-
 /// Proof that the lock is held; gives access to the data.
 ///
-/// Dropping the guard releases the lock. A guard is tied to the thread that
-/// took the lock (the kernel tracks robust-lock owners per thread), so it is
-/// not `Send`.
+/// Dropping the guard releases the lock; dropping it while its thread
+/// unwinds from a panic poisons the lock first (the next locker gets
+/// [`LockError::OwnerDied`]). A guard is tied to the thread that took the
+/// lock (the kernel tracks robust-lock owners per thread), so it is not
+/// `Send`.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    pub(crate) raw: &'a RawMutex,
+    pub(crate) raw: RawGuard<'a>,
     data: NonNull<T>,
-    _marker: PhantomData<(&'a mut T, *const ())>,
+    _marker: PhantomData<&'a mut T>,
 }
 
 impl<'a, T: ?Sized> MutexGuard<'a, T> {
-    /// A guard for `data` protected by `raw`, which the caller holds.
-    pub(crate) fn new(raw: &'a RawMutex, data: NonNull<T>) -> Self {
+    /// A guard for `data` protected by the lock `raw` holds.
+    pub(crate) fn new(raw: RawGuard<'a>, data: NonNull<T>) -> Self {
         MutexGuard {
             raw,
             data,
@@ -261,15 +239,30 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
         }
     }
 
-    /// Gives up the guard without unlocking: the caller takes over the lock.
-    pub(crate) fn into_raw_parts(self) -> (&'a RawMutex, NonNull<T>) {
-        let parts = (self.raw, self.data);
-        std::mem::forget(self);
-        parts
+    /// The guard, or the guard inside `OwnerDied` if a holder died or
+    /// panicked.
+    pub(crate) fn with_state(
+        raw: RawGuard<'a>,
+        data: NonNull<T>,
+        locked: Locked,
+    ) -> LockResult<Self> {
+        let guard = MutexGuard::new(raw, data);
+        if locked.owner_died {
+            Err(LockError::OwnerDied(guard))
+        } else {
+            Ok(guard)
+        }
     }
 
-    /// Declares the protected data consistent after a holder died
-    /// ([`LockError::OwnerDied`]); later lockers get the lock normally.
+    /// Gives the guard up without unlocking: the thread no longer holds the
+    /// lock (a condition variable's relock failed).
+    pub(crate) fn forget(self) {
+        self.raw.forget();
+    }
+
+    /// Declares the protected data consistent after a holder died or
+    /// panicked ([`LockError::OwnerDied`]); later lockers get the lock
+    /// normally.
     pub fn mark_consistent(&self) {
         self.raw.mark_consistent();
     }
@@ -292,13 +285,6 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; the guard is the only accessor while it lives.
         unsafe { self.data.as_mut() }
-    }
-}
-
-impl<T: ?Sized> Drop for MutexGuard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: a guard exists only while its thread holds the lock.
-        unsafe { self.raw.unlock() };
     }
 }
 

@@ -17,6 +17,7 @@
 
 use std::cell::UnsafeCell;
 use std::io;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
@@ -150,13 +151,23 @@ fn timeout_error(what: &str) -> Error {
 /// [`mark_consistent`](RawMutex::mark_consistent). This is std's poisoning,
 /// across processes.
 ///
+/// A holder that *panics* while holding the lock poisons it the same way:
+/// [`RawGuard`]'s drop, running during the unwind, stores
+/// [`POISON_PANICKED`] before unlocking, so the next locker — a thread of
+/// this process or another process — is told exactly as if the holder had
+/// been killed (std's `Mutex` poisoning, across processes).
+///
 /// Because glibc tracks the owner per thread, a lock must be released by the
 /// thread that took it: guards are `!Send`.
 ///
 /// | `inconsistent` | meaning |
 /// |---|---|
 /// | 0 | the protected data is consistent |
-/// | 1 | a holder died; written and read only while holding the lock |
+/// | [`POISON_OWNER_DIED`] (1) | a holder died (the kernel reported `EOWNERDEAD`) |
+/// | [`POISON_PANICKED`] (2) | a holder panicked while holding the lock |
+/// | anything else | written by a foreign or corrupt peer; treated as 1 |
+///
+/// Written and read only while holding the lock (Relaxed: the mutex orders it).
 #[repr(C, align(64))]
 pub(crate) struct RawMutex {
     mutex: UnsafeCell<libc::pthread_mutex_t>,
@@ -177,6 +188,11 @@ pub(crate) struct LockSnapshot {
     /// A holder died and nobody has marked the data consistent yet.
     pub inconsistent: bool,
 }
+
+/// `RawMutex::inconsistent`: a holder died.
+pub(crate) const POISON_OWNER_DIED: u32 = 1;
+/// `RawMutex::inconsistent`: a holder panicked while holding the lock.
+pub(crate) const POISON_PANICKED: u32 = 2;
 
 /// The result of acquiring a [`RawMutex`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +227,8 @@ impl RawMutex {
         // Ordering: `inconsistent` is only accessed while holding the mutex,
         // whose lock/unlock provide the synchronisation; Relaxed suffices.
         if how == PthreadLocked::OwnerDied {
-            self.inconsistent.store(1, Ordering::Relaxed);
+            self.inconsistent
+                .store(POISON_OWNER_DIED, Ordering::Relaxed);
             return Locked { owner_died: true };
         }
         Locked {
@@ -303,6 +320,12 @@ impl RawMutex {
         self.inconsistent.store(0, Ordering::Relaxed);
     }
 
+    /// Marks the protected data inconsistent because its holder panicked.
+    /// Call only while holding the lock (the unlock that follows publishes it).
+    fn poison(&self) {
+        self.inconsistent.store(POISON_PANICKED, Ordering::Relaxed);
+    }
+
     /// The TID of the thread holding the lock, if any (a snapshot).
     pub(crate) fn owner_tid(&self) -> Option<u32> {
         platform::pthread_mutex_owner(self.raw())
@@ -315,6 +338,62 @@ impl RawMutex {
             word: platform::pthread_mutex_word(self.raw()),
             inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
         }
+    }
+}
+
+/// Proof that this thread holds a [`RawMutex`]: unlocks it on drop.
+///
+/// Every holder of an ipckit lock — `MutexGuard`, the containers' and the
+/// queue's internal guards — holds one, so poisoning is written once: a
+/// guard dropped while its thread unwinds from a panic that started *after*
+/// the lock was taken marks the lock [`POISON_PANICKED`] before unlocking
+/// (std's rule: a guard taken during an unwind, in some `Drop`, does not
+/// poison). `!Send`: glibc tracks a robust mutex's owner per thread.
+pub(crate) struct RawGuard<'a> {
+    raw: &'a RawMutex,
+    /// Whether this thread was already panicking when it took the lock.
+    panicking: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a> RawGuard<'a> {
+    /// Wraps a lock the calling thread has just taken.
+    ///
+    /// # Safety
+    /// The calling thread must hold `raw`, and nothing else may unlock it.
+    pub(crate) unsafe fn new(raw: &'a RawMutex) -> RawGuard<'a> {
+        RawGuard {
+            raw,
+            panicking: std::thread::panicking(),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The lock held.
+    pub(crate) fn raw(&self) -> &'a RawMutex {
+        self.raw
+    }
+
+    /// Declares the protected data consistent again (after a repair).
+    pub(crate) fn mark_consistent(&self) {
+        self.raw.mark_consistent();
+    }
+
+    /// Gives the lock up without unlocking it: for a condition variable's
+    /// relock that failed, when the thread no longer holds the lock.
+    pub(crate) fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for RawGuard<'_> {
+    fn drop(&mut self) {
+        if !self.panicking && std::thread::panicking() {
+            self.raw.poison();
+        }
+        // SAFETY: a RawGuard exists only while this thread holds the lock
+        // (the contract of `new`; not Send; dropped once).
+        unsafe { self.raw.unlock() };
     }
 }
 

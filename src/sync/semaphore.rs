@@ -1,15 +1,14 @@
 use std::fmt;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::mutex::unreachable_init;
+use serde::{Deserialize, Serialize};
+
 use super::raw::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
-use super::{handle_serde, placed_handle};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layout::align_up;
 use crate::layout::header::ObjectKind;
-use crate::layout::{TypeFingerprint, align_up};
+use crate::object::{Create, Layout, Object, Open, Uninit};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, Placement, Spec};
 
 /// Holder slots a semaphore gets unless the builder says otherwise.
 pub const DEFAULT_HOLDER_SLOTS: u32 = 64;
@@ -37,17 +36,48 @@ pub const DEFAULT_HOLDER_SLOTS: u32 = 64;
 /// assert_eq!(items.value(), 0);
 /// # Ok(()) }
 /// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Semaphore {
-    pub(crate) place: Placement,
-    raw: NonNull<RawSemaphore>,
+    object: Object<SemaphoreLayout>,
 }
 
-placed_handle!(Semaphore);
+/// The most holder slots a semaphore may have.
+const MAX_SLOTS: u32 = 1 << 20;
+
+/// The layout of a [`Semaphore`]: a header (parameter: the holder slot
+/// count), a [`RawSemaphore`] and its holder slots.
+pub(crate) struct SemaphoreLayout;
+
+// SAFETY: RawSemaphore and its slots are atomic words and a process-shared
+// lock: repr(C), any bits valid. `total_len` covers the slots the header's
+// parameter counts, and `check_opened` makes the count inside agree.
+unsafe impl Layout for SemaphoreLayout {
+    type Shared = RawSemaphore;
+    const KIND: ObjectKind = ObjectKind::Semaphore;
+    fn total_len(param: u64) -> Option<usize> {
+        let slots = u32::try_from(param).ok().filter(|&s| s <= MAX_SLOTS)?;
+        let len = Self::SHARED_AT.checked_add(RawSemaphore::size_for(slots)?)?;
+        align_up(len, 64)
+    }
+    fn check_opened(object: &Object<Self>) -> Result<()> {
+        // The slot table is sized from the header; the count the raw
+        // semaphore keeps must agree, or it would index past the object.
+        if object.shared().nslots() as u64 == object.param() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Corrupt,
+                "holder slot count does not match the header",
+            ))
+        }
+    }
+}
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Semaphore")
-            .field("object", &self.place.describe())
+            .field("object", &self.object.describe())
             .field("value", &self.value())
             .field("max", &self.max())
             .finish()
@@ -122,7 +152,7 @@ impl SemaphoreBuilder {
                 ),
             ));
         }
-        if self.slots > 1 << 20 {
+        if self.slots > MAX_SLOTS {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "more than 1 048 576 holder slots",
@@ -131,100 +161,51 @@ impl SemaphoreBuilder {
         Ok(())
     }
 
-    fn locate(&self, loc: Location<'_>) -> Result<Semaphore> {
+    fn init(&self) -> Result<impl FnOnce(Uninit<SemaphoreLayout>) -> Result<()>> {
         self.check()?;
-        Semaphore::locate(loc, Some(self))
+        let (initial, max, slots) = (self.initial, self.max, self.slots);
+        Ok(move |mem: Uninit<SemaphoreLayout>| {
+            // SAFETY: the payload (RawSemaphore plus `slots` holder slots)
+            // is inside the new object (its length came from `slots`),
+            // aligned, and exclusively ours until it is published.
+            unsafe { RawSemaphore::init(mem.shared(), initial, max, slots) }
+        })
+    }
+
+    fn create_at(&self, at: Create<'_>) -> Result<Semaphore> {
+        Object::create(at, self.slots as u64, self.init()?).map(|object| Semaphore { object })
     }
 
     /// Creates a named semaphore; fails if the name exists.
     pub fn create(&self, name: &str) -> Result<Semaphore> {
-        let mode = crate::segment::DEFAULT_MODE;
-        self.locate(Location::Create { name, mode })
+        self.create_at(Create::Named(name))
     }
 
     /// Opens the named semaphore, or creates it with these options.
     pub fn open_or_create(&self, name: &str) -> Result<Semaphore> {
-        let mode = crate::segment::DEFAULT_MODE;
-        self.locate(Location::OpenOrCreate { name, mode })
+        Object::open_or_create(name, self.slots as u64, self.init()?)
+            .map(|object| Semaphore { object })
     }
 
     /// Creates an anonymous semaphore.
-    pub fn anonymous(&self) -> Result<Semaphore> {
-        self.locate(Location::Anonymous)
+    // The builder's verbs are the type's constructors: `new` is anonymous.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(&self) -> Result<Semaphore> {
+        self.create_at(Create::Anonymous)
     }
 
     /// Creates the semaphore at `offset` (a multiple of 64) inside `segment`.
     pub fn create_in(&self, segment: &Segment, offset: usize) -> Result<Semaphore> {
-        self.locate(Location::CreateIn { segment, offset })
+        self.create_at(Create::In(segment, offset))
     }
 
     /// Bytes this semaphore needs inside a segment.
     pub fn size_in_segment(&self) -> usize {
-        Semaphore::total_len(self.slots).unwrap_or(usize::MAX)
+        Object::<SemaphoreLayout>::size_in_segment(self.slots as u64).unwrap_or(usize::MAX)
     }
 }
 
-const PAYLOAD: usize = object::payload_offset(std::mem::align_of::<RawSemaphore>());
-
 impl Semaphore {
-    fn total_len(slots: u32) -> Option<usize> {
-        let len = PAYLOAD.checked_add(RawSemaphore::size_for(slots)?)?;
-        align_up(len, 64)
-    }
-
-    fn locate(loc: Location<'_>, opts: Option<&SemaphoreBuilder>) -> Result<Semaphore> {
-        let slots = opts.map_or(0, |o| o.slots);
-        let spec = Spec {
-            kind: ObjectKind::Semaphore,
-            ty: TypeFingerprint::NONE,
-            param: slots as u64,
-            total_len: Self::total_len(slots)
-                .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "too many holder slots"))?,
-            align: crate::layout::header::HEADER_ALIGN,
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                let Some(o) = opts else {
-                    return unreachable_init();
-                };
-                // SAFETY: the payload region (RawSemaphore plus `slots` holder
-                // slots) is inside the object, ours during init, and aligned.
-                unsafe {
-                    RawSemaphore::init(
-                        base.add(PAYLOAD) as *mut RawSemaphore,
-                        o.initial,
-                        o.max,
-                        o.slots,
-                    )
-                }
-            },
-            |h| {
-                let slots = u32::try_from(h.param).ok().filter(|&s| s <= 1 << 20)?;
-                Self::total_len(slots)
-            },
-        )?;
-        let raw = NonNull::new(place.ptr(PAYLOAD) as *mut RawSemaphore).expect("mapped");
-        let sem = Semaphore { place, raw };
-        // The slot table is sized from the header; the count the raw
-        // semaphore keeps must agree, or it would index past the object.
-        if sem.raw_nslots() as u64 != sem.place.header.param {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                "holder slot count does not match the header",
-            )
-            .context(format!("cannot open {}", sem.place.describe())));
-        }
-        Ok(sem)
-    }
-
-    fn raw_nslots(&self) -> u32 {
-        // SAFETY: points into the mapping held by `self.place`, initialised
-        // before publication; reading one atomic field.
-        unsafe { self.raw.as_ref() }.nslots()
-    }
-
     /// Options for a semaphore starting at `initial`: bound, holder slots,
     /// and where to create it.
     pub fn builder(initial: u64) -> SemaphoreBuilder {
@@ -242,7 +223,7 @@ impl Semaphore {
 
     /// Opens a named semaphore.
     pub fn open(name: &str) -> Result<Semaphore> {
-        Self::locate(Location::Open { name }, None)
+        Object::open(Open::Named(name)).map(|object| Semaphore { object })
     }
 
     /// Opens the named semaphore, or creates it with `initial` permits.
@@ -252,13 +233,13 @@ impl Semaphore {
 
     /// Creates an anonymous semaphore with `initial` permits.
     pub fn new(initial: u64) -> Result<Semaphore> {
-        Self::builder(initial).anonymous()
+        Self::builder(initial).new()
     }
 
     /// Creates an anonymous bounded semaphore (Python's `BoundedSemaphore`):
     /// the value may never exceed `initial`.
     pub fn bounded(initial: u64) -> Result<Semaphore> {
-        Self::builder(initial).max(initial).anonymous()
+        Self::builder(initial).max(initial).new()
     }
 
     /// Creates a semaphore with default options at `offset` inside `segment`.
@@ -268,15 +249,15 @@ impl Semaphore {
 
     /// Opens the semaphore at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Semaphore> {
-        Self::locate(Location::OpenIn { segment, offset }, None)
+        Object::open(Open::In(segment, offset)).map(|object| Semaphore { object })
     }
 
     fn raw(&self) -> SemRef<'_> {
-        let slots = self.place.header.param as u32;
-        // SAFETY: `raw` points into the mapping held by `self.place`,
-        // initialised before publication; the header's validated length
-        // covers `param` holder slots after it (checked in `locate`).
-        unsafe { SemRef::new(self.raw.as_ref(), slots) }
+        let slots = self.object.param() as u32;
+        // SAFETY: the shared state lives as long as `self.object`; the
+        // validated header's length covers `param` holder slots after it and
+        // the raw count agrees (`SemaphoreLayout::check_opened`).
+        unsafe { SemRef::new(self.object.shared(), slots) }
     }
 
     fn permit(&self, slot: PermitSlot) -> SemaphorePermit<'_> {
@@ -339,5 +320,3 @@ impl Semaphore {
         self.raw().reclaim_dead()
     }
 }
-
-handle_serde!(Semaphore);

@@ -6,18 +6,20 @@
 //! own `#[repr(C)]` structs of those.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint, align_up};
+use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len, payload_offset};
 use crate::segment::Segment;
-use crate::segment::object::{self, Location, ObjectToken, Placement, Spec};
-use crate::sync::raw::RawMutex;
-use crate::sync::{LockError, LockResult, Mutex, MutexGuard, OWNER_DIED_MSG};
+use crate::sync::raw::{RawGuard, RawMutex};
+use crate::sync::{LockError, LockResult, MutexCell, MutexGuard, OWNER_DIED_MSG};
 
 fn owner_died(what: &str) -> Error {
     Error::new(
@@ -26,15 +28,29 @@ fn owner_died(what: &str) -> Error {
     )
 }
 
+/// The layout of a [`Value<T>`]: a `Mutex<T>`'s, under its own kind.
+pub(crate) struct ValueLayout<T>(PhantomData<T>);
+
+// SAFETY: as `MutexLayout<T>`: MutexCell<T> is repr(C), pointer-free, valid
+// for every bit pattern, its data accessed only under its lock.
+unsafe impl<T: ShmSafe> Layout for ValueLayout<T> {
+    type Shared = MutexCell<T>;
+    const KIND: ObjectKind = ObjectKind::Value;
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<T>()
+    }
+}
+
 /// A `T` in shared memory behind a robust lock: Python's `multiprocessing.Value`.
 ///
 /// [`get`](Value::get) and [`set`](Value::set) take the lock for a single
 /// read or write; [`lock`](Value::lock) holds it for a compound update
 /// (Python's `with v.get_lock(): v.value += 1`).
 ///
-/// If a process dies while holding the lock, `get`/`set` fail with
-/// [`ErrorKind::OwnerDied`] until someone takes [`lock`](Value::lock), checks
-/// the value and calls [`MutexGuard::mark_consistent`].
+/// If a process dies — or a thread panics, in [`update`](Value::update)'s
+/// closure for instance — while holding the lock, `get`/`set` fail with
+/// [`ErrorKind::OwnerDied`] until someone takes [`lock`](Value::lock),
+/// checks the value and calls [`MutexGuard::mark_consistent`].
 ///
 /// ```
 /// use ipckit::Value;
@@ -45,23 +61,29 @@ fn owner_died(what: &str) -> Error {
 /// assert_eq!(counter.get()?, 2);
 /// # Ok(()) }
 /// ```
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct Value<T: ShmSafe> {
-    inner: Mutex<T>,
+    object: Object<ValueLayout<T>>,
 }
 
 impl<T: ShmSafe> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
-            inner: self.inner.clone(),
+            object: self.object.clone(),
         }
     }
 }
 
+// A panic under the lock poisons it (see `Mutex`).
+impl<T: ShmSafe> UnwindSafe for Value<T> {}
+impl<T: ShmSafe> RefUnwindSafe for Value<T> {}
+
 impl<T: ShmSafe + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Value");
-        d.field("object", &self.inner.place.describe());
-        match self.inner.try_lock() {
+        d.field("object", &self.object.describe());
+        match self.try_lock() {
             Ok(g) => d.field("value", &*g),
             Err(_) => d.field("value", &format_args!("<locked>")),
         };
@@ -72,124 +94,98 @@ impl<T: ShmSafe + fmt::Debug> fmt::Debug for Value<T> {
 impl<T: ShmSafe> Value<T> {
     /// Bytes a `Value<T>` needs inside a segment.
     pub const fn size_in_segment() -> usize {
-        Mutex::<T>::size_in_segment()
+        fixed_len::<MutexCell<T>>()
     }
 
-    fn make(loc: Location<'_>, value: T) -> Result<Value<T>> {
-        Mutex::locate(ObjectKind::Value, loc, value).map(|inner| Value { inner })
-    }
-
-    fn existing(loc: Location<'_>) -> Result<Value<T>> {
-        Mutex::locate_existing(ObjectKind::Value, loc).map(|inner| Value { inner })
+    fn init(value: T) -> impl FnOnce(Uninit<ValueLayout<T>>) -> Result<()> {
+        move |mem| {
+            // SAFETY: `mem` is the new object's region, exclusively ours.
+            unsafe { MutexCell::init(mem.shared(), value) }
+        }
     }
 
     /// Creates a named value; fails if the name exists.
     pub fn create(name: &str, value: T) -> Result<Value<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::make(Location::Create { name, mode }, value)
+        Object::create(Create::Named(name), 0, Self::init(value)).map(|object| Value { object })
     }
 
     /// Opens a named value, checking that it holds a `T`.
     pub fn open(name: &str) -> Result<Value<T>> {
-        Self::existing(Location::Open { name })
+        Object::open(Open::Named(name)).map(|object| Value { object })
     }
 
     /// Opens the named value, or creates it holding `value`.
     pub fn open_or_create(name: &str, value: T) -> Result<Value<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::make(Location::OpenOrCreate { name, mode }, value)
+        Object::open_or_create(name, 0, Self::init(value)).map(|object| Value { object })
     }
 
     /// Creates an anonymous value.
     pub fn new(value: T) -> Result<Value<T>> {
-        Self::make(Location::Anonymous, value)
+        Object::create(Create::Anonymous, 0, Self::init(value)).map(|object| Value { object })
     }
 
     /// Creates a value at `offset` (a multiple of 64) inside `segment`.
     pub fn create_in(segment: &Segment, offset: usize, value: T) -> Result<Value<T>> {
-        Self::make(Location::CreateIn { segment, offset }, value)
+        Object::create(Create::In(segment, offset), 0, Self::init(value))
+            .map(|object| Value { object })
     }
 
     /// Opens the value at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Value<T>> {
-        Self::existing(Location::OpenIn { segment, offset })
+        Object::open(Open::In(segment, offset)).map(|object| Value { object })
+    }
+
+    fn with<R>(&self, verb: &str, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        match self.lock() {
+            Ok(mut g) => Ok(f(&mut g)),
+            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
+                "cannot {verb} {}",
+                self.object.describe()
+            ))),
+            Err(LockError::Failed(e)) => Err(e),
+        }
     }
 
     /// Reads the value under the lock.
     pub fn get(&self) -> Result<T> {
-        match self.inner.lock() {
-            Ok(g) => Ok(*g),
-            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
-                "cannot read {}",
-                self.inner.place.describe()
-            ))),
-            Err(LockError::Failed(e)) => Err(e),
-        }
+        self.with("read", |v| *v)
     }
 
     /// Writes the value under the lock.
     pub fn set(&self, value: T) -> Result<()> {
-        match self.inner.lock() {
-            Ok(mut g) => {
-                *g = value;
-                Ok(())
-            }
-            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
-                "cannot write {}",
-                self.inner.place.describe()
-            ))),
-            Err(LockError::Failed(e)) => Err(e),
-        }
+        self.with("write", |v| *v = value)
     }
 
-    /// Runs `f` on the value under the lock and returns its result.
+    /// Runs `f` on the value under the lock and returns its result. If `f`
+    /// panics, the lock is poisoned: later calls report
+    /// [`ErrorKind::OwnerDied`] until the value is repaired.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        match self.inner.lock() {
-            Ok(mut g) => Ok(f(&mut g)),
-            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
-                "cannot update {}",
-                self.inner.place.describe()
-            ))),
-            Err(LockError::Failed(e)) => Err(e),
-        }
+        self.with("update", f)
     }
 
     /// Takes the lock for a compound update (Python's `get_lock()`).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        self.inner.lock()
+        self.object.shared().lock(None)
     }
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        self.inner.try_lock()
+        self.object.shared().try_lock()
     }
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
-        self.inner.lock_timeout(timeout)
+        self.object.shared().lock(crate::deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline`.
     pub fn lock_deadline(&self, deadline: Instant) -> LockResult<MutexGuard<'_, T>> {
-        self.inner.lock_deadline(deadline)
+        self.object.shared().lock(Some(deadline))
     }
 
     /// The segment this value lives in.
     pub fn segment(&self) -> &Segment {
-        self.inner.segment()
-    }
-}
-
-impl<T: ShmSafe> Serialize for Value<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.inner.place.token().serialize(s)
-    }
-}
-
-impl<'de, T: ShmSafe> Deserialize<'de> for Value<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        Value::open_in(&segment, offset).map_err(serde::de::Error::custom)
+        self.object.segment()
     }
 }
 
@@ -206,41 +202,58 @@ impl<'de, T: ShmSafe> Deserialize<'de> for Value<T> {
 /// assert_eq!(a.get(2)?, 6.0);
 /// # Ok(()) }
 /// ```
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct Array<T: ShmSafe> {
-    place: Placement,
-    raw: NonNull<RawMutex>,
-    data: NonNull<T>,
-    len: usize,
+    object: Object<ArrayLayout<T>>,
 }
 
-// SAFETY: the lock and data live in a mapping kept alive by `place`; data
-// access is serialised by the process-shared lock and T is ShmSafe.
-unsafe impl<T: ShmSafe> Send for Array<T> {}
-// SAFETY: as above.
-unsafe impl<T: ShmSafe> Sync for Array<T> {}
+/// The layout of an [`Array<T>`]: a header, a [`RawMutex`], then `len`
+/// elements (the header's parameter) at `data_offset::<T>()`.
+pub(crate) struct ArrayLayout<T>(PhantomData<T>);
+
+// SAFETY: the shared part is a RawMutex (repr(C), pointer-free, any bits
+// valid); the elements after it are ShmSafe and only accessed under that
+// lock. `total_len` covers the lock and `len` elements.
+unsafe impl<T: ShmSafe> Layout for ArrayLayout<T> {
+    type Shared = RawMutex;
+    const KIND: ObjectKind = ObjectKind::Array;
+    const ALIGN: usize = max(std::mem::align_of::<RawMutex>(), std::mem::align_of::<T>());
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<T>()
+    }
+    fn total_len(param: u64) -> Option<usize> {
+        Array::<T>::size_in_segment(usize::try_from(param).ok()?)
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 impl<T: ShmSafe> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
-            place: self.place.clone(),
-            raw: self.raw,
-            data: self.data,
-            len: self.len,
+            object: self.object.clone(),
         }
     }
 }
 
+// A panic under the lock poisons it (see `Mutex`).
+impl<T: ShmSafe> UnwindSafe for Array<T> {}
+impl<T: ShmSafe> RefUnwindSafe for Array<T> {}
+
 impl<T: ShmSafe> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array")
-            .field("object", &self.place.describe())
-            .field("len", &self.len)
+            .field("object", &self.object.describe())
+            .field("len", &self.len())
             .finish_non_exhaustive()
     }
 }
 
 const fn array_payload() -> usize {
-    object::payload_offset(std::mem::align_of::<RawMutex>())
+    payload_offset(std::mem::align_of::<RawMutex>())
 }
 
 const fn data_offset<T>() -> usize {
@@ -258,75 +271,57 @@ impl<T: ShmSafe> Array<T> {
         align_up(data_offset::<T>().checked_add(bytes)?, 64)
     }
 
-    fn locate(loc: Location<'_>, init: Option<&[T]>) -> Result<Array<T>> {
-        let len = init.map_or(0, |v| v.len());
-        let total_len = Self::size_in_segment(len).ok_or_else(|| {
-            Error::new(
+    fn check_len(len: usize) -> Result<()> {
+        match Self::size_in_segment(len) {
+            Some(_) => Ok(()),
+            None => Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!("an array of {len} elements does not fit in memory"),
-            )
-        })?;
-        let spec = Spec {
-            kind: ObjectKind::Array,
-            ty: TypeFingerprint::of::<T>(),
-            param: len as u64,
-            total_len,
-            align: std::mem::align_of::<T>(),
-        };
-        let place = object::locate(
-            loc,
-            spec,
-            |base| {
-                let Some(values) = init else {
-                    return crate::sync::mutex_unreachable_init();
-                };
-                // SAFETY: the object region holds the lock at `array_payload()`
-                // and `len` elements at `data_offset::<T>()`, both aligned and
-                // inside `total_len`, exclusively ours during initialisation.
-                unsafe {
-                    RawMutex::init(base.add(array_payload()) as *mut RawMutex)?;
-                    let data = base.add(data_offset::<T>()) as *mut T;
-                    std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len());
-                }
-                Ok(())
-            },
-            |h| {
-                let len = usize::try_from(h.param).ok()?;
-                Self::size_in_segment(len)
-            },
-        )?;
-        let len = place.header.param as usize;
-        let raw = NonNull::new(place.ptr(array_payload()) as *mut RawMutex).expect("mapped");
-        let data = NonNull::new(place.ptr(data_offset::<T>()) as *mut T).expect("mapped");
-        Ok(Array {
-            place,
-            raw,
-            data,
-            len,
-        })
+            )),
+        }
+    }
+
+    fn create_at(at: Create<'_>, values: &[T]) -> Result<Array<T>> {
+        Self::check_len(values.len())?;
+        Object::create(at, values.len() as u64, Self::init(values)).map(|object| Array { object })
+    }
+
+    fn init(values: &[T]) -> impl FnOnce(Uninit<ArrayLayout<T>>) -> Result<()> + '_ {
+        move |mem| {
+            // SAFETY: the object region holds the lock at `array_payload()`
+            // and `values.len()` elements at `data_offset::<T>()`, both
+            // aligned and inside the length `size_in_segment` gave,
+            // exclusively ours during initialisation.
+            unsafe {
+                RawMutex::init(mem.shared())?;
+                let data = mem.at(data_offset::<T>()) as *mut T;
+                std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len());
+            }
+            Ok(())
+        }
     }
 
     /// Creates a named array holding a copy of `values`; fails if the name exists.
     pub fn create(name: &str, values: &[T]) -> Result<Array<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::Create { name, mode }, Some(values))
+        Self::create_at(Create::Named(name), values)
     }
 
     /// Opens a named array, checking its element type; its length is whatever
     /// it was created with.
     pub fn open(name: &str) -> Result<Array<T>> {
-        Self::locate(Location::Open { name }, None)
+        Object::open(Open::Named(name)).map(|object| Array { object })
     }
 
     /// Opens the named array, or creates it holding a copy of `values`.
     pub fn open_or_create(name: &str, values: &[T]) -> Result<Array<T>> {
-        let mode = crate::segment::DEFAULT_MODE;
-        Self::locate(Location::OpenOrCreate { name, mode }, Some(values))
+        Self::check_len(values.len())?;
+        Object::open_or_create(name, values.len() as u64, Self::init(values))
+            .map(|object| Array { object })
     }
 
     /// Creates an anonymous array holding a copy of `values`.
     pub fn new(values: &[T]) -> Result<Array<T>> {
-        Self::locate(Location::Anonymous, Some(values))
+        Self::create_at(Create::Anonymous, values)
     }
 
     /// Creates an anonymous array of `len` copies of `value`.
@@ -336,61 +331,61 @@ impl<T: ShmSafe> Array<T> {
 
     /// Creates an array at `offset` (a multiple of 64) inside `segment`.
     pub fn create_in(segment: &Segment, offset: usize, values: &[T]) -> Result<Array<T>> {
-        Self::locate(Location::CreateIn { segment, offset }, Some(values))
+        Self::create_at(Create::In(segment, offset), values)
     }
 
     /// Opens the array at `offset` inside `segment`.
     pub fn open_in(segment: &Segment, offset: usize) -> Result<Array<T>> {
-        Self::locate(Location::OpenIn { segment, offset }, None)
+        Object::open(Open::In(segment, offset)).map(|object| Array { object })
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.len
+        // Validated on open: `size_in_segment(param)` exists, so it fits.
+        self.object.param() as usize
     }
 
     /// Whether the array has no elements.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn raw(&self) -> &RawMutex {
-        // SAFETY: points into the mapping held by `self.place`, initialised
-        // before publication.
-        unsafe { self.raw.as_ref() }
+        self.len() == 0
     }
 
     fn guard(&self, locked: crate::sync::raw::Locked) -> LockResult<MutexGuard<'_, [T]>> {
-        let slice = NonNull::slice_from_raw_parts(self.data, self.len);
-        let g = MutexGuard::new(self.raw(), slice);
-        if locked.owner_died {
-            Err(LockError::OwnerDied(g))
-        } else {
-            Ok(g)
-        }
+        // SAFETY: `locked` proves this thread has just taken the lock.
+        let raw = unsafe { RawGuard::new(self.object.shared()) };
+        let data = NonNull::new(self.object.at(data_offset::<T>()) as *mut T).expect("mapped");
+        let slice = NonNull::slice_from_raw_parts(data, self.len());
+        MutexGuard::with_state(raw, slice, locked)
+    }
+
+    fn lock_with(&self, deadline: Option<Instant>) -> LockResult<MutexGuard<'_, [T]>> {
+        let locked = self
+            .object
+            .shared()
+            .lock(deadline)
+            .map_err(LockError::Failed)?;
+        self.guard(locked)
     }
 
     /// Takes the lock; the guard dereferences to `[T]`.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, [T]>> {
-        let locked = self.raw().lock(None).map_err(LockError::Failed)?;
-        self.guard(locked)
+        self.lock_with(None)
     }
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> LockResult<MutexGuard<'_, [T]>> {
-        let locked = self.raw().try_lock().map_err(LockError::Failed)?;
+        let locked = self.object.shared().try_lock().map_err(LockError::Failed)?;
         self.guard(locked)
     }
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, [T]>> {
-        self.lock_deadline(Instant::now() + timeout)
+        self.lock_with(crate::deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline`.
     pub fn lock_deadline(&self, deadline: Instant) -> LockResult<MutexGuard<'_, [T]>> {
-        let locked = self.raw().lock(Some(deadline)).map_err(LockError::Failed)?;
-        self.guard(locked)
+        self.lock_with(Some(deadline))
     }
 
     fn with<R>(&self, verb: &str, f: impl FnOnce(&mut [T]) -> Result<R>) -> Result<R> {
@@ -398,7 +393,7 @@ impl<T: ShmSafe> Array<T> {
             Ok(mut g) => f(&mut g),
             Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
                 "cannot {verb} {}",
-                self.place.describe()
+                self.object.describe()
             ))),
             Err(LockError::Failed(e)) => Err(e),
         }
@@ -409,14 +404,14 @@ impl<T: ShmSafe> Array<T> {
             ErrorKind::OutOfRange,
             format!(
                 "index {i} is out of range for an array of length {}",
-                self.len
+                self.len()
             ),
         )
     }
 
     /// Element `i`, read under the lock.
     pub fn get(&self, i: usize) -> Result<T> {
-        if i >= self.len {
+        if i >= self.len() {
             return Err(self.out_of_range(i));
         }
         self.with("read", |s| Ok(s[i]))
@@ -424,7 +419,7 @@ impl<T: ShmSafe> Array<T> {
 
     /// Sets element `i` under the lock.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
-        if i >= self.len {
+        if i >= self.len() {
             return Err(self.out_of_range(i));
         }
         self.with("write", |s| {
@@ -440,13 +435,13 @@ impl<T: ShmSafe> Array<T> {
 
     /// Overwrites all elements from `values` (same length) under one lock.
     pub fn copy_from_slice(&self, values: &[T]) -> Result<()> {
-        if values.len() != self.len {
+        if values.len() != self.len() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
                     "source has {} elements, the array has {}",
                     values.len(),
-                    self.len
+                    self.len()
                 ),
             ));
         }
@@ -458,19 +453,6 @@ impl<T: ShmSafe> Array<T> {
 
     /// The segment this array lives in.
     pub fn segment(&self) -> &Segment {
-        &self.place.segment
-    }
-}
-
-impl<T: ShmSafe> Serialize for Array<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.place.token().serialize(s)
-    }
-}
-
-impl<'de, T: ShmSafe> Deserialize<'de> for Array<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (segment, offset) = ObjectToken::decode(d)?;
-        Array::open_in(&segment, offset).map_err(serde::de::Error::custom)
+        self.object.segment()
     }
 }

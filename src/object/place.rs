@@ -1,17 +1,33 @@
-//! The create → init → publish / open → wait → validate protocol that every
-//! ipckit object uses, in one place (DESIGN.md §3).
+//! The placement protocol of every ipckit object (DESIGN.md §3): create →
+//! init → publish, and open → wait → validate, as two separate functions.
 //!
 //! An object occupies `total_len` bytes of a segment starting at a
 //! [`HEADER_ALIGN`]-aligned offset: a [`Header`] followed by its payload.
 //! Named and anonymous objects own a whole segment (offset 0); embedded
 //! objects live at an offset inside a segment someone else laid out.
+//!
+//! # The state word while an object is being created
+//!
+//! | state seen by an opener | header bytes | meaning | opener |
+//! |---|---|---|---|
+//! | 0 | anything | fresh memory, or a creator copying the header | waits |
+//! | `STATE_INIT` | a complete header | the creator is initialising the payload | waits |
+//! | `STATE_READY` | a complete header | published (SYNC POINT "publish") | validates |
+//! | anything else | | not an ipckit object being created | reports what is wrong |
+//!
+//! A creator stores 0 before it writes the header, so an opener that saw 0
+//! never trusts header bytes it read then. An opener that saw
+//! `STATE_READY` re-reads the state after copying the header (a seqlock
+//! read): if a creator re-initialised the region meanwhile (`create_in` over
+//! an old object), the copy may be torn and is read again. A wait is
+//! bounded by [`INIT_WAIT`]; then the object is reported `Uninitialized`
+//! (its creator may have died while creating it) — never `Corrupt`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Segment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::{
     HEADER_ALIGN, HEADER_LEN, Header, HeaderError, ObjectKind, STATE_INIT, STATE_OFFSET,
@@ -19,6 +35,7 @@ use crate::layout::header::{
 };
 use crate::layout::{TypeFingerprint, align_up};
 use crate::platform;
+use crate::segment::Segment;
 
 /// How long `open` waits for a creator to publish an object it is still
 /// initialising before reporting [`ErrorKind::Uninitialized`].
@@ -187,7 +204,8 @@ pub(crate) fn create_in(
 }
 
 /// Waits (bounded) for the object at `offset` to be published, then validates
-/// its header against `kind` and `ty`.
+/// its header against `spec`'s kind and type (not its length: that depends
+/// on the header's parameter, which the caller checks).
 pub(crate) fn open_in(
     segment: &Segment,
     offset: usize,
@@ -213,32 +231,54 @@ pub(crate) fn open_in(
         return Err(err.context(ctx()));
     }
     let state = state_word(segment, offset);
-    let deadline = Instant::now() + wait;
+    // No deadline (a wait too long for `Instant`) means waiting for good.
+    let deadline = Instant::now().checked_add(wait);
     let mut bytes = [0u8; HEADER_LEN];
     loop {
         // SYNC POINT "publish" (see create_in).
         let s = state.load(Ordering::Acquire);
-        segment.read_at(offset, &mut bytes)?;
         if s == STATE_READY {
-            break;
+            segment.read_at(offset, &mut bytes)?;
+            // Seqlock read: the copy is whole only if the state did not
+            // change while it was taken (a creator re-initialising the
+            // region stores 0 first). The fence orders the copy's loads
+            // before the second load of the state.
+            fence(Ordering::Acquire);
+            if state.load(Ordering::Relaxed) == STATE_READY {
+                break;
+            }
+            continue;
         }
-        let empty = bytes[..STATE_OFFSET].iter().all(|&b| b == 0);
-        if !(s == STATE_INIT || (s == 0 && empty)) {
+        if s != 0 && s != STATE_INIT {
             // Not an object being created: report what is wrong with it.
+            segment.read_at(offset, &mut bytes)?;
             let err = match Header::decode(&bytes) {
                 Err(e) => header_error(e),
                 Ok(_) => Error::new(ErrorKind::Corrupt, format!("invalid state word {s:#010x}")),
             };
             return Err(err.context(ctx()));
         }
-        if Instant::now() >= deadline {
-            return Err(Error::new(
-                ErrorKind::Uninitialized,
-                "its creator never finished initialising it (it may have died while creating it)",
-            )
-            .context(ctx()));
+        // 0 or STATE_INIT: being created. Whatever the header bytes hold
+        // now, they are the creator's work in progress.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Still not published: a creator that died mid-way, or bytes
+            // that were never an ipckit object. Say which, if the bytes tell.
+            segment.read_at(offset, &mut bytes)?;
+            let never_written = bytes.iter().all(|&b| b == 0);
+            let err = match Header::decode(&bytes) {
+                Err(e) if s == 0 && !never_written => header_error(e),
+                _ => Error::new(
+                    ErrorKind::Uninitialized,
+                    "its creator never finished initialising it (it may have died while creating it)",
+                ),
+            };
+            return Err(err.context(ctx()));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::yield_now();
+        if state.load(Ordering::Relaxed) != s {
+            continue;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
     let header = Header::decode(&bytes).map_err(|e| header_error(e).context(ctx()))?;
     let available = (segment.len() - offset) as u64;
@@ -265,97 +305,4 @@ pub(crate) fn header_error(e: HeaderError) -> Error {
         | HeaderError::BadLength(_) => ErrorKind::Corrupt,
     };
     Error::new(kind, e.to_string())
-}
-
-/// Fails with a `Corrupt` error unless the header's total length is exactly
-/// what the object's parameters imply.
-pub(crate) fn expect_len(place: &Placement, expected: Option<usize>) -> Result<()> {
-    match expected {
-        Some(len) if len as u64 == place.header.total_len => Ok(()),
-        _ => Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "header length {} does not match its parameters (expected {})",
-                place.header.total_len,
-                expected.map_or_else(|| "an overflow".to_owned(), |l| l.to_string())
-            ),
-        )
-        .context(format!("cannot open {}", place.describe()))),
-    }
-}
-
-/// How a typed object is created or found; shared by every object type's
-/// constructors.
-pub(crate) enum Location<'a> {
-    /// A new named segment of exactly the object's size.
-    Create { name: &'a str, mode: u32 },
-    /// An existing named segment.
-    Open { name: &'a str },
-    /// Open the named object, or create it.
-    OpenOrCreate { name: &'a str, mode: u32 },
-    /// A new anonymous segment.
-    Anonymous,
-    /// Inside an existing segment, at an offset: create a new object there.
-    CreateIn { segment: &'a Segment, offset: usize },
-    /// Inside an existing segment, at an offset: open the object there.
-    OpenIn { segment: &'a Segment, offset: usize },
-}
-
-/// Creates or opens an object at `loc`.
-///
-/// `spec` describes the object to create; `validate` checks an opened
-/// object's header parameters and returns its expected total length.
-pub(crate) fn locate(
-    loc: Location<'_>,
-    spec: Spec,
-    init: impl FnOnce(*mut u8) -> Result<()>,
-    validate: impl Fn(&Header) -> Option<usize>,
-) -> Result<Placement> {
-    let kind_name = spec.kind.name().to_ascii_lowercase();
-    let opened = |place: Placement, validate: &dyn Fn(&Header) -> Option<usize>| {
-        expect_len(&place, validate(&place.header)).map(|()| place)
-    };
-    let validate = &validate;
-    match loc {
-        Location::Create { name, mode } => {
-            let seg = Segment::builder(name)
-                .size(spec.total_len)
-                .mode(mode)
-                .build()
-                .map_err(|e| e.context(format!("cannot create {kind_name} {name:?}")))?;
-            create_in(&seg, 0, spec, init)
-        }
-        Location::Open { name } => {
-            let seg = Segment::open(name)
-                .map_err(|e| e.context(format!("cannot open {kind_name} {name:?}")))?;
-            let place = open_in(&seg, 0, &spec, INIT_WAIT)?;
-            opened(place, validate)
-        }
-        Location::OpenOrCreate { name, mode } => {
-            match Segment::builder(name)
-                .size(spec.total_len)
-                .mode(mode)
-                .build()
-            {
-                Ok(seg) => create_in(&seg, 0, spec, init),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let seg = Segment::open(name)
-                        .map_err(|e| e.context(format!("cannot open {kind_name} {name:?}")))?;
-                    let place = open_in(&seg, 0, &spec, INIT_WAIT)?;
-                    opened(place, validate)
-                }
-                Err(e) => Err(e.context(format!("cannot create {kind_name} {name:?}"))),
-            }
-        }
-        Location::Anonymous => {
-            let seg = Segment::anonymous(spec.total_len)
-                .map_err(|e| e.context(format!("cannot create anonymous {kind_name}")))?;
-            create_in(&seg, 0, spec, init)
-        }
-        Location::CreateIn { segment, offset } => create_in(segment, offset, spec, init),
-        Location::OpenIn { segment, offset } => {
-            let place = open_in(segment, offset, &spec, INIT_WAIT)?;
-            opened(place, validate)
-        }
-    }
 }
