@@ -12,131 +12,113 @@ use std::io;
 /// A specialised `Result` whose error is [`ipckit::Error`](Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong, in categories a program can act on.
-///
-/// New kinds may be added in minor releases, so match with a wildcard arm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The named object does not exist.
-    NotFound,
-    /// An object with that name already exists (creation is exclusive).
-    AlreadyExists,
-    /// The caller lacks permission for the object.
-    PermissionDenied,
-    /// The name is empty, too long, or contains a character POSIX forbids.
-    InvalidName,
-    /// An argument is out of its domain (a zero size, a misaligned offset, …).
-    InvalidArgument,
-    /// An index or byte range lies outside the object.
-    OutOfRange,
-    /// The segment holds another kind of object (a `Mutex` opened as a `Queue`).
-    WrongKind,
-    /// The object holds another element type (`Value<u32>` opened as `Value<u64>`).
-    WrongType,
-    /// The object was made by an incompatible version of ipckit.
-    Incompatible,
-    /// The bytes in the segment are not a valid ipckit object (bad magic,
-    /// checksum mismatch, truncated segment, impossible lengths).
-    Corrupt,
-    /// The object's creator never finished initialising it (it may have died).
-    Uninitialized,
-    /// A deadline passed before the operation could complete.
-    Timeout,
-    /// A non-blocking operation could not proceed now.
-    WouldBlock,
-    /// A process died while holding the lock; the protected data may be
-    /// inconsistent. See [`LockError::OwnerDied`](crate::sync::LockError).
-    OwnerDied,
-    /// The barrier was broken by a timeout, an `abort()` or a `reset()`.
-    BrokenBarrier,
-    /// The operation would exceed a limit (a bounded semaphore released too
-    /// often, a lock taken twice by the same thread).
-    LimitExceeded,
-    /// The object was closed.
-    Closed,
-    /// Encoding or decoding a value failed.
-    Codec,
-    /// The operation is not supported on this platform or object.
-    Unsupported,
-    /// A child process's function panicked; the message and location are
-    /// in the error's text.
-    Panicked,
-    /// A child process ended without a result (killed, aborted, exited).
-    ProcessDied,
-    /// A peer failed to prove the shared auth key (or this side failed to).
-    AuthenticationFailed,
-    /// A task was cancelled.
-    Cancelled,
-    /// Another operating-system error; see `source()`.
-    Io,
+/// Defines [`ErrorKind`] and its tables from one list, so that a new kind
+/// cannot be forgotten in [`ErrorKind::ALL`] (which decodes kinds sent by
+/// another process) or lack a text.
+macro_rules! error_kinds {
+    (
+        $(#[$meta:meta])*
+        pub enum ErrorKind {
+            $(
+                $(#[doc = $doc:literal])*
+                $kind:ident = $text:literal,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum ErrorKind {
+            $(
+                $(#[doc = $doc])*
+                $kind,
+            )*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in declaration order.
+            const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),*];
+
+            /// The kind's text: what [`Display`](fmt::Display) prints, and
+            /// how the kind travels to other processes.
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    /// What went wrong, in categories a program can act on.
+    ///
+    /// New kinds may be added in minor releases, so match with a wildcard arm.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum ErrorKind {
+        /// The named object does not exist.
+        NotFound = "not found",
+        /// An object with that name already exists (creation is exclusive).
+        AlreadyExists = "already exists",
+        /// The caller lacks permission for the object.
+        PermissionDenied = "permission denied",
+        /// The name is empty, too long, or contains a character POSIX forbids.
+        InvalidName = "invalid name",
+        /// An argument is out of its domain (a zero size, a misaligned offset, …).
+        InvalidArgument = "invalid argument",
+        /// An index or byte range lies outside the object.
+        OutOfRange = "out of range",
+        /// The segment holds another kind of object (a `Mutex` opened as a `Queue`).
+        WrongKind = "wrong object kind",
+        /// The object holds another element type (`Value<u32>` opened as `Value<u64>`).
+        WrongType = "wrong element type",
+        /// The object was made by an incompatible version of ipckit.
+        Incompatible = "incompatible layout version",
+        /// The bytes in the segment are not a valid ipckit object (bad magic,
+        /// checksum mismatch, truncated segment, impossible lengths).
+        Corrupt = "corrupt object",
+        /// The object's creator never finished initialising it (it may have died).
+        Uninitialized = "object not initialised",
+        /// A deadline passed before the operation could complete.
+        Timeout = "timed out",
+        /// A non-blocking operation could not proceed now.
+        WouldBlock = "operation would block",
+        /// A process died while holding the lock; the protected data may be
+        /// inconsistent. See [`LockError::OwnerDied`](crate::sync::LockError).
+        OwnerDied = "lock owner died",
+        /// The barrier was broken by a timeout, an `abort()` or a `reset()`.
+        BrokenBarrier = "barrier is broken",
+        /// The operation would exceed a limit (a bounded semaphore released too
+        /// often, a lock taken twice by the same thread).
+        LimitExceeded = "limit exceeded",
+        /// The object was closed.
+        Closed = "closed",
+        /// Encoding or decoding a value failed.
+        Codec = "encoding error",
+        /// The operation is not supported on this platform or object.
+        Unsupported = "unsupported",
+        /// A child process's function panicked; the message and location are
+        /// in the error's text.
+        Panicked = "child panicked",
+        /// A child process ended without a result (killed, aborted, exited).
+        ProcessDied = "child process died",
+        /// A peer failed to prove the shared auth key (or this side failed to).
+        AuthenticationFailed = "authentication failed",
+        /// A task was cancelled.
+        Cancelled = "cancelled",
+        /// Another operating-system error; see `source()`.
+        Io = "i/o error",
+    }
 }
 
 impl ErrorKind {
-    /// Every kind, for decoding kinds sent by another process.
-    const ALL: [ErrorKind; 24] = [
-        ErrorKind::NotFound,
-        ErrorKind::AlreadyExists,
-        ErrorKind::PermissionDenied,
-        ErrorKind::InvalidName,
-        ErrorKind::InvalidArgument,
-        ErrorKind::OutOfRange,
-        ErrorKind::WrongKind,
-        ErrorKind::WrongType,
-        ErrorKind::Incompatible,
-        ErrorKind::Corrupt,
-        ErrorKind::Uninitialized,
-        ErrorKind::Timeout,
-        ErrorKind::WouldBlock,
-        ErrorKind::OwnerDied,
-        ErrorKind::BrokenBarrier,
-        ErrorKind::LimitExceeded,
-        ErrorKind::Closed,
-        ErrorKind::Codec,
-        ErrorKind::Unsupported,
-        ErrorKind::Panicked,
-        ErrorKind::ProcessDied,
-        ErrorKind::AuthenticationFailed,
-        ErrorKind::Cancelled,
-        ErrorKind::Io,
-    ];
-
     /// The kind whose [`as_str`](Self::as_str) is `s` (`Io` if unknown, as
     /// from a newer version).
     pub(crate) fn from_str_or_io(s: &str) -> ErrorKind {
         ErrorKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.as_str() == s)
             .unwrap_or(ErrorKind::Io)
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not found",
-            ErrorKind::AlreadyExists => "already exists",
-            ErrorKind::PermissionDenied => "permission denied",
-            ErrorKind::InvalidName => "invalid name",
-            ErrorKind::InvalidArgument => "invalid argument",
-            ErrorKind::OutOfRange => "out of range",
-            ErrorKind::WrongKind => "wrong object kind",
-            ErrorKind::WrongType => "wrong element type",
-            ErrorKind::Incompatible => "incompatible layout version",
-            ErrorKind::Corrupt => "corrupt object",
-            ErrorKind::Uninitialized => "object not initialised",
-            ErrorKind::Timeout => "timed out",
-            ErrorKind::WouldBlock => "operation would block",
-            ErrorKind::OwnerDied => "lock owner died",
-            ErrorKind::BrokenBarrier => "barrier is broken",
-            ErrorKind::LimitExceeded => "limit exceeded",
-            ErrorKind::Closed => "closed",
-            ErrorKind::Codec => "encoding error",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::Panicked => "child panicked",
-            ErrorKind::ProcessDied => "child process died",
-            ErrorKind::AuthenticationFailed => "authentication failed",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::Io => "i/o error",
-        }
     }
 }
 
@@ -359,8 +341,28 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_round_trips_through_its_string() {
+        assert!(!ErrorKind::ALL.is_empty());
+        let mut seen = std::collections::HashSet::new();
+        for &kind in ErrorKind::ALL {
+            let s = kind.as_str();
+            assert!(seen.insert(s), "two kinds share the text {s:?}");
+            assert_eq!(ErrorKind::from_str_or_io(s), kind, "{s:?}");
+            assert_eq!(kind.to_string(), s);
+            assert!(
+                !s.is_empty() && s == s.to_lowercase() && !s.ends_with('.'),
+                "{s:?}"
+            );
+        }
+        assert_eq!(
+            ErrorKind::from_str_or_io("from a newer version"),
+            ErrorKind::Io
+        );
+    }
+
+    #[test]
     fn errors_travel_with_kind_and_text() {
-        for kind in ErrorKind::ALL {
+        for &kind in ErrorKind::ALL {
             let e = Error::io("cannot frob", io::Error::other("because")).context("outer");
             let e = Error { kind, ..e };
             let bytes = crate::codec::encode(&e).unwrap();
