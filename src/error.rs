@@ -1,10 +1,28 @@
 //! The crate's single error type.
 //!
 //! Every fallible ipckit call returns [`Error`]: an opaque value with a
-//! [`kind()`](Error::kind), predicates for the common cases and an optional
-//! [`source()`](std::error::Error::source). Messages are lowercase, give the
-//! context first and the cause second, and never end with a period:
-//! `cannot open mutex "jobs": segment holds a Semaphore, not a Mutex`.
+//! [`kind()`](Error::kind) and predicates for the common cases. Messages are
+//! lowercase, give the context first and the cause second, and never end
+//! with a period: `cannot open mutex "jobs": segment holds a Semaphore, not a
+//! Mutex`.
+//!
+//! # Display or source, never both
+//!
+//! An error reporter (`anyhow`, `eyre`, `fn main() -> Result`) prints an
+//! error's [`Display`](fmt::Display) and then walks
+//! [`source()`](std::error::Error::source), printing each cause. A cause that
+//! is in both is printed twice, so ipckit follows one rule: **the cause is
+//! part of the text, and `source()` is `None`.** `Display` is always the
+//! whole story — `cannot open segment "jobs": No such file or directory (os
+//! error 2)` — whether it is printed with `{}`, by a reporter, or in another
+//! process: errors travel between processes (a child's result, a pool task,
+//! a manager's reply) as their kind and this text, and arrive exactly as
+//! they left, which a split between text and source could not do. Every
+//! constructor keeps to it: [`Error::new`], the OS-error constructor (which
+//! keeps the OS error code, see [`raw_os_error`](Error::raw_os_error)),
+//! adding context, and decoding an error sent by another process. Programs
+//! that need to act on a cause match on [`kind()`](Error::kind), not on the
+//! text.
 
 use std::fmt;
 use std::io;
@@ -105,7 +123,7 @@ error_kinds! {
         AuthenticationFailed = "authentication failed",
         /// A task was cancelled.
         Cancelled = "cancelled",
-        /// Another operating-system error; see `source()`.
+        /// Another operating-system error; the error's text names it.
         Io = "i/o error",
     }
 }
@@ -120,6 +138,20 @@ impl ErrorKind {
             .find(|k| k.as_str() == s)
             .unwrap_or(ErrorKind::Io)
     }
+
+    /// The kind of an operating-system error.
+    fn of_io(kind: io::ErrorKind) -> ErrorKind {
+        match kind {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            io::ErrorKind::WouldBlock => ErrorKind::WouldBlock,
+            io::ErrorKind::Unsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::Io,
+        }
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -129,10 +161,16 @@ impl fmt::Display for ErrorKind {
 }
 
 /// The error type of every ipckit operation.
+///
+/// Its text is the whole message, cause included, and
+/// [`source()`](std::error::Error::source) is `None` (see the
+/// [module docs](self)).
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The OS error code of the cause, if it was one (local only: it does
+    /// not travel to other processes, the text does).
+    os_error: Option<i32>,
 }
 
 impl Error {
@@ -141,26 +179,23 @@ impl Error {
         Error {
             kind,
             message: message.into(),
-            source: None,
+            os_error: None,
         }
     }
 
-    /// An error caused by an operating-system error; the kind is derived from it.
+    /// An error caused by an operating-system error: the text is
+    /// `"{context}: {err}"`, the kind is derived from `err`.
     pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Error {
-        let kind = match err.kind() {
-            io::ErrorKind::NotFound => ErrorKind::NotFound,
-            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
-            io::ErrorKind::TimedOut => ErrorKind::Timeout,
-            io::ErrorKind::WouldBlock => ErrorKind::WouldBlock,
-            io::ErrorKind::Unsupported => ErrorKind::Unsupported,
-            _ => ErrorKind::Io,
+        let context = context.into();
+        let message = if context.is_empty() {
+            err.to_string()
+        } else {
+            format!("{context}: {err}")
         };
         Error {
-            kind,
-            message: context.into(),
-            source: Some(Box::new(err)),
+            kind: ErrorKind::of_io(err.kind()),
+            message,
+            os_error: err.raw_os_error(),
         }
     }
 
@@ -180,15 +215,25 @@ impl Error {
         self
     }
 
-    /// A copy with the same kind and full text (the source becomes part of
-    /// the message, since sources cannot be cloned).
+    /// A copy with the same kind, text and OS error code.
     pub(crate) fn clone_error(&self) -> Error {
-        Error::new(self.kind, self.to_string())
+        Error {
+            kind: self.kind,
+            message: self.message.clone(),
+            os_error: self.os_error,
+        }
     }
 
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The operating-system error code (`errno`) that caused this error, if
+    /// one did and it happened in this process (an error received from
+    /// another process keeps only its kind and text).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.os_error
     }
 
     /// The object or name does not exist.
@@ -239,24 +284,15 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            if self.message.is_empty() {
-                write!(f, "{source}")?;
-            } else {
-                write!(f, ": {source}")?;
-            }
-        }
-        Ok(())
+        f.write_str(&self.message)
     }
 }
 
 /// Errors travel between processes (a child's `Result<T, ipckit::Error>`,
-/// a manager's reply) as their kind and full text; the source becomes part
-/// of the text.
+/// a manager's reply) as their kind and full text.
 impl serde::Serialize for Error {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (self.kind.as_str(), self.to_string()).serialize(s)
+        (self.kind.as_str(), &self.message).serialize(s)
     }
 }
 
@@ -271,20 +307,16 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(source) = &self.source {
-            d.field("source", source);
+        if let Some(code) = self.os_error {
+            d.field("os_error", &code);
         }
         d.finish()
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+/// `source()` is `None`: the cause is already in the text (see the
+/// [module docs](self)).
+impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
@@ -319,9 +351,12 @@ mod tests {
         );
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(e.is_not_found());
-        let text = e.to_string();
-        assert!(text.starts_with("cannot open segment \"jobs\": "), "{text}");
-        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let cause = io::Error::from_raw_os_error(libc::ENOENT).to_string();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot open segment \"jobs\": {cause}")
+        );
     }
 
     #[test]
@@ -338,6 +373,75 @@ mod tests {
     fn converts_to_io_error() {
         let e: io::Error = Error::new(ErrorKind::Timeout, "lock timed out").into();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(e.to_string(), "lock timed out");
+    }
+
+    /// Prints `e` the way error reporters (anyhow, eyre, `main`'s `Result`)
+    /// do: its text, then every `source()` in turn.
+    fn report(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut levels = Vec::new();
+        let mut next = Some(e);
+        while let Some(level) = next {
+            levels.push(level.to_string());
+            next = level.source();
+        }
+        levels
+    }
+
+    #[test]
+    fn reporters_never_print_a_cause_twice() {
+        let cause = || io::Error::from_raw_os_error(libc::ENOENT);
+        let cause_text = cause().to_string();
+        let sent: Error = {
+            let e = Error::io("cannot open segment \"jobs\"", cause());
+            crate::codec::decode(&crate::codec::encode(&e).unwrap()).unwrap()
+        };
+        let errors: Vec<(&str, Box<dyn std::error::Error + Send + Sync>)> = vec![
+            (
+                "io",
+                Box::new(Error::io("cannot open segment \"jobs\"", cause())),
+            ),
+            ("io without context", Box::new(Error::io("", cause()))),
+            (
+                "context",
+                Box::new(
+                    Error::io("cannot open segment \"jobs\"", cause()).context("cannot start"),
+                ),
+            ),
+            (
+                "context suffix",
+                Box::new(Error::io("cannot open", cause()).context_suffix(" (retry later)")),
+            ),
+            (
+                "clone",
+                Box::new(Error::io("cannot open", cause()).clone_error()),
+            ),
+            ("sent to another process", Box::new(sent)),
+            (
+                "as an io::Error",
+                Box::new(io::Error::from(Error::io("cannot open", cause()))),
+            ),
+        ];
+        for (what, e) in &errors {
+            let levels = report(e.as_ref());
+            let printed = levels.join(": ");
+            assert_eq!(
+                printed.matches(&cause_text).count(),
+                1,
+                "{what}: the cause is printed {} times in {printed:?}",
+                printed.matches(&cause_text).count()
+            );
+            for pair in levels.windows(2) {
+                assert!(
+                    !pair[0].contains(&pair[1]),
+                    "{what}: {:?} repeats its source {:?}",
+                    pair[0],
+                    pair[1]
+                );
+            }
+        }
+        let plain = Error::new(ErrorKind::Closed, "the queue is closed").context("cannot put");
+        assert_eq!(report(&plain), ["cannot put: the queue is closed"]);
     }
 
     #[test]
