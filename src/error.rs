@@ -18,11 +18,11 @@
 //! process: errors travel between processes (a child's result, a pool task,
 //! a manager's reply) as their kind and this text, and arrive exactly as
 //! they left, which a split between text and source could not do. Every
-//! constructor keeps to it: [`Error::new`], the OS-error constructor (which
-//! keeps the OS error code, see [`raw_os_error`](Error::raw_os_error)),
-//! adding context, and decoding an error sent by another process. Programs
-//! that need to act on a cause match on [`kind()`](Error::kind), not on the
-//! text.
+//! constructor keeps to it: [`Error::new`], the OS-error constructor, the
+//! `From<std::io::Error>` conversion (which keeps the OS error code, see
+//! [`raw_os_error`](Error::raw_os_error)), adding context, and decoding an
+//! error sent by another process. Programs that need to act on a cause match
+//! on [`kind()`](Error::kind), not on the text.
 
 use std::fmt;
 use std::io;
@@ -318,6 +318,54 @@ impl fmt::Debug for Error {
 /// [module docs](self)).
 impl std::error::Error for Error {}
 
+/// An operating-system error as an ipckit error, so that `?` works on
+/// `std::io` calls in functions returning [`ipckit::Result`](Result).
+///
+/// The kind follows the I/O error's: `NotFound`, `AlreadyExists`,
+/// `PermissionDenied`, `TimedOut` → [`Timeout`](ErrorKind::Timeout),
+/// `WouldBlock`, `InvalidInput` → [`InvalidArgument`](ErrorKind::InvalidArgument),
+/// `Unsupported`, and [`Io`](ErrorKind::Io) for the rest. The text is the
+/// I/O error's, and [`raw_os_error`](Error::raw_os_error) keeps its code. An
+/// I/O error made from an ipckit error (`io::Error::from(e)`) converts back
+/// to that very error, kind included.
+///
+/// ```
+/// use ipckit::ErrorKind;
+///
+/// fn read_config(path: &str) -> ipckit::Result<Vec<u8>> {
+///     let bytes = std::fs::read(path)?;
+///     Ok(bytes)
+/// }
+///
+/// let e = read_config("/nonexistent/ipckit.conf").unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::NotFound);
+/// assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+/// assert!(e.to_string().contains("(os error 2)"), "{e}");
+/// // The cause is in the text, so it is not also the source.
+/// assert!(std::error::Error::source(&e).is_none());
+/// ```
+///
+/// So `main` can return [`ipckit::Result`](Result) and mix ipckit and
+/// `std::io` calls:
+///
+/// ```no_run
+/// fn main() -> ipckit::Result<()> {
+///     ipckit::init();
+///     let config = std::fs::read("jobs.conf")?;
+///     let segment = ipckit::Segment::create("jobs", config.len().max(1))?;
+///     # drop(segment);
+///     Ok(())
+/// }
+/// ```
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        match err.downcast::<Error>() {
+            Ok(e) => e,
+            Err(err) => Error::io(String::new(), err),
+        }
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match err.kind {
@@ -376,6 +424,46 @@ mod tests {
         assert_eq!(e.to_string(), "lock timed out");
     }
 
+    #[test]
+    fn converts_from_io_error() {
+        let cases = [
+            (io::ErrorKind::NotFound, ErrorKind::NotFound),
+            (io::ErrorKind::AlreadyExists, ErrorKind::AlreadyExists),
+            (io::ErrorKind::PermissionDenied, ErrorKind::PermissionDenied),
+            (io::ErrorKind::TimedOut, ErrorKind::Timeout),
+            (io::ErrorKind::WouldBlock, ErrorKind::WouldBlock),
+            (io::ErrorKind::InvalidInput, ErrorKind::InvalidArgument),
+            (io::ErrorKind::Unsupported, ErrorKind::Unsupported),
+            (io::ErrorKind::BrokenPipe, ErrorKind::Io),
+            (io::ErrorKind::Other, ErrorKind::Io),
+        ];
+        for (io_kind, kind) in cases {
+            let e = Error::from(io::Error::new(io_kind, "the cause"));
+            assert_eq!(e.kind(), kind, "{io_kind:?}");
+            assert_eq!(e.to_string(), "the cause");
+            assert_eq!(e.raw_os_error(), None);
+        }
+        let e = Error::from(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+
+        // `?` in a function returning ipckit::Result.
+        fn read(path: &str) -> Result<Vec<u8>> {
+            Ok(std::fs::read(path)?)
+        }
+        assert!(read("/nonexistent/ipckit-test").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn io_round_trip_keeps_the_ipckit_error() {
+        let e = Error::new(ErrorKind::OwnerDied, "the owner died").context("cannot lock");
+        let io_err = io::Error::from(e);
+        assert_eq!(io_err.kind(), io::ErrorKind::Other);
+        let back = Error::from(io_err);
+        assert_eq!(back.kind(), ErrorKind::OwnerDied);
+        assert_eq!(back.to_string(), "cannot lock: the owner died");
+    }
+
     /// Prints `e` the way error reporters (anyhow, eyre, `main`'s `Result`)
     /// do: its text, then every `source()` in turn.
     fn report(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
@@ -402,6 +490,7 @@ mod tests {
                 Box::new(Error::io("cannot open segment \"jobs\"", cause())),
             ),
             ("io without context", Box::new(Error::io("", cause()))),
+            ("from io", Box::new(Error::from(cause()))),
             (
                 "context",
                 Box::new(
