@@ -167,7 +167,7 @@ impl RemoteCall {
         child::IN_POOL_TASK.store(false, Ordering::Relaxed);
         match outcome {
             Ok(Ok(bytes)) => Report::Returned(bytes),
-            Ok(Err(message)) => Report::Failed(message),
+            Ok(Err(e)) => Report::Failed(e),
             Err(_) => {
                 let (message, location) =
                     child::take_last_panic().unwrap_or_else(|| ("panicked".to_owned(), None));
@@ -747,14 +747,11 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
                     None => format!("{who} panicked: {message}"),
                 },
             )),
-            Report::Failed(message) => Outcome::Failed(Error::new(
-                if message.contains("another executable") || message.contains("layout differs") {
-                    ErrorKind::Incompatible
-                } else {
-                    ErrorKind::ProcessDied
-                },
-                format!("{who} could not run its function: {message}"),
-            )),
+            // The child chose the kind (Incompatible for another
+            // executable, Codec for an argument that does not decode, …).
+            Report::Failed(e) => {
+                Outcome::Failed(e.context(format!("{who} could not run its function")))
+            }
         }
     }
 }
