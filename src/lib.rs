@@ -75,6 +75,7 @@ pub mod admin;
 pub mod codec;
 pub mod collections;
 pub mod connection;
+mod deadline;
 pub mod error;
 mod handoff;
 pub mod layout;

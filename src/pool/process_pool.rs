@@ -18,6 +18,7 @@ use super::task::{Task, TaskHandle};
 use super::worker::{FromWorker, ToWorker, WorkerArgs, worker_main};
 use super::{Executor, TaskValue};
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::{Process, RemoteCall, Report, describe_status};
 use crate::queue::Queue;
@@ -273,7 +274,8 @@ fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
                 continue;
             }
         }
-        let deadline = job.timeout.map(|t| Instant::now() + t);
+        // A timeout too long to make a deadline of is never enforced.
+        let deadline = job.timeout.and_then(deadline_after);
         w.current = Some((job, deadline));
     }
     sends

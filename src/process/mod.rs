@@ -69,6 +69,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 use child::Payload;
@@ -578,7 +579,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// Like [`join`](Self::join), but gives up after `timeout` with a timeout
     /// error, leaving the child running and the handle usable.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_until(Some(Instant::now() + timeout))
+        self.join_until(deadline_after(timeout))
     }
 
     /// Like [`join`](Self::join), but gives up at `deadline`.

@@ -60,6 +60,7 @@ pub use frame::{MAX_CAPACITY, MAX_ITEMS, MIN_CAPACITY};
 use ring::{QueueShared, Read, Ring};
 
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{TypeFingerprint, align_up};
@@ -90,6 +91,12 @@ enum Wait {
 }
 
 impl Wait {
+    /// The wait of an `op_timeout`: forever if `timeout` is too long to
+    /// make a deadline of.
+    fn after(timeout: Duration) -> Wait {
+        deadline_after(timeout).map_or(Wait::Forever, Wait::Until)
+    }
+
     fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Forever => None,
@@ -491,7 +498,7 @@ impl<T> Queue<T> {
 
     /// Puts raw bytes, waiting at most `timeout` for room.
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.put_bytes_with(bytes, Wait::Until(Instant::now() + timeout))
+        self.put_bytes_with(bytes, Wait::after(timeout))
     }
 
     fn get_bytes_with(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
@@ -539,7 +546,7 @@ impl<T> Queue<T> {
 
     /// Like [`get_bytes_into`](Self::get_bytes_into), waiting at most `timeout`.
     pub fn get_bytes_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-        self.get_bytes_with(buf, Wait::Until(Instant::now() + timeout))
+        self.get_bytes_with(buf, Wait::after(timeout))
     }
 }
 
@@ -572,7 +579,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts a value, waiting at most `timeout` for room.
     pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<()> {
-        self.put_deadline(value, Instant::now() + timeout)
+        self.put_with(value, Wait::after(timeout))
     }
 
     /// Puts a value, waiting until `deadline` at the latest.
@@ -600,7 +607,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the next value, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_deadline(Instant::now() + timeout)
+        self.get_with(Wait::after(timeout))
     }
 
     /// Takes the next value, waiting until `deadline` at the latest.
@@ -763,7 +770,7 @@ impl<T> JoinableQueue<T> {
 
     /// Like [`join`](Self::join), waiting at most `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.join_deadline(Instant::now() + timeout)
+        self.inner.ring().join(deadline_after(timeout))
     }
 
     /// Like [`join`](Self::join), waiting until `deadline` at the latest.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::mutex::unreachable_init;
 use super::raw::{BarrierOutcome, RawBarrier};
 use super::{handle_serde, placed_handle};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -184,7 +185,7 @@ impl Barrier {
 
     /// Like [`wait`](Self::wait), giving up (and breaking the barrier) after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.wait_deadline(Instant::now() + timeout)
+        self.finish(self.raw().wait(deadline_after(timeout)))
     }
 
     /// Like [`wait`](Self::wait), giving up (and breaking the barrier) at `deadline`.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::mutex::{MutexGuard, unreachable_init};
 use super::raw::RawCondvar;
 use super::{LockError, LockResult, handle_serde, placed_handle, plain_constructors};
+use crate::deadline::deadline_after;
 use crate::error::Result;
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -119,7 +120,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        self.wait_deadline(guard, Instant::now() + timeout)
+        self.wait_inner(guard, deadline_after(timeout))
     }
 
     /// Like [`wait`](Self::wait), but gives up at `deadline`.
@@ -139,15 +140,15 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             if !condition(&mut *guard) {
                 return Ok((guard, WaitTimeoutResult(false)));
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
-            guard = self.wait_deadline(guard, deadline)?.0;
+            guard = self.wait_inner(guard, deadline)?.0;
         }
     }
 

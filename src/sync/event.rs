@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::mutex::unreachable_init;
 use super::raw::RawEvent;
 use super::{handle_serde, placed_handle, plain_constructors};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::TypeFingerprint;
 use crate::layout::header::ObjectKind;
@@ -116,7 +117,13 @@ impl Event {
 
     /// Blocks until the event is set or `timeout` passes (a timeout error).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_deadline(Instant::now() + timeout)
+        match deadline_after(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => {
+                self.wait();
+                Ok(())
+            }
+        }
     }
 
     /// Blocks until the event is set or `deadline` passes (a timeout error).

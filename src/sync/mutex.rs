@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::raw::{Locked, RawMutex};
 use super::{LockError, LockResult, handle_serde};
+use crate::deadline::deadline_after;
 use crate::error::Result;
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint};
@@ -208,7 +209,7 @@ impl<T: ShmSafe> Mutex<T> {
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
-        self.lock_deadline(Instant::now() + timeout)
+        self.lock_with(deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline` at the latest.

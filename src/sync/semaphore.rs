@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::mutex::unreachable_init;
 use super::raw::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
 use super::{handle_serde, placed_handle};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{TypeFingerprint, align_up};
@@ -304,7 +305,9 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>> {
-        self.acquire_deadline(Instant::now() + timeout)
+        self.raw()
+            .acquire(deadline_after(timeout))
+            .map(|s| self.permit(s))
     }
 
     /// Takes a permit, waiting until `deadline` at the latest.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint, align_up};
@@ -384,7 +385,11 @@ impl<T: ShmSafe> Array<T> {
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, [T]>> {
-        self.lock_deadline(Instant::now() + timeout)
+        let locked = self
+            .raw()
+            .lock(deadline_after(timeout))
+            .map_err(LockError::Failed)?;
+        self.guard(locked)
     }
 
     /// Takes the lock, waiting until `deadline`.
