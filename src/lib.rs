@@ -75,6 +75,7 @@ pub mod admin;
 pub mod codec;
 pub mod collections;
 pub mod connection;
+mod deadline;
 pub mod error;
 mod handoff;
 pub mod layout;
@@ -94,10 +95,3 @@ pub use layout::ShmSafe;
 pub use process::init;
 pub use segment::{CreationMode, Segment, SegmentBuilder};
 pub use value::{Array, Value};
-
-/// The deadline `timeout` from now, or `None` (wait without a deadline) if
-/// that instant cannot be represented — `Duration::MAX` means "forever", as
-/// in crossbeam-channel's `send_timeout`.
-pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
-    std::time::Instant::now().checked_add(timeout)
-}

@@ -587,3 +587,22 @@ fn a_client_killed_mid_request_disturbs_nobody() {
     b.reset().unwrap();
     assert_eq!(b.n_waiting().unwrap(), 0);
 }
+
+#[test]
+fn a_server_that_cannot_start_reports_the_kind_of_its_failure() {
+    let t = Ctx::new("mgr_start_failure");
+    // The server process fails to bind: its error comes back with its kind.
+    let missing_dir = std::env::temp_dir()
+        .join(t.name("no-such-dir"))
+        .join("manager.sock");
+    let e = Manager::builder()
+        .address(missing_dir)
+        .start()
+        .expect_err("binding in a missing directory fails");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("the manager could not start: cannot listen on"),
+        "{e}"
+    );
+}

@@ -429,6 +429,88 @@ fn the_initializer_runs_once_per_worker() {
         .and_then(|h| h.result())
         .unwrap_err();
     assert!(e.to_string().contains("initializer"), "{e}");
+    // Tasks fail with the kind of the initializer's failure.
+    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+    assert!(e.to_string().contains("initializer refuses"), "{e}");
+
+    // An initializer that cannot even decode its argument: a codec error.
+    let broken = ProcessPool::builder()
+        .workers(1)
+        .initializer(picky_init, Picky(13))
+        .build()
+        .unwrap();
+    let e = broken
+        .submit(square, 2)
+        .and_then(|h| h.result())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+    assert!(e.to_string().contains("Picky"), "{e}");
+}
+
+/// An argument that encodes but refuses to decode (13 is unlucky).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+#[serde(try_from = "u32", into = "u32")]
+struct Picky(u32);
+
+impl TryFrom<u32> for Picky {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Picky, String> {
+        if v == 13 {
+            Err("13 is unlucky".to_owned())
+        } else {
+            Ok(Picky(v))
+        }
+    }
+}
+
+impl From<Picky> for u32 {
+    fn from(p: Picky) -> u32 {
+        p.0
+    }
+}
+
+fn picky_init(_: Picky) {}
+
+fn picky_id(p: Picky) -> u32 {
+    p.0
+}
+
+fn fail_with_kind(timeout: bool) -> ipckit::Result<u32> {
+    let kind = if timeout {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::NotFound
+    };
+    Err(ipckit::Error::new(kind, "failed on purpose"))
+}
+
+#[test]
+fn a_workers_failure_comes_back_with_its_kind() {
+    let _t = Ctx::new("pool_error_kind");
+    let pool = ProcessPool::new(1).unwrap();
+    // The task's own error travels as its value, kind included.
+    for (timeout, kind) in [(true, ErrorKind::Timeout), (false, ErrorKind::NotFound)] {
+        let r = pool
+            .submit(fail_with_kind, timeout)
+            .unwrap()
+            .result()
+            .unwrap();
+        assert_eq!(r.unwrap_err().kind(), kind);
+    }
+    // A task whose argument does not decode in the worker.
+    let e = pool
+        .submit(picky_id, Picky(13))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+    assert!(e.to_string().contains("could not run in worker"), "{e}");
+    assert!(e.to_string().contains("Picky"), "{e}");
+    // The worker goes on.
+    assert_eq!(
+        pool.submit(picky_id, Picky(12)).unwrap().result().unwrap(),
+        12
+    );
 }
 
 #[test]

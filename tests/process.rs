@@ -99,6 +99,117 @@ fn a_child_ending_without_a_result_reports_its_exit_status() {
     }
 }
 
+const KINDS: [ErrorKind; 5] = [
+    ErrorKind::NotFound,
+    ErrorKind::Timeout,
+    ErrorKind::OwnerDied,
+    ErrorKind::Closed,
+    ErrorKind::Incompatible,
+];
+
+fn fail_with(which: usize) -> ipckit::Result<u32> {
+    Err(ipckit::Error::new(
+        KINDS[which],
+        format!("failed on purpose with {}", KINDS[which]),
+    ))
+}
+
+fn read_file(path: String) -> ipckit::Result<Vec<u8>> {
+    Ok(std::fs::read(path)?)
+}
+
+#[test]
+fn a_childs_error_comes_back_with_its_kind() {
+    let _t = Ctx::new("child_error_kind");
+    for (i, kind) in KINDS.into_iter().enumerate() {
+        let e = Process::spawn(fail_with, i)
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), kind, "{e}");
+        assert_eq!(e.to_string(), format!("failed on purpose with {kind}"));
+    }
+    // An I/O error turned into an ipckit error by `?` in the child.
+    let e = Process::spawn(read_file, "/nonexistent/ipckit-child".to_owned())
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+/// An argument that encodes but refuses to decode (13 is unlucky).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(try_from = "u32", into = "u32")]
+struct Picky(u32);
+
+impl TryFrom<u32> for Picky {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Picky, String> {
+        if v == 13 {
+            Err("13 is unlucky".to_owned())
+        } else {
+            Ok(Picky(v))
+        }
+    }
+}
+
+impl From<Picky> for u32 {
+    fn from(p: Picky) -> u32 {
+        p.0
+    }
+}
+
+fn picky_id(p: Picky) -> u32 {
+    p.0
+}
+
+/// A result that decodes but refuses to encode.
+#[derive(Debug)]
+struct StaysHome;
+
+impl Serialize for StaysHome {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value stays home"))
+    }
+}
+
+impl<'de> Deserialize<'de> for StaysHome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StaysHome, D::Error> {
+        <()>::deserialize(d).map(|()| StaysHome)
+    }
+}
+
+fn stays_home(_: ()) -> StaysHome {
+    StaysHome
+}
+
+#[test]
+fn a_child_that_cannot_run_its_function_reports_the_kind_it_found() {
+    let _t = Ctx::new("child_failure_kind");
+    assert_eq!(
+        Process::spawn(picky_id, Picky(12)).unwrap().join().unwrap(),
+        12
+    );
+    let e = Process::spawn(picky_id, Picky(13))
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("could not run its function: cannot decode the argument"),
+        "{text}"
+    );
+    assert!(text.contains("Picky"), "{text}");
+
+    let e = Process::spawn(stays_home, ()).unwrap().join().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cannot encode the result"), "{text}");
+}
+
 #[test]
 fn fifty_children_at_once() {
     let _t = Ctx::with_limit("fifty", Duration::from_secs(300));
@@ -345,10 +456,20 @@ fn another_executable_is_refused() {
     let t = Ctx::new("other_exe");
     let copy = std::env::temp_dir().join(t.name("exe-copy"));
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-    let r = Process::builder()
-        .executable(&copy)
-        .spawn(square, 3)
-        .and_then(|p| p.join());
+    // Another test thread forking while the copy was open for writing holds
+    // a write descriptor to it until that child execs, and exec then fails
+    // with ETXTBSY: retry that, it says nothing about the check under test.
+    let mut r = Process::builder().executable(&copy).spawn(square, 3);
+    for _ in 0..50 {
+        match &r {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                r = Process::builder().executable(&copy).spawn(square, 3);
+            }
+            _ => break,
+        }
+    }
+    let r = r.and_then(|p| p.join());
     let _ = std::fs::remove_file(&copy);
     let e = r.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Incompatible, "{e}");

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::{Connection, Stream};
 use crate::platform;
@@ -308,12 +309,17 @@ fn auth_failed(why: &str) -> Error {
     )
 }
 
-/// Receives one handshake frame (bounded in size and time).
-fn recv_small(conn: &Connection, deadline: Instant) -> Result<Vec<u8>> {
+/// Receives one handshake frame (bounded in size, and in time unless the
+/// deadline is `None`).
+fn recv_small(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let limit_ok = conn.max_message_size() >= HANDSHAKE_FRAME_LIMIT;
-    let r =
-        conn.recv_bytes_into_timeout(&mut out, deadline.saturating_duration_since(Instant::now()));
+    let r = match deadline {
+        Some(d) => {
+            conn.recv_bytes_into_timeout(&mut out, d.saturating_duration_since(Instant::now()))
+        }
+        None => conn.recv_bytes_into(&mut out),
+    };
     match r {
         Ok(()) if out.len() <= HANDSHAKE_FRAME_LIMIT || !limit_ok => Ok(out),
         Ok(()) => Err(auth_failed("oversized handshake frame")),
@@ -328,11 +334,12 @@ fn recv_small(conn: &Connection, deadline: Instant) -> Result<Vec<u8>> {
 fn with_handshake_limits<R>(
     conn: &Connection,
     timeout: Duration,
-    f: impl FnOnce(Instant) -> Result<R>,
+    f: impl FnOnce(Option<Instant>) -> Result<R>,
 ) -> Result<R> {
     let stream = conn.stream()?;
     let _ = stream.set_timeouts(Some(timeout.max(Duration::from_millis(1))));
-    let r = f(Instant::now() + timeout);
+    // A timeout too long to make a deadline of means no deadline.
+    let r = f(deadline_after(timeout));
     let _ = stream.set_timeouts(None);
     r
 }

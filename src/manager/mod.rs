@@ -152,11 +152,13 @@ fn server_main(args: ServerArgs) {
                 Address::Unix(p) => p.display().to_string(),
                 Address::Tcp(a) => a.to_string(),
             };
-            let _ = args.ready.send(&Ok::<String, String>(bound));
+            let _ = args.ready.send(&Ok::<String, Error>(bound));
             l
         }
         Err(e) => {
-            let _ = args.ready.send(&Err::<String, String>(e.to_string()));
+            // The error travels with its kind (NotFound for a socket in a
+            // missing directory, PermissionDenied, …).
+            let _ = args.ready.send(&Err::<String, Error>(e));
             return;
         }
     };
@@ -260,15 +262,12 @@ impl ManagerBuilder {
         };
         let mut owned = Owned { server, dir };
         let bound = match ready_rx
-            .recv_timeout::<std::result::Result<String, String>>(Duration::from_secs(60))
+            .recv_timeout::<std::result::Result<String, Error>>(Duration::from_secs(60))
         {
             Ok(Ok(bound)) => bound,
             Ok(Err(why)) => {
                 owned.stop(Duration::from_secs(5));
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("the manager could not start: {why}"),
-                ));
+                return Err(why.context("the manager could not start"));
             }
             Err(e) => {
                 owned.stop(Duration::from_secs(5));

@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::client::{Core, Token, thread_id};
 use super::protocol::{Kind, Op, Request, WaitLimit};
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 /// What every proxy type tells the plumbing.
@@ -52,6 +53,12 @@ fn wait_for(deadline: Instant) -> WaitLimit {
             .as_micros()
             .min(u64::MAX as u128) as u64,
     )
+}
+
+/// The wait of an `op_timeout`: waits forever if `timeout` is too long to
+/// make a deadline of.
+fn wait_after(timeout: Duration) -> WaitLimit {
+    deadline_after(timeout).map_or(WaitLimit::Forever, wait_for)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
@@ -391,7 +398,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Puts an item, waiting at most `timeout` for room.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_deadline(item, Instant::now() + timeout)
+        self.put_wait(item, wait_after(timeout))
     }
 
     /// Puts an item, waiting until `deadline` at most for room.
@@ -411,7 +418,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the oldest item, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_deadline(Instant::now() + timeout)
+        self.get_wait(wait_after(timeout))
     }
 
     /// Takes the oldest item, waiting until `deadline` at most.
@@ -462,7 +469,8 @@ macro_rules! lock_api {
 
             /// Acquires, waiting at most `timeout`.
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<$guard<'_>> {
-                self.acquire_deadline(Instant::now() + timeout)
+                acquire_wait(&self.h, wait_after(timeout))?;
+                Ok($guard { lock: self })
             }
 
             /// Acquires, waiting until `deadline` at most.
@@ -583,7 +591,7 @@ impl EventProxy {
 
     /// Waits at most `timeout` (a `Timeout` error if the flag stays clear).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_deadline(Instant::now() + timeout)
+        self.wait_with(wait_after(timeout))
     }
 
     /// Waits until `deadline` at most.
@@ -615,7 +623,7 @@ impl ConditionGuard<'_> {
     /// Like [`wait`](Self::wait), for at most `timeout`; true if notified,
     /// false if the time ran out (the lock is held again either way).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_with(wait_for(Instant::now() + timeout))
+        self.wait_with(wait_after(timeout))
     }
 
     /// Waits until `condition()` holds (checked with the lock held), or
@@ -625,7 +633,8 @@ impl ConditionGuard<'_> {
         mut condition: impl FnMut() -> Result<bool>,
         timeout: Option<Duration>,
     ) -> Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to make a deadline of means no timeout.
+        let deadline = timeout.and_then(deadline_after);
         loop {
             if condition()? {
                 return Ok(true);
@@ -674,7 +683,7 @@ impl BarrierProxy {
 
     /// Like [`wait`](Self::wait), breaking the barrier after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.wait_with(wait_for(Instant::now() + timeout))
+        self.wait_with(wait_after(timeout))
     }
 
     /// Breaks the barrier: current and future waiters fail until `reset`.

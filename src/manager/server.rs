@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{Bytes, Hello, Kind, Op, PROTOCOL_VERSION, Reply, Request, WaitLimit};
 use crate::codec;
 use crate::connection::{self, Listener};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::Connection;
 
@@ -214,7 +215,9 @@ struct Waiter<'a> {
 impl Waiter<'_> {
     fn new<'a>(wait: WaitLimit, conn: &'a Connection, server: &'a Server) -> Waiter<'a> {
         let deadline = match wait {
-            WaitLimit::For(us) => Some(Instant::now() + Duration::from_micros(us)),
+            // A peer's wait too long to make a deadline of waits forever
+            // (rather than overflowing the addition).
+            WaitLimit::For(us) => deadline_after(Duration::from_micros(us)),
             _ => None,
         };
         Waiter {

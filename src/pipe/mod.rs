@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 
@@ -324,13 +325,13 @@ impl Connection {
     /// Receives the next value, waiting at most `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
         let mut out = Vec::new();
-        self.recv_until(&mut out, Some(Instant::now() + timeout))?;
+        self.recv_until(&mut out, deadline_after(timeout))?;
         codec::decode(&out)
     }
 
     /// Receives raw bytes into `out`, waiting at most `timeout`.
     pub fn recv_bytes_into_timeout(&self, out: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-        self.recv_until(out, Some(Instant::now() + timeout))
+        self.recv_until(out, deadline_after(timeout))
     }
 
     /// Whether a message (or EOF) can be received without waiting longer

@@ -45,6 +45,7 @@ pub use process_pool::{ProcessPool, ProcessPoolBuilder};
 pub use task::{TaskEvent, TaskHandle, TaskState, Waitable};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use task::Listener;
 
@@ -453,7 +454,8 @@ pub fn wait<W: Waitable>(
     timeout: Option<Duration>,
     when: ReturnWhen,
 ) -> (Vec<usize>, Vec<usize>) {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to make a deadline of means no timeout.
+    let deadline = timeout.and_then(deadline_after);
     let listener = Listener::new();
     for (i, t) in tasks.iter().enumerate() {
         t.add_listener(&listener, i as u64);
@@ -510,7 +512,7 @@ pub fn as_completed<W: Waitable>(tasks: &[W], timeout: Option<Duration>) -> AsCo
     AsCompleted {
         listener,
         remaining: tasks.len(),
-        deadline: timeout.map(|t| Instant::now() + t),
+        deadline: timeout.and_then(deadline_after),
         timed_out: false,
     }
 }

@@ -18,6 +18,7 @@ use super::task::{Task, TaskHandle};
 use super::worker::{FromWorker, ToWorker, WorkerArgs, worker_main};
 use super::{Executor, TaskValue};
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::{Process, RemoteCall, Report, describe_status};
 use crate::queue::Queue;
@@ -49,10 +50,9 @@ impl<R: TaskValue> Slot for Task<R> {
                     None => format!("task {} panicked in {who}: {message}", self.id),
                 },
             )),
-            Report::Failed(message) => Err(Error::new(
-                ErrorKind::Codec,
-                format!("task {} could not run in {who}: {message}", self.id),
-            )),
+            // The worker chose the kind (Codec for an argument or result
+            // that does not decode or encode).
+            Report::Failed(e) => Err(e.context(format!("task {} could not run in {who}", self.id))),
         });
     }
     fn fail(&self, e: Error) {
@@ -86,7 +86,8 @@ struct State {
     workers: Vec<Option<Worker>>,
     pending: VecDeque<Job>,
     shutdown: bool,
-    broken: Option<String>,
+    /// Why the pool is broken: every task fails with this error's kind.
+    broken: Option<Error>,
     next_generation: u64,
 }
 
@@ -135,7 +136,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     name: String,
     initializer: Option<(RemoteCall, Vec<u8>)>,
-    init_error: Option<String>,
+    init_error: Option<Error>,
     max_tasks: Option<u64>,
 }
 
@@ -153,11 +154,12 @@ impl ProcessPoolBuilder {
     }
 
     /// Runs `f(arg)` once in each worker before its first task. If it fails
-    /// (panics), the pool is broken: every task fails.
+    /// (panics), the pool is broken: every task fails, with the kind of the
+    /// initializer's failure ([`ErrorKind::Panicked`] for a panic).
     pub fn initializer<A: TaskValue, R: TaskValue>(mut self, f: fn(A) -> R, arg: A) -> Self {
         match codec::encode(&arg) {
             Ok(bytes) => self.initializer = Some((RemoteCall::new(f), bytes)),
-            Err(e) => self.init_error = Some(e.to_string()),
+            Err(e) => self.init_error = Some(e.context("cannot encode the initializer's argument")),
         }
         self
     }
@@ -171,10 +173,7 @@ impl ProcessPoolBuilder {
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPool> {
         if let Some(e) = self.init_error {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!("cannot encode the initializer's argument: {e}"),
-            ));
+            return Err(e);
         }
         let size = self
             .workers
@@ -275,7 +274,8 @@ fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
                 continue;
             }
         }
-        let deadline = job.timeout.map(|t| Instant::now() + t);
+        // A timeout too long to make a deadline of is never enforced.
+        let deadline = job.timeout.and_then(deadline_after);
         w.current = Some((job, deadline));
     }
     sends
@@ -353,30 +353,30 @@ fn handle_message(shared: &Shared, bytes: &[u8]) {
                 return;
             }
             let why = match report {
-                Report::Panicked { message, location } => {
+                Report::Panicked { message, location } => Error::new(
+                    ErrorKind::Panicked,
                     format!(
                         "the initializer panicked{}: {message}",
                         location.map(|l| format!(" at {l}")).unwrap_or_default()
-                    )
-                }
-                Report::Failed(m) => format!("the initializer could not run: {m}"),
-                Report::Returned(_) => "the initializer failed".to_owned(),
+                    ),
+                ),
+                Report::Failed(e) => e.context("the initializer could not run"),
+                Report::Returned(_) => Error::new(ErrorKind::ProcessDied, "the initializer failed"),
             };
-            st.broken = Some(why);
-            fail_everything(&mut st);
+            break_pool(&mut st, why);
         }
     }
 }
 
-fn broken_error(why: &str) -> Error {
-    Error::new(
-        ErrorKind::ProcessDied,
-        format!("the process pool is broken: {why}"),
-    )
+/// The error of a task refused or failed because the pool is broken: the
+/// kind of why it broke (`Panicked` for a panicking initializer, the kind of
+/// the spawn error for a worker that could not be replaced, …).
+fn broken_error(why: &Error) -> Error {
+    why.clone_error().context("the process pool is broken")
 }
 
-fn fail_everything(st: &mut State) {
-    let why = st.broken.clone().unwrap_or_default();
+/// Marks the pool broken by `why`, fails every task and stops every worker.
+fn break_pool(st: &mut State, why: Error) {
     for job in st.pending.drain(..) {
         job.slot.fail(broken_error(&why));
     }
@@ -387,6 +387,7 @@ fn fail_everything(st: &mut State) {
         w.stopping = true;
         let _ = w.process.kill();
     }
+    st.broken = Some(why);
 }
 
 /// Reaps dead workers (failing their tasks), enforces timeouts, and starts
@@ -446,8 +447,7 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
             match spawn_worker(shared, st, i) {
                 Ok(nw) => st.workers[i] = Some(nw),
                 Err(e) => {
-                    st.broken = Some(format!("cannot replace a dead worker: {e}"));
-                    fail_everything(st);
+                    break_pool(st, e.context("cannot replace a dead worker"));
                 }
             }
         }

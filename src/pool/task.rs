@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -294,7 +295,7 @@ impl<R> TaskHandle<R> {
     /// Like [`result`](Self::result), waiting at most `timeout`; on timeout
     /// the task goes on and the handle stays usable.
     pub fn result_timeout(&mut self, timeout: Duration) -> Result<R> {
-        let i = self.task.wait_done(Some(Instant::now() + timeout))?;
+        let i = self.task.wait_done(deadline_after(timeout))?;
         self.task.take(i)
     }
 
@@ -308,7 +309,7 @@ impl<R> TaskHandle<R> {
     /// Like [`error`](Self::error), waiting at most `timeout` (a timeout
     /// error if the task is still going).
     pub fn error_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
-        drop(self.task.wait_done(Some(Instant::now() + timeout))?);
+        drop(self.task.wait_done(deadline_after(timeout))?);
         Ok(self.task.error_now())
     }
 

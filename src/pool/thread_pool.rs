@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::task::{Task, TaskHandle};
 use super::{Executor, TaskValue};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -219,9 +220,11 @@ impl ThreadPool {
             .push_back((task.id, job, Arc::new(move || c.cancel())));
         drop(st);
         self.shared.cv.notify_one();
-        if let Some(timeout) = timeout {
+        // A timeout too long to make a deadline of is never enforced.
+        if let Some((timeout, deadline)) =
+            timeout.and_then(|t| deadline_after(t).map(|deadline| (t, deadline)))
+        {
             let t = task.clone();
-            let deadline = Instant::now() + timeout;
             std::thread::spawn(move || {
                 while !t.state().is_done() {
                     let now = Instant::now();

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 
 /// Layout version of [`Payload`] and [`Report`].
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
 
 /// What the parent sends its child: which function to run, and its argument.
 #[derive(Serialize, Deserialize)]
@@ -45,15 +45,18 @@ pub(crate) enum Report {
         message: String,
         location: Option<String>,
     },
-    /// The child could not run the function (bad payload, wrong executable).
-    Failed(String),
+    /// The child could not run the function (bad payload, wrong executable,
+    /// an argument or result that does not decode or encode). The error
+    /// travels as its kind and text, so the parent sees the kind the child
+    /// chose, never one guessed from the text.
+    Failed(Error),
 }
 
 /// The signature every trampoline has.
-pub(crate) type Trampoline = fn(usize, &[u8]) -> std::result::Result<Vec<u8>, String>;
+pub(crate) type Trampoline = fn(usize, &[u8]) -> Result<Vec<u8>>;
 
 /// Decodes the argument, calls the function at `function`, encodes its result.
-pub(crate) fn trampoline<A, R>(function: usize, arg: &[u8]) -> std::result::Result<Vec<u8>, String>
+pub(crate) fn trampoline<A, R>(function: usize, arg: &[u8]) -> Result<Vec<u8>>
 where
     A: serde::de::DeserializeOwned,
     R: Serialize,
@@ -63,9 +66,9 @@ where
     // in the same file (checked by `run_child` before calling us), and
     // `trampoline::<A, R>` is only ever paired with an `fn(A) -> R`.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    let a: A = codec::decode(arg).map_err(|e| format!("cannot decode the argument: {e}"))?;
+    let a: A = codec::decode(arg).map_err(|e| e.context("cannot decode the argument"))?;
     let r = f(a);
-    codec::encode(&r).map_err(|e| format!("cannot encode the result: {e}"))
+    codec::encode(&r).map_err(|e| e.context("cannot encode the result"))
 }
 
 /// Set while a pool worker runs a task: the task's panic travels back to the
@@ -79,10 +82,7 @@ static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
 
 /// Decodes a `Vec<A>`, calls the function at `function` on each element,
 /// encodes the `Vec<R>` (a chunk of a pool's `map`).
-pub(crate) fn chunk_trampoline<A, R>(
-    function: usize,
-    arg: &[u8],
-) -> std::result::Result<Vec<u8>, String>
+pub(crate) fn chunk_trampoline<A, R>(function: usize, arg: &[u8]) -> Result<Vec<u8>>
 where
     A: serde::de::DeserializeOwned,
     R: Serialize,
@@ -90,10 +90,9 @@ where
     // SAFETY: as in `trampoline`: `chunk_trampoline::<A, R>` is only ever
     // paired with an `fn(A) -> R` of this executable.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    let args: Vec<A> =
-        codec::decode(arg).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let args: Vec<A> = codec::decode(arg).map_err(|e| e.context("cannot decode the arguments"))?;
     let results: Vec<R> = args.into_iter().map(f).collect();
-    codec::encode(&results).map_err(|e| format!("cannot encode the results: {e}"))
+    codec::encode(&results).map_err(|e| e.context("cannot encode the results"))
 }
 
 /// The last panic of this child's main thread, taken (for pool workers,
@@ -118,9 +117,9 @@ fn send(stream: &mut UnixStream, report: &Report) -> Result<()> {
     codec::write_frame(stream, &bytes)
 }
 
-fn fail(stream: &mut UnixStream, message: String) -> ! {
-    let _ = send(stream, &Report::Failed(message.clone()));
-    eprintln!("ipckit child {}: {message}", std::process::id());
+fn fail(stream: &mut UnixStream, error: Error) -> ! {
+    eprintln!("ipckit child {}: {error}", std::process::id());
+    let _ = send(stream, &Report::Failed(error));
     std::process::exit(2);
 }
 
@@ -138,15 +137,18 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         Ok(p) => p,
         Err(e) => fail(
             &mut stream,
-            format!("cannot read the payload from the parent: {e}"),
+            e.context("cannot read the payload from the parent"),
         ),
     };
     if payload.protocol != PROTOCOL {
         fail(
             &mut stream,
-            format!(
-                "parent speaks protocol {}, this executable {PROTOCOL}",
-                payload.protocol
+            Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "parent speaks protocol {}, this executable {PROTOCOL}",
+                    payload.protocol
+                ),
             ),
         );
     }
@@ -154,18 +156,24 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         Ok(exe) if exe == payload.exe => {}
         Ok(_) => fail(
             &mut stream,
-            format!(
-                "this child runs another executable than its parent (process {}); \
-                 ipckit children must run the parent's own executable",
-                payload.parent.pid
+            Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "this child runs another executable than its parent (process {}); \
+                     ipckit children must run the parent's own executable",
+                    payload.parent.pid
+                ),
             ),
         ),
-        Err(e) => fail(&mut stream, format!("cannot identify this executable: {e}")),
+        Err(e) => fail(&mut stream, Error::io("cannot identify this executable", e)),
     }
     if payload.identity != super::identity_offset() {
         fail(
             &mut stream,
-            "the executable's layout differs from the parent's (another build?)".to_owned(),
+            Error::new(
+                ErrorKind::Incompatible,
+                "the executable's layout differs from the parent's (another build?)",
+            ),
         );
     }
     let _ = IDENTITY.set((payload.name.clone(), Some(payload.parent.clone())));
@@ -207,7 +215,7 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
             Ok(fds) => fds,
             Err(e) => fail(
                 &mut stream,
-                format!("cannot receive descriptors from the parent: {e}"),
+                Error::io("cannot receive descriptors from the parent", e),
             ),
         }
     } else {
@@ -228,7 +236,7 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         std::panic::catch_unwind(move || crate::handoff::provide(fds, || tramp(function, &arg)));
     let (report, code) = match outcome {
         Ok(Ok(bytes)) => (Report::Returned(bytes), 0),
-        Ok(Err(message)) => (Report::Failed(message), 2),
+        Ok(Err(e)) => (Report::Failed(e), 2),
         Err(_) => {
             let (message, location) = PANIC
                 .lock()

@@ -69,6 +69,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 use child::Payload;
@@ -167,7 +168,7 @@ impl RemoteCall {
         child::IN_POOL_TASK.store(false, Ordering::Relaxed);
         match outcome {
             Ok(Ok(bytes)) => Report::Returned(bytes),
-            Ok(Err(message)) => Report::Failed(message),
+            Ok(Err(e)) => Report::Failed(e),
             Err(_) => {
                 let (message, location) =
                     child::take_last_panic().unwrap_or_else(|| ("panicked".to_owned(), None));
@@ -578,7 +579,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// Like [`join`](Self::join), but gives up after `timeout` with a timeout
     /// error, leaving the child running and the handle usable.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_until(Some(Instant::now() + timeout))
+        self.join_until(deadline_after(timeout))
     }
 
     /// Like [`join`](Self::join), but gives up at `deadline`.
@@ -747,14 +748,11 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
                     None => format!("{who} panicked: {message}"),
                 },
             )),
-            Report::Failed(message) => Outcome::Failed(Error::new(
-                if message.contains("another executable") || message.contains("layout differs") {
-                    ErrorKind::Incompatible
-                } else {
-                    ErrorKind::ProcessDied
-                },
-                format!("{who} could not run its function: {message}"),
-            )),
+            // The child chose the kind (Incompatible for another
+            // executable, Codec for an argument that does not decode, …).
+            Report::Failed(e) => {
+                Outcome::Failed(e.context(format!("{who} could not run its function")))
+            }
         }
     }
 }

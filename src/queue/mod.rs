@@ -58,6 +58,7 @@ pub use frame::{MAX_CAPACITY, MAX_ITEMS, MIN_CAPACITY};
 use ring::{QueueShared, Read, Ring};
 
 use crate::codec;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{TypeFingerprint, align_up};
@@ -149,7 +150,7 @@ impl Blocking {
     /// For a `_timeout` call: `Until` its deadline, or `Forever` if the
     /// deadline cannot be represented.
     fn after(timeout: Duration) -> Blocking {
-        crate::deadline_after(timeout).map_or(Blocking::Forever, Blocking::Until)
+        deadline_after(timeout).map_or(Blocking::Forever, Blocking::Until)
     }
 
     fn deadline(self) -> Option<Instant> {
@@ -451,7 +452,7 @@ impl<T> JoinableQueue<T> {
 
     /// Like [`join`](Self::join), waiting at most `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.ring().join(crate::deadline_after(timeout))
+        self.ring().join(deadline_after(timeout))
     }
 
     /// Like [`join`](Self::join), waiting until `deadline` at the latest.

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::raw::{BarrierOutcome, RawBarrier};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
@@ -183,7 +184,7 @@ impl Barrier {
 
     /// Like [`wait`](Self::wait), giving up (and breaking the barrier) after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.wait_deadline(Instant::now() + timeout)
+        self.finish(self.raw().wait(deadline_after(timeout)))
     }
 
     /// Like [`wait`](Self::wait), giving up (and breaking the barrier) at `deadline`.

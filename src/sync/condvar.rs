@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::mutex::MutexGuard;
 use super::raw::RawCondvar;
 use super::{LockError, LockResult};
+use crate::deadline::deadline_after;
 use crate::error::Result;
 use crate::layout::header::ObjectKind;
 use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
@@ -134,13 +135,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        match crate::deadline_after(timeout) {
-            Some(deadline) => self.wait_deadline(guard, deadline),
-            None => self
-                .wait(guard)
-                .map(|g| (g, WaitTimeoutResult(false)))
-                .map_err(|e| e.map(|g| (g, WaitTimeoutResult(false)))),
-        }
+        self.wait_inner(guard, deadline_after(timeout))
     }
 
     /// Like [`wait`](Self::wait), but gives up at `deadline`.
@@ -160,7 +155,7 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = crate::deadline_after(timeout);
+        let deadline = deadline_after(timeout);
         loop {
             if !condition(&mut *guard) {
                 return Ok((guard, WaitTimeoutResult(false)));

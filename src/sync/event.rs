@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::raw::RawEvent;
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::object::{Create, Layout, Object, Open, Uninit, fixed_len};
@@ -133,7 +134,7 @@ impl Event {
 
     /// Blocks until the event is set or `timeout` passes (a timeout error).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        match crate::deadline_after(timeout) {
+        match deadline_after(timeout) {
             Some(deadline) => self.wait_deadline(deadline),
             None => {
                 self.wait();

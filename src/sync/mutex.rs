@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::raw::{Locked, RawGuard, RawMutex};
 use super::{LockError, LockResult};
+use crate::deadline::deadline_after;
 use crate::error::Result;
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint};
@@ -195,7 +196,7 @@ impl<T: ShmSafe> Mutex<T> {
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
-        self.cell().lock(crate::deadline_after(timeout))
+        self.cell().lock(deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline` at the latest.

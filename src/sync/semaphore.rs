@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::raw::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::align_up;
 use crate::layout::header::ObjectKind;
@@ -285,7 +286,9 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>> {
-        self.acquire_deadline(Instant::now() + timeout)
+        self.raw()
+            .acquire(deadline_after(timeout))
+            .map(|s| self.permit(s))
     }
 
     /// Takes a permit, waiting until `deadline` at the latest.

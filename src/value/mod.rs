@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
 use crate::layout::{ShmSafe, TypeFingerprint, align_up};
@@ -175,7 +176,7 @@ impl<T: ShmSafe> Value<T> {
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
-        self.object.shared().lock(crate::deadline_after(timeout))
+        self.object.shared().lock(deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline`.
@@ -380,7 +381,7 @@ impl<T: ShmSafe> Array<T> {
 
     /// Takes the lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, [T]>> {
-        self.lock_with(crate::deadline_after(timeout))
+        self.lock_with(deadline_after(timeout))
     }
 
     /// Takes the lock, waiting until `deadline`.
