@@ -15,6 +15,17 @@ use crate::error::{Error, ErrorKind, Result};
 /// The largest frame the framing format can carry.
 pub const MAX_FRAME: usize = u32::MAX as usize;
 
+/// The default limit on one message, everywhere ipckit receives one: a
+/// [`Queue`](crate::queue::Queue) handle (which also refuses to put a larger
+/// one), a [`Connection`](crate::pipe::Connection), a
+/// [`Manager`](crate::manager::Manager)'s requests and replies, and a
+/// child process's result. 1 GiB; each of them has a `max_message_size`
+/// setting (bytes, `usize`) to lower or raise it.
+///
+/// A limit is checked against a length before anything is allocated for
+/// it, so a peer cannot make the receiver allocate more than the limit.
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
+
 /// Encodes `value` with postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value)

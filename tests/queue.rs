@@ -139,7 +139,7 @@ fn put_big(q: Queue<()>) {
 fn a_256_mib_message_crosses_a_1_mib_ring() {
     let _t = Ctx::new("big");
     let mut q = Queue::<()>::new(1 << 20).unwrap();
-    q.set_max_message_size(BIG as u64);
+    q.set_max_message_size(BIG);
     let p = spawn(put_big, q.clone());
     let mut buf = Vec::new();
     let start = Instant::now();

@@ -176,7 +176,7 @@ impl Listener {
             address,
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_message: crate::pipe::DEFAULT_MAX_MESSAGE,
+            max_message: crate::codec::DEFAULT_MAX_MESSAGE,
             owned_path,
         })
     }

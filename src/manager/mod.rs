@@ -43,7 +43,8 @@
 //! - A client that dies or sends garbage does not disturb the server or the
 //!   other clients: a request that does not decode gets an error reply, a
 //!   broken frame closes that one connection, and requests are limited in
-//!   size ([`ManagerBuilder::max_message_size`], 64 MiB by default).
+//!   size ([`ManagerBuilder::max_message_size`], 1 GiB by default:
+//!   [`DEFAULT_MAX_MESSAGE`]).
 //! - Locks, rlocks, conditions and semaphore permits held by a client
 //!   process are released when its last connection closes (it exited or
 //!   died); a barrier whose waiter dies is broken rather than left hanging.
@@ -89,8 +90,7 @@ use client::Core;
 use protocol::{Kind, Request};
 use proxy::Proxy;
 
-/// The default request and reply size limit.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+pub use crate::codec::DEFAULT_MAX_MESSAGE;
 
 /// A manager: owns a server process ([`start`](Manager::start)) or is
 /// connected to one served elsewhere ([`connect`](Manager::connect)).
@@ -192,7 +192,8 @@ impl ManagerBuilder {
         self
     }
 
-    /// The largest request or reply, in bytes (default 64 MiB).
+    /// The largest request or reply, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE`], 1 GiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
         self

@@ -44,8 +44,7 @@ use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
 
-/// Default limit on a received message's size.
-pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
+pub use crate::codec::DEFAULT_MAX_MESSAGE;
 
 const READ_AHEAD: usize = 64 << 10;
 const HEADER: usize = 4;
@@ -215,8 +214,8 @@ impl Connection {
         self.max_message
     }
 
-    /// Sets the largest message this end accepts (default 256 MiB, at most
-    /// 4 GiB − 1). A larger length prefix fails the receive with
+    /// Sets the largest message this end accepts (default
+    /// [`DEFAULT_MAX_MESSAGE`], 1 GiB; at most 4 GiB − 1). A larger length prefix fails the receive with
     /// [`ErrorKind::LimitExceeded`] before anything is allocated, and the
     /// connection is unusable afterwards (the stream position is lost).
     pub fn set_max_message_size(&mut self, bytes: usize) {

@@ -65,8 +65,7 @@ use crate::layout::{TypeFingerprint, align_up};
 use crate::object::{Create, Layout, Object, Open, Uninit, payload_offset};
 use crate::segment::Segment;
 
-/// Default limit on the size of a message a consumer accepts.
-pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
+pub use crate::codec::DEFAULT_MAX_MESSAGE;
 
 const SHARED_AT: usize = payload_offset(std::mem::align_of::<QueueShared>());
 const RING_AT: usize = SHARED_AT + std::mem::size_of::<QueueShared>();
@@ -247,7 +246,7 @@ pub(crate) fn counter_delta(earlier: u64, later: u64) -> u64 {
 /// `Queue<T, Joinable>`, which adds `task_done` and `join`.
 pub struct Queue<T, F: Flavor = Plain> {
     object: Object<QueueLayout<T, F>>,
-    max_message: u64,
+    max_message: usize,
 }
 
 /// A queue whose consumers report finished work: Python's
@@ -521,7 +520,7 @@ impl<T, F: Flavor> Queue<T, F> {
 
     /// The largest message this handle puts or accepts (default
     /// [`DEFAULT_MAX_MESSAGE`]).
-    pub fn max_message_size(&self) -> u64 {
+    pub fn max_message_size(&self) -> usize {
         self.max_message
     }
 
@@ -529,7 +528,7 @@ impl<T, F: Flavor> Queue<T, F> {
     /// A larger `put` fails with [`ErrorKind::LimitExceeded`] and queues
     /// nothing; a larger message from a producer with a higher limit is
     /// skipped by `get` and reported as [`ErrorKind::LimitExceeded`].
-    pub fn set_max_message_size(&mut self, bytes: u64) {
+    pub fn set_max_message_size(&mut self, bytes: usize) {
         self.max_message = bytes;
     }
 
@@ -541,7 +540,7 @@ impl<T, F: Flavor> Queue<T, F> {
     // -- bytes ---------------------------------------------------------------
 
     fn check_size(&self, len: usize) -> Result<()> {
-        if len as u64 > self.max_message {
+        if len > self.max_message {
             return Err(Error::new(
                 ErrorKind::LimitExceeded,
                 format!(
@@ -594,7 +593,7 @@ impl<T, F: Flavor> Queue<T, F> {
         let ring = self.ring();
         let r = ring
             .lock_consumer(deadline)
-            .and_then(|g| g.read_message(buf, self.max_message, deadline));
+            .and_then(|g| g.read_message(buf, self.max_message as u64, deadline));
         match r {
             Ok(Some(Read::Message)) => Ok(()),
             Ok(Some(Read::TooLarge(len))) => Err(self.too_large(len)),
@@ -737,7 +736,7 @@ impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
         let guard = ring.lock_consumer(None).map_err(self.ctx("get from"))?;
         GET_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            match guard.read_message(&mut buf, self.max_message, None) {
+            match guard.read_message(&mut buf, self.max_message as u64, None) {
                 Ok(Some(Read::Message)) => {
                     out.push(codec::decode(&buf).map_err(self.ctx("decode a message from"))?)
                 }
@@ -754,8 +753,8 @@ impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
                 Err(e) => return Err(e).map_err(self.ctx("get from")),
             }
             while out.len() < max {
-                let next =
-                    guard.take_whole_if(&mut buf, self.max_message, |b| codec::decode(b).ok());
+                let next = guard
+                    .take_whole_if(&mut buf, self.max_message as u64, |b| codec::decode(b).ok());
                 match next {
                     Some(v) => out.push(v),
                     None => break,
