@@ -5,6 +5,7 @@
 //! error before any allocation, and a stream that ends inside a frame is an
 //! error too.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
@@ -41,17 +42,40 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+thread_local! {
+    /// The ipckit error behind a deserialiser's custom error: a handle that
+    /// failed to open while being decoded. serde's custom errors carry only
+    /// text (and postcard keeps not even that), so [`de_error`] leaves the
+    /// real error here for [`decode`] to return, kind and all.
+    static INNER_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+/// A serde deserialisation error for `e`, remembering `e` itself so that
+/// [`decode`] reports it (a child whose argument holds a handle to an object
+/// that is gone reports `NotFound`, not a bare `Codec`).
+pub(crate) fn de_error<E: serde::de::Error>(e: Error) -> E {
+    let custom = E::custom(&e);
+    INNER_ERROR.with(|c| *c.borrow_mut() = Some(e));
+    custom
+}
+
 /// Decodes a `T` from `bytes`; trailing bytes are an error.
+///
+/// If a handle inside the value cannot be opened, the error is that
+/// handle's (its kind: `NotFound`, `WrongKind`, …), with the decoding as
+/// context; any other failure is a [`ErrorKind::Codec`] error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    INNER_ERROR.with(|c| c.borrow_mut().take());
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Codec,
-            format!(
-                "cannot decode a `{}` from {} bytes: {e}",
-                std::any::type_name::<T>(),
-                bytes.len()
-            ),
-        )
+        let what = format!(
+            "cannot decode a `{}` from {} bytes",
+            std::any::type_name::<T>(),
+            bytes.len()
+        );
+        match INNER_ERROR.with(|c| c.borrow_mut().take()) {
+            Some(inner) => inner.context(what),
+            None => Error::new(ErrorKind::Codec, format!("{what}: {e}")),
+        }
     })?;
     if !rest.is_empty() {
         return Err(Error::new(

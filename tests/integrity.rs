@@ -297,3 +297,50 @@ fn opening_while_the_creator_initialises_is_never_corrupt() {
     );
     assert!(opened > 0 && cycles > 0, "the race was exercised");
 }
+
+// ---------------------------------------------------------------------------
+// A handle that cannot be opened in the child keeps its error's kind
+// ---------------------------------------------------------------------------
+
+/// Serialises as a `Value<u64>`'s handle and deserialises as a
+/// `Mutex<u64>`: in the child, the handle opens the wrong kind of object.
+struct WrongHandle {
+    value: Option<Value<u64>>,
+    mutex: Option<Mutex<u64>>,
+}
+
+impl serde::Serialize for WrongHandle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.as_ref().expect("the parent's side").serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WrongHandle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(WrongHandle {
+            value: None,
+            mutex: Some(Mutex::deserialize(d)?),
+        })
+    }
+}
+
+fn child_uses_mutex(h: WrongHandle) -> u64 {
+    *h.mutex.expect("decoded").lock().unwrap()
+}
+
+#[test]
+fn a_handle_the_child_cannot_open_reports_why() {
+    let t = Ctx::new("wrong_handle");
+    let v = Value::create(&t.name("v"), 5u64).unwrap();
+    let arg = WrongHandle {
+        value: Some(v.clone()),
+        mutex: None,
+    };
+    let e = spawn(child_uses_mutex, arg).join().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKind, "{e}");
+    assert!(e.to_string().contains("not a Mutex"), "{e}");
+    // In-process decoding says the same.
+    let bytes = ipckit::codec::encode(&v).unwrap();
+    let e = ipckit::codec::decode::<Mutex<u64>>(&bytes).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKind, "{e}");
+}

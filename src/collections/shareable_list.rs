@@ -711,7 +711,7 @@ impl Serialize for ShareableList {
 impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let object = Object::deserialize(d)?;
-        ShareableList::from_object(object).map_err(serde::de::Error::custom)
+        ShareableList::from_object(object).map_err(crate::codec::de_error)
     }
 }
 

@@ -111,7 +111,7 @@ macro_rules! proxy {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 let (core, id) = Token::deserialize(d)?
                     .core()
-                    .map_err(serde::de::Error::custom)?;
+                    .map_err(crate::codec::de_error)?;
                 Ok($name { h: Handle { core, id }, _types: PhantomData })
             }
         }

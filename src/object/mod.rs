@@ -420,6 +420,6 @@ impl<'de, L: Layout> Deserialize<'de> for Object<L> {
     /// Opens (and validates) the object the token names.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (segment, offset) = ObjectToken::decode(d)?;
-        Object::open_at(&segment, offset).map_err(serde::de::Error::custom)
+        Object::open_at(&segment, offset).map_err(crate::codec::de_error)
     }
 }

@@ -569,7 +569,7 @@ impl Serialize for Segment {
 impl<'de> Deserialize<'de> for Segment {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let token = SegmentToken::deserialize(deserializer)?;
-        Segment::from_token(token).map_err(serde::de::Error::custom)
+        Segment::from_token(token).map_err(crate::codec::de_error)
     }
 }
 
