@@ -322,6 +322,7 @@ impl RawMutex {
 
     /// Marks the protected data inconsistent because its holder panicked.
     /// Call only while holding the lock (the unlock that follows publishes it).
+    #[cold]
     fn poison(&self) {
         self.inconsistent.store(POISON_PANICKED, Ordering::Relaxed);
     }
@@ -361,6 +362,7 @@ impl<'a> RawGuard<'a> {
     ///
     /// # Safety
     /// The calling thread must hold `raw`, and nothing else may unlock it.
+    #[inline]
     pub(crate) unsafe fn new(raw: &'a RawMutex) -> RawGuard<'a> {
         RawGuard {
             raw,
@@ -370,6 +372,7 @@ impl<'a> RawGuard<'a> {
     }
 
     /// The lock held.
+    #[inline]
     pub(crate) fn raw(&self) -> &'a RawMutex {
         self.raw
     }
@@ -387,6 +390,7 @@ impl<'a> RawGuard<'a> {
 }
 
 impl Drop for RawGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.panicking && std::thread::panicking() {
             self.raw.poison();

@@ -136,14 +136,21 @@ impl<T: ShmSafe> Value<T> {
         Object::open(Open::In(segment, offset)).map(|object| Value { object })
     }
 
+    #[inline]
     fn with<R>(&self, verb: &str, f: impl FnOnce(&mut T) -> R) -> Result<R> {
         match self.lock() {
             Ok(mut g) => Ok(f(&mut g)),
-            Err(LockError::OwnerDied(_)) => Err(owner_died(&format!(
-                "cannot {verb} {}",
-                self.object.describe()
-            ))),
-            Err(LockError::Failed(e)) => Err(e),
+            Err(e) => Err(self.lock_failed(verb, e)),
+        }
+    }
+
+    #[cold]
+    fn lock_failed(&self, verb: &str, e: LockError<MutexGuard<'_, T>>) -> Error {
+        match e {
+            LockError::OwnerDied(_) => {
+                owner_died(&format!("cannot {verb} {}", self.object.describe()))
+            }
+            LockError::Failed(e) => e,
         }
     }
 
