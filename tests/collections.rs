@@ -401,7 +401,6 @@ fn map_churning_near_capacity_killed_at_random_points_loses_nothing_committed() 
         m.insert(k, [k; 8]).unwrap();
         model.insert(k, [k; 8]);
     }
-    // Steps 0..2 act as if keys 0..CHURN_LIVE were inserted by them.
     let progress = Value::new(0u64).unwrap();
     let mut done = 0u64;
     let mut rng = Rng::new();
