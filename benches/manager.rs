@@ -13,7 +13,8 @@
 //!   keys, fresh and after 200 000 remove + insert pairs (remove a present
 //!   key, insert a never-seen one), side by side: a lookup of an absent key
 //!   (`miss_*`, the probe that tombstones would lengthen), of a present key
-//!   (`hit_*`), and an insert of a new key plus its removal (`insert_remove_*`).
+//!   (`hit_*`), a present key removed and inserted again (`remove_reinsert_*`),
+//!   and an insert of a new key plus its removal (`insert_remove_*`).
 //!
 //! Run: `cargo bench --bench manager` (`-- shared_map_churn` for the last).
 
@@ -118,6 +119,16 @@ fn shared_map_churn(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % LIVE;
                 m.get(&(pairs + i)).unwrap().unwrap()
+            })
+        });
+        // A present key out and back in: in a marking-only table the insert
+        // reuses the remove's tombstone, so this row stays fresh either way.
+        g.bench_function(format!("remove_reinsert_{label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % LIVE;
+                let k = pairs + i;
+                let v = m.remove(&k).unwrap().unwrap();
+                m.insert(k, v).unwrap()
             })
         });
         g.bench_function(format!("insert_remove_{label}"), |b| {

@@ -64,6 +64,7 @@ struct Holes {
 
 impl Holes {
     /// The start slot (offset 0) is the first hole.
+    #[inline]
     fn new() -> Holes {
         Holes {
             offs: [0; MAX_HOLES],
@@ -73,6 +74,7 @@ impl Holes {
 
     /// Adds the hole at `off` (larger than every listed offset), if there
     /// is room.
+    #[inline]
     fn push(&mut self, off: usize) {
         debug_assert!(self.offsets().last().is_none_or(|&l| l < off));
         if self.len < MAX_HOLES {
@@ -82,6 +84,7 @@ impl Holes {
     }
 
     /// Removes and returns the first hole at offset `lo` or after.
+    #[inline]
     fn take_from(&mut self, lo: usize) -> Option<usize> {
         let i = self.offsets().iter().position(|&q| q >= lo)?;
         let q = self.offs[i];
@@ -90,6 +93,7 @@ impl Holes {
         Some(q)
     }
 
+    #[inline]
     fn offsets(&self) -> &[usize] {
         &self.offs[..self.len]
     }
