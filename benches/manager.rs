@@ -9,8 +9,14 @@
 //!   (`benches/python/manager_peer.py`, timed by Python); `SharedMap`
 //!   (shared memory under a robust lock, no server).
 //! - `manager_list_push`: one `push` (Python: `append`).
+//! - `shared_map_churn`: `SharedMap<u64, u64>` of capacity 1000 holding 750
+//!   keys, fresh and after 200 000 remove + insert pairs (remove a present
+//!   key, insert a never-seen one), side by side: a lookup of an absent key
+//!   (`miss_*`, the probe that tombstones would lengthen), of a present key
+//!   (`hit_*`), a present key removed and inserted again (`remove_reinsert_*`),
+//!   and an insert of a new key plus its removal (`insert_remove_*`).
 //!
-//! Run: `cargo bench --bench manager`.
+//! Run: `cargo bench --bench manager` (`-- shared_map_churn` for the last).
 
 mod common;
 
@@ -77,10 +83,69 @@ fn dict_insert_get(c: &mut Criterion) {
     g.finish();
 }
 
+/// Live keys of the churn maps: 0..LIVE at first; churn pair `i` removes
+/// key `i` and inserts `LIVE + i`, so the live set slides along.
+const LIVE: u64 = 750;
+/// Keys at or above this are never inserted: lookups of them miss.
+const ABSENT: u64 = 1 << 40;
+
+fn churned_map(pairs: u64) -> SharedMap<u64, u64> {
+    let m = SharedMap::<u64, u64>::new(1000).unwrap();
+    for k in 0..LIVE {
+        m.insert(k, k).unwrap();
+    }
+    for i in 0..pairs {
+        assert_eq!(m.remove(&i).unwrap(), Some(i));
+        assert_eq!(m.insert(LIVE + i, LIVE + i).unwrap(), None);
+    }
+    assert_eq!(m.len().unwrap(), LIVE as usize);
+    m
+}
+
+fn shared_map_churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shared_map_churn");
+    g.throughput(Throughput::Elements(1));
+    for (label, pairs) in [("fresh", 0u64), ("after_churn", 200_000)] {
+        let m = churned_map(pairs);
+        let mut i = 0u64;
+        g.bench_function(format!("miss_{label}"), |b| {
+            b.iter(|| {
+                // Different absent keys: their home slots cover the table.
+                i = (i + 1) % 4096;
+                assert_eq!(m.get(&(ABSENT + i)).unwrap(), None);
+            })
+        });
+        g.bench_function(format!("hit_{label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % LIVE;
+                m.get(&(pairs + i)).unwrap().unwrap()
+            })
+        });
+        // A present key out and back in: in a marking-only table the insert
+        // reuses the remove's tombstone, so this row stays fresh either way.
+        g.bench_function(format!("remove_reinsert_{label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % LIVE;
+                let k = pairs + i;
+                let v = m.remove(&k).unwrap().unwrap();
+                m.insert(k, v).unwrap()
+            })
+        });
+        g.bench_function(format!("insert_remove_{label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % 4096;
+                m.insert(ABSENT + i, i).unwrap();
+                m.remove(&(ABSENT + i)).unwrap().unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(20);
-    targets = dict_insert_get
+    targets = dict_insert_get, shared_map_churn
 }
 
 fn main() {

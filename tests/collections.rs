@@ -245,6 +245,240 @@ fn map_writer_killed_at_random_points_loses_nothing_committed() {
 }
 
 // ---------------------------------------------------------------------------
+// SharedMap: churn (remove a key, insert a new one) and tombstone reclamation
+// ---------------------------------------------------------------------------
+
+/// The raw slots of a map made by `new`/`create` (the object at offset 0):
+/// `(state word, key)` per slot, read from the segment without the lock.
+/// The layout is the module docs' (slots at 256, state word first, key at
+/// 8); `slot_size` is `size_of::<Slot<K, V>>()`.
+fn raw_slots(seg: &Segment, nslots: usize, slot_size: usize) -> Vec<(u32, u64)> {
+    (0..nslots)
+        .map(|i| {
+            let at = 256 + slot_size * i;
+            let (mut w, mut k) = ([0u8; 4], [0u8; 8]);
+            seg.read_at(at, &mut w).unwrap();
+            seg.read_at(at + 8, &mut k).unwrap();
+            (u32::from_le_bytes(w), u64::from_le_bytes(k))
+        })
+        .collect()
+}
+
+/// Tombstones and keys held twice among raw slots (epoch 0: the map was
+/// never cleared, so state words are 0 EMPTY, 1 TOMBSTONE, 2 and 3 LIVE).
+fn tombstones_and_duplicates(slots: &[(u32, u64)]) -> (usize, usize) {
+    let tombstones = slots.iter().filter(|(w, _)| *w == 1).count();
+    let mut keys: Vec<u64> = slots
+        .iter()
+        .filter(|(w, _)| *w == 2 || *w == 3)
+        .map(|(_, k)| *k)
+        .collect();
+    let live = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    (tombstones, live - keys.len())
+}
+
+#[test]
+fn map_churn_matches_a_model_and_leaves_no_tombstones() {
+    let _t = Ctx::new("map_churn");
+    let (capacity, live, pairs) = (1000usize, 750u64, 200_000u64);
+    let m = SharedMap::<u64, u64>::new(capacity).unwrap();
+    // 1000 entries: 2048 slots of 32 bytes.
+    assert_eq!(
+        SharedMap::<u64, u64>::size_in_segment(capacity),
+        Some(256 + 2048 * 32)
+    );
+    let mut rng = Rng::new();
+    let mut model = HashMap::new();
+    let mut keys = Vec::new();
+    let mut next = 0u64;
+    while keys.len() < live as usize {
+        let (k, v) = (next * 0x9e37_79b9 % 1_000_003 + (next << 20), rng.next());
+        next += 1;
+        assert_eq!(m.insert(k, v).unwrap(), None);
+        model.insert(k, v);
+        keys.push(k);
+    }
+    let check_all = |m: &SharedMap<u64, u64>, model: &HashMap<u64, u64>, next: u64| {
+        for (k, v) in model {
+            assert_eq!(m.get(k).unwrap(), Some(*v), "key {k}");
+        }
+        // Keys never inserted, and keys inserted and removed long ago.
+        for k in (0..200)
+            .map(|i| u64::MAX - i)
+            .chain((0..next.min(200)).map(|i| i << 20))
+        {
+            assert_eq!(m.get(&k).unwrap(), model.get(&k).copied(), "key {k}");
+        }
+        assert_eq!(m.len().unwrap(), model.len());
+    };
+    for pair in 0..pairs {
+        // Remove an existing key, insert a never-seen one.
+        let gone = keys.swap_remove((rng.next() % keys.len() as u64) as usize);
+        let want = model.remove(&gone).unwrap();
+        assert_eq!(m.remove(&gone).unwrap(), Some(want));
+        let (k, v) = (next * 0x9e37_79b9 % 1_000_003 + (next << 20), rng.next());
+        next += 1;
+        assert_eq!(m.insert(k, v).unwrap(), None);
+        model.insert(k, v);
+        keys.push(k);
+        assert_eq!(m.get(&gone).unwrap(), None);
+        assert_eq!(m.get(&k).unwrap(), Some(v));
+        if pair % 20_000 == 0 {
+            check_all(&m, &model, next);
+        }
+    }
+    check_all(&m, &model, next);
+    let all: HashMap<u64, u64> = m.to_vec().unwrap().into_iter().collect();
+    assert_eq!(all, model);
+    // Reclaimed: no tombstone is left, every slot not holding a key is
+    // EMPTY (marking alone would have left ~1300 tombstones and no EMPTY).
+    let raw = raw_slots(m.segment(), 2048, 32);
+    assert_eq!(tombstones_and_duplicates(&raw), (0, 0));
+    let empty = raw.iter().filter(|(w, _)| *w == 0).count();
+    assert_eq!(empty, 2048 - live as usize);
+}
+
+/// Churn of a map near its capacity, one map call per step: step `3p`
+/// removes key `p` (the oldest), `3p + 1` inserts the new key `p + CHURN_LIVE`,
+/// `3p + 2` overwrites a present key. Keys `p + 1 ..= p + CHURN_LIVE` are
+/// present after step `3p + 1`.
+const CHURN_CAP: usize = 96;
+const CHURN_LIVE: u64 = 90;
+
+fn churn_step_key(s: u64) -> u64 {
+    let p = s / 3;
+    match s % 3 {
+        0 => p,
+        1 => p + CHURN_LIVE,
+        _ => p + 1 + (p * 7919) % (CHURN_LIVE - 1),
+    }
+}
+
+fn churn_step_map(m: &SharedMap<u64, Val>, s: u64) {
+    let k = churn_step_key(s);
+    match s % 3 {
+        0 => assert!(m.remove(&k).unwrap().is_some(), "step {s}: {k} absent"),
+        1 => assert_eq!(m.insert(k, [s; 8]).unwrap(), None, "step {s}"),
+        _ => assert!(m.insert(k, [s; 8]).unwrap().is_some(), "step {s}"),
+    }
+}
+
+fn churn_step_model(m: &mut BTreeMap<u64, Val>, s: u64) {
+    let k = churn_step_key(s);
+    match s % 3 {
+        0 => drop(m.remove(&k).unwrap()),
+        _ => drop(m.insert(k, [s; 8])),
+    }
+}
+
+fn child_near_full_churn(
+    (m, progress, started, start): (SharedMap<u64, Val>, Value<u64>, Event, u64),
+) {
+    started.set();
+    let mut s = start;
+    loop {
+        churn_step_map(&m, s);
+        // Reported as committed only after the call returned.
+        progress.set(s + 1).unwrap();
+        s += 1;
+    }
+}
+
+#[test]
+fn map_churning_near_capacity_killed_at_random_points_loses_nothing_committed() {
+    let _t = Ctx::new("map_churn_crash");
+    let m = SharedMap::<u64, Val>::new(CHURN_CAP).unwrap();
+    // 96 entries: 128 slots of 144 bytes (state, key, two [u64; 8]).
+    let (nslots, slot_size) = (128, 144);
+    assert_eq!(
+        SharedMap::<u64, Val>::size_in_segment(CHURN_CAP),
+        Some(256 + nslots * slot_size)
+    );
+    let mut model = BTreeMap::new();
+    for k in 0..CHURN_LIVE {
+        m.insert(k, [k; 8]).unwrap();
+        model.insert(k, [k; 8]);
+    }
+    let progress = Value::new(0u64).unwrap();
+    let mut done = 0u64;
+    let mut rng = Rng::new();
+    let (mut in_lock, mut mid_remove, mut twice, mut in_flight_committed) = (0, 0, 0, 0);
+    let mut rounds = 0;
+    // Kills land anywhere; go on until a few landed inside a remove's
+    // backward shift (a tombstone or a key held twice seen before repair).
+    while rounds < 40 || (mid_remove < 3 && rounds < 400) {
+        rounds += 1;
+        progress.set(done).unwrap();
+        let started = Event::new().unwrap();
+        let c = spawn(
+            child_near_full_churn,
+            (m.clone(), progress.clone(), started.clone(), done),
+        );
+        started.wait_timeout(Duration::from_secs(30)).unwrap();
+        std::thread::sleep(Duration::from_micros(200 + rng.next() % 3_000));
+        c.kill().unwrap();
+        assert!(c.join().unwrap_err().is_process_died());
+        in_lock += usize::from(lock_owner_died(m.segment()));
+        // What the dead writer left, before anyone repairs it.
+        let (tombs, dups) = tombstones_and_duplicates(&raw_slots(m.segment(), nslots, slot_size));
+        assert!(dups <= 1, "{dups} keys held twice: one move at a time");
+        mid_remove += usize::from(tombs + dups > 0);
+        twice += dups;
+
+        let p = read_repairing(&progress);
+        assert!(p >= done);
+        for s in done..p {
+            churn_step_model(&mut model, s);
+        }
+        // The first lock repairs; then no key is held twice, no tombstone
+        // is left, and the count is a recount.
+        let raw = m.to_vec().unwrap();
+        let snapshot: BTreeMap<u64, Val> = raw.iter().copied().collect();
+        assert_eq!(snapshot.len(), raw.len(), "duplicate keys: {raw:?}");
+        assert_eq!(m.len().unwrap(), raw.len(), "len is not a recount");
+        assert_eq!(
+            tombstones_and_duplicates(&raw_slots(m.segment(), nslots, slot_size)),
+            (0, 0),
+            "repair left holes or duplicates"
+        );
+        // Step p may have committed before the kill, or not; values are
+        // old or new, never torn.
+        let mut with_p = model.clone();
+        churn_step_model(&mut with_p, p);
+        if snapshot == model {
+            done = p;
+        } else if snapshot == with_p {
+            in_flight_committed += 1;
+            model = with_p;
+            done = p + 1;
+        } else {
+            panic!("after step {p}: map {snapshot:?}\nexpected {model:?}\nor {with_p:?}");
+        }
+        check_map(&m, &model);
+    }
+    eprintln!(
+        "{rounds} kills after {done} steps: {in_lock} inside the map's lock, {mid_remove} \
+         inside a remove's backward shift ({twice} between a move's two stores), \
+         {in_flight_committed} with the in-flight step committed"
+    );
+    assert!(
+        done > 3 * CHURN_LIVE,
+        "the churn went round the keys at least once"
+    );
+    assert!(mid_remove > 0, "no kill landed inside a backward shift");
+    // Still usable: churn on in this process and compare once more.
+    for s in done..done + 3_000 {
+        churn_step_map(&m, s);
+        churn_step_model(&mut model, s);
+    }
+    let snapshot: BTreeMap<u64, Val> = m.to_vec().unwrap().into_iter().collect();
+    assert_eq!(snapshot, model);
+    check_map(&m, &model);
+}
+
+// ---------------------------------------------------------------------------
 // ShareableList: a writer killed at random points
 // ---------------------------------------------------------------------------
 

@@ -50,7 +50,10 @@
 //! [`OwnerDied`](crate::ErrorKind::OwnerDied) and asks you to repair the
 //! data, these containers repair themselves: the next process to take the
 //! lock recounts the map's entries (its only advisory field) by a scan,
-//! marks the lock consistent, and its operation succeeds.
+//! tidies up after a removal the dead holder left half-way (a key a
+//! backward shift had copied but not yet cleared from its old slot, holes
+//! not yet closed; see [`SharedMap`]'s tombstone reclamation), marks the
+//! lock consistent, and its operation succeeds.
 //!
 //! ## Untrusted bytes
 //!
@@ -59,6 +62,7 @@
 //! checked too, and an impossible one is a [`Corrupt`](crate::ErrorKind::Corrupt)
 //! error, never a panic or undefined behaviour.
 
+mod reclaim;
 mod shareable_list;
 mod shared_map;
 

@@ -9,8 +9,9 @@
 //! | 192 | `len`: entry count, `u64`, advisory; 200: `epoch`, `u32` (one cache line) |
 //! | 256 (or the slot alignment) | `slots` × [`Slot<K, V>`] |
 //!
-//! The table is open addressing with linear probing and tombstones
-//! (Knuth, TAOCP vol. 3, §6.4, algorithm L, with deletion by marking).
+//! The table is open addressing with linear probing (Knuth, TAOCP vol. 3,
+//! §6.4, algorithm L), with deletion by backward shift (algorithm R, see
+//! "Tombstone reclamation"); tombstones are a state a slot passes through.
 //! `slots` is the smallest power of two ≥ `capacity · 4/3` (and ≥ 2), so the
 //! load factor never exceeds 3/4; a key's home slot is
 //! `mix64(fnv1a(key)) mod slots`.
@@ -24,7 +25,7 @@
 //! | code | name | meaning (when the epoch is current) |
 //! |---|---|---|
 //! | 0 | `EMPTY` | never held a key since the last `clear`; ends every probe sequence |
-//! | 1 | `TOMBSTONE` | held a key that was removed; probing continues past it, insert may reuse it |
+//! | 1 | `TOMBSTONE` | a hole: held a key that was removed or moved; probing continues past it, insert may reuse it |
 //! | 2 | `LIVE0` | holds `key`; its value is `vals[0]` |
 //! | 3 | `LIVE1` | holds `key`; its value is `vals[1]` |
 //! | 4..=255 | | corrupt, in any epoch: every operation that reads it fails with [`ErrorKind::Corrupt`] |
@@ -34,27 +35,90 @@
 //! - insert of a new key: write `key` and `vals[0]` of an `EMPTY` or
 //!   `TOMBSTONE` slot (which nobody reads), then store `LIVE0`;
 //! - update: write the inactive buffer, then store the other `LIVE` value;
-//! - remove: store `TOMBSTONE`; then, if the next slot is `EMPTY`, turn the
-//!   run of tombstones ending here into `EMPTY`, one store each, from the
-//!   last backwards (safe: no key's probe sequence crosses a slot whose
-//!   successor is `EMPTY`, see [`SharedMap::remove`]);
+//! - remove: store `TOMBSTONE` (the commit point: the key is gone); then
+//!   close the hole by backward shift (see "Tombstone reclamation"), which
+//!   moves keys with the two stores above (`LIVE0` into a hole, `TOMBSTONE`
+//!   at the old slot) and ends with `TOMBSTONE` → `EMPTY` stores;
 //! - clear: one Release store of `epoch + 1` (SYNC POINT "clear"), which
 //!   makes every slot `EMPTY` at once; then a sweep rewrites each stale slot
 //!   as `EMPTY` in the new epoch (no change in meaning), so that no stale
 //!   slot is left to come back to life when the 24-bit epoch wraps. A sweep
 //!   cut short by a crash is finished by the recovery below.
 //!
-//! A process killed between any two stores leaves a table in which every
-//! key is either fully there (old or new value) or absent, so recovery after
-//! an owner's death is only recounting `len` (and finishing a clear's sweep).
+//! # Tombstone reclamation
+//!
+//! A table that only marked deletions fills with tombstones under churn
+//! (remove a key, insert a new one) until every miss and every insert of a
+//! new key scans the whole table (the `shared_map_churn` bench in
+//! `benches/manager.rs`; figures in the README). So
+//! [`remove`](SharedMap::remove) closes the hole it leaves by
+//! **backward-shift deletion** — Knuth's algorithm R (TAOCP vol. 3, §6.4),
+//! generalised to tolerate other tombstones; code and proof in
+//! `reclaim.rs`. It walks forward from the hole to the next `EMPTY` slot;
+//! each key whose probe path (its home up to its slot) holds a hole moves
+//! back into the first such hole, whose own slot becomes a hole; at the
+//! `EMPTY` slot no key's path crosses a remaining hole, and each becomes
+//! `EMPTY`. Tombstones then exist only during a remove (or after a crash,
+//! until the repair below), and a lookup costs what it costs in a table
+//! that never saw a removal.
+//!
+//! Moving the key at slot `j` into the hole `q`, and ending the shift:
+//!
+//! | step | what | a process killed after it leaves |
+//! |---|---|---|
+//! | 1 | write `j`'s key and live value into `q`'s `key` and `vals[0]` (`q` is a tombstone: nobody reads them) | the hole, as it was |
+//! | 2 | store `LIVE0` in `q` (SYNC POINT "slot publish") | the key in `q` **and** in `j`, with the same value |
+//! | 3 | store `TOMBSTONE` in `j` (SYNC POINT "slot publish") | the key in `q`, a hole at `j` |
+//! | end | store `EMPTY` in each remaining hole, one at a time | fewer holes |
+//!
+//! `q` lies on the key's path before `j`, so the path to `q` is a prefix of
+//! the path to `j` and holds no `EMPTY` slot; and holes stay tombstones
+//! until the end. So after **every** store each present key is found by a
+//! lookup, with its value, and no absent key is. The window between steps
+//! 2 and 3 shows the key twice, but a lookup stops at the first copy, `q`,
+//! and both copies hold the same value. That window must not outlive a
+//! crash — an update would change only `q`, and a later removal of `q`
+//! would bring `j`'s stale copy back — and it does not, because no
+//! operation sees the table before the repair below. No user code
+//! (`K::hash`, `K::eq`) runs between steps 2 and 3: a panicking `K::hash`
+//! during a shift leaves holes, never a duplicate.
+//!
+//! # Crash windows and repair
+//!
+//! A process killed between any two stores therefore leaves a table in
+//! which every key is either fully there (old or new value) or absent, and
+//! is found by lookups. It may also leave: one key in two slots (a move cut
+//! between its steps 2 and 3), tombstones (a remove or a shift cut short),
+//! a stale `len` (one store apart from the slot's), or an unfinished clear
+//! sweep. The robust lock tells the next locker that its holder died, and
+//! before doing anything else that locker repairs the map
+//! (`SharedMap::recover`):
+//!
+//! 1. finish the clear sweep;
+//! 2. bury (store `TOMBSTONE` in) the copy farther from its home of any key
+//!    held twice — the one lookups do not find;
+//! 3. close every hole by the backward shift;
+//! 4. recount `len`, then mark the lock consistent.
+//!
+//! Every step is made of the stores above, so a repair killed half-way
+//! leaves a state of the same kinds; the lock stays marked inconsistent
+//! until step 4, so the next locker repairs again.
 //!
 //! Ordering: state words are stored with Release and loaded with Acquire
 //! (SYNC POINT "slot publish"). Under the lock, the mutex already orders
 //! everything; the pair matters for the process that takes over a lock whose
 //! holder was killed, which received no unlock: seeing a `LIVE` state must
-//! imply seeing the key and value written before it. `epoch` is stored
-//! with Release and loaded with Acquire for the same reason (SYNC POINT
-//! "clear"). `len` is only accessed under the lock (Relaxed).
+//! imply seeing the key and value written before it (for a key moved by a
+//! backward shift too). `epoch` is stored with Release and loaded with
+//! Acquire for the same reason (SYNC POINT "clear"). `len` is only
+//! accessed under the lock (Relaxed).
+//!
+//! The repair also needs order *between* slots: a repairer that sees a
+//! move's `TOMBSTONE` in `j` must see its `LIVE0` in `q`, whichever it reads
+//! first. It does: the kernel releases a dead holder's robust lock on that
+//! thread's own exit path, after every store the thread made, by an atomic
+//! read-modify-write of the lock word, which the next locker's acquiring
+//! lock reads; so every store of the dead holder happens before the repair.
 
 use std::fmt;
 use std::hash::Hash;
@@ -63,6 +127,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::reclaim::{self, Cell};
 use super::{Held, hash_key, mix64};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::header::ObjectKind;
@@ -153,6 +218,58 @@ enum Find {
     Vacant(Option<usize>),
 }
 
+/// The map's table under the lock of `op`, as the reclamation algorithms
+/// (`reclaim.rs`) see it. Each mutating method is one [`SharedMap::publish`].
+struct Tab<'a, K: ShmSafe + Eq + Hash, V: ShmSafe> {
+    map: &'a SharedMap<K, V>,
+    op: &'a Op<'a>,
+}
+
+impl<K: ShmSafe + Eq + Hash, V: ShmSafe> reclaim::Table for Tab<'_, K, V> {
+    type Key = K;
+
+    fn slots(&self) -> usize {
+        self.map.nslots
+    }
+
+    fn cell(&self, i: usize) -> Result<Cell<K>> {
+        Ok(match self.map.state(self.op, i)? {
+            SlotState::Empty => Cell::Empty,
+            SlotState::Tombstone => Cell::Tombstone,
+            SlotState::Live(_) => Cell::Live(self.map.key(self.op, i)),
+        })
+    }
+
+    fn home(&self, k: &K) -> usize {
+        probe(hash_key(k), 0, self.map.nslots)
+    }
+
+    fn copy(&self, from: usize, to: usize) -> Result<()> {
+        let (m, op) = (self.map, self.op);
+        let SlotState::Live(b) = m.state(op, from)? else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("slot {from} changed under the lock"),
+            ));
+        };
+        // `to` is a tombstone: nobody reads its key or values.
+        m.write_key(op, to, m.key(op, from));
+        m.write_val(op, to, 0, m.val(op, from, b));
+        m.publish(op, to, SlotState::Live(0));
+        Ok(())
+    }
+
+    fn bury(&self, i: usize) -> Result<()> {
+        self.map.publish(self.op, i, SlotState::Tombstone);
+        Ok(())
+    }
+
+    fn vacate(&self, i: usize) -> Result<()> {
+        self.map.publish(self.op, i, SlotState::Empty);
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Layout
 // ---------------------------------------------------------------------------
@@ -208,10 +325,9 @@ const fn slots_offset<K, V>() -> usize {
 /// [`update`](SharedMap::update) closure fails with
 /// [`ErrorKind::LimitExceeded`] instead of deadlocking.
 ///
-/// Lookups of absent keys probe until an empty slot; tombstones left by
-/// removals are reclaimed when they end a probe run and by
-/// [`clear`](SharedMap::clear), but a workload of many removals without a
-/// clear can make such lookups slower (never wrong).
+/// Removals leave no tombstones behind (backward-shift deletion, see the
+/// module docs), so a map churned by millions of removals and inserts
+/// probes as briefly as a fresh one.
 ///
 /// ```
 /// use ipckit::collections::SharedMap;
@@ -496,17 +612,18 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
     }
 
     /// After a holder died: every slot is consistent by construction (one
-    /// store per transition); only `len` may be off by one, and a clear's
-    /// sweep may be unfinished. Recount, and finish the sweep.
+    /// store per transition), but a clear's sweep may be unfinished, a key
+    /// may sit in two slots (a move of a backward shift cut short),
+    /// tombstones may be left and `len` may be off. Finish the sweep, drop
+    /// the duplicate, close the holes, recount (module docs, "Crash
+    /// windows and repair").
     fn recover(&self, op: &Op<'_>) -> Result<()> {
-        let mut n = 0usize;
         for i in 0..self.nslots {
-            match self.state(op, i)? {
-                SlotState::Live(_) => n += 1,
-                SlotState::Empty => self.sweep(op, i),
-                SlotState::Tombstone => {}
+            if self.state(op, i)? == SlotState::Empty {
+                self.sweep(op, i);
             }
         }
+        let n = reclaim::repair(&self.table(op))?;
         if n > self.capacity {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -544,6 +661,11 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
             }
         }
         Ok(Find::Vacant(free))
+    }
+
+    /// The table under `op`'s lock, for `reclaim`.
+    fn table<'a>(&'a self, op: &'a Op<'a>) -> Tab<'a, K, V> {
+        Tab { map: self, op }
     }
 
     fn full(&self) -> Error {
@@ -608,12 +730,9 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
 
     /// Removes `k`; returns its value if it was present.
     ///
-    /// The slot becomes a tombstone. If the slot after it is empty, the run
-    /// of tombstones ending at this slot becomes empty too, one store per
-    /// slot from the last backwards. That is safe at every step: a key at
-    /// slot `j` with home `h` was inserted at the first free slot of its
-    /// probe sequence, so no slot in `h..j` is empty; a slot whose successor
-    /// is empty therefore lies on no key's path from its home to its slot.
+    /// The slot becomes a tombstone (the commit point), then the hole is
+    /// closed by backward shift: keys after it in its cluster move back
+    /// into it, and the last hole becomes empty (see the module docs).
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
         let op = self.lock("remove from")?;
         let Find::Found(i, b) = self.find(&op, k)? else {
@@ -622,18 +741,9 @@ impl<K: ShmSafe + Eq + Hash, V: ShmSafe> SharedMap<K, V> {
         let old = self.val(&op, i, b);
         let n = self.count(&op)?;
         self.publish(&op, i, SlotState::Tombstone);
+        // A death here leaves `len` one too high: recovery recounts it.
         self.set_count(&op, n.saturating_sub(1));
-        let mask = self.nslots - 1;
-        if self.state(&op, (i + 1) & mask)? == SlotState::Empty {
-            let mut j = i;
-            for _ in 0..self.nslots {
-                if self.state(&op, j)? != SlotState::Tombstone {
-                    break;
-                }
-                self.publish(&op, j, SlotState::Empty);
-                j = j.wrapping_sub(1) & mask;
-            }
-        }
+        reclaim::backshift(&self.table(&op), i)?;
         Ok(Some(old))
     }
 
