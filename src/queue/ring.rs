@@ -251,7 +251,7 @@ pub(crate) struct Ring<'a> {
     cap_units: u64,
 }
 
-/// A message read by [`Ring::read_message`].
+/// A message read by [`ConsumerGuard::read_message`].
 pub(crate) enum Read {
     /// A message is in the buffer.
     Message,
