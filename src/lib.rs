@@ -118,10 +118,10 @@
 //! ### Processes and `init()`
 //!
 //! A child is this same executable started again, told which function to
-//! run and handed its serde-encoded argument; it sends back the encoded
-//! result, or its panic message and location, or how it died. So
-//! [`ipckit::init()`](init) must be the first line of `main`: in a child it
-//! runs the function and exits. The function is a plain `fn(A) -> R` (a
+//! run and handed its serde-encoded argument; the parent's `join` gets the
+//! result back, or an error with the panic message and location, or how the
+//! child died. So [`ipckit::init()`](init) must be the first line of `main`:
+//! in a child it runs the function and exits. The function is a plain `fn(A) -> R` (a
 //! closure that captures nothing coerces to one). Integration tests invoke
 //! [`test_support!()`](test_support) instead; doc tests that spawn are
 //! `standalone_crate` blocks with their own `main`, as this one.
