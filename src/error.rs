@@ -100,13 +100,16 @@ error_kinds! {
         Timeout = "timed out",
         /// A non-blocking operation could not proceed now.
         WouldBlock = "operation would block",
-        /// A process died while holding the lock; the protected data may be
-        /// inconsistent. See [`LockError::OwnerDied`](crate::sync::LockError).
+        /// A holder died (a process killed, even by SIGKILL) or panicked
+        /// while holding the lock; the protected data may be inconsistent.
+        /// See [`LockError::OwnerDied`](crate::sync::LockError::OwnerDied).
         OwnerDied = "lock owner died",
         /// The barrier was broken by a timeout, an `abort()` or a `reset()`.
         BrokenBarrier = "barrier is broken",
-        /// The operation would exceed a limit (a bounded semaphore released too
-        /// often, a lock taken twice by the same thread).
+        /// The operation would exceed a limit (a message over a size limit,
+        /// `task_done` called more often than items were put, a bounded
+        /// semaphore released too often, a lock taken twice by the same
+        /// thread).
         LimitExceeded = "limit exceeded",
         /// The object was closed.
         Closed = "closed",

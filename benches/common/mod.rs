@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ipckit::Segment;
 
 /// With `IPCKIT_BENCH_PIN=1`, pins the calling process to one CPU (parent
-/// on CPU 0, child on CPU 1), as the baselines in LIMITS.md were measured.
-/// By default processes float, as they do in real programs.
+/// on CPU 0, child on CPU 1), as the Python baselines in
+/// `docs/design-measurements.md` were measured. By default processes float,
+/// as they do in real programs.
 pub fn pin_to(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n < 2 || std::env::var("IPCKIT_BENCH_PIN").as_deref() != Ok("1") {

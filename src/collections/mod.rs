@@ -40,7 +40,7 @@
 //!
 //! A process may be killed (SIGKILL) at any instruction, also while it holds
 //! a container's lock. Both containers are built so that this never loses or
-//! tears a committed entry (DESIGN.md §3 rule 7): every change that others
+//! tears a committed entry: every change that others
 //! can observe is committed by **one** store of a slot's state word, after
 //! the new bytes were written somewhere no reader looks yet (a free slot, or
 //! the inactive one of a slot's two value buffers). A process killed before

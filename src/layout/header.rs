@@ -1,4 +1,4 @@
-//! The object header (DESIGN.md §3): the first 128 bytes of every ipckit object.
+//! The object header: the first 128 bytes of every ipckit object.
 //!
 //! The header is a byte format with fixed offsets, little-endian on the
 //! platforms ipckit supports (native byte order), decoded from a *copy* of

@@ -20,11 +20,11 @@ use crate::platform;
 const MAX_IDLE: usize = 16;
 
 /// How long a waiting side polls its socket before it sleeps in `recv`: a
-/// request's round trip is a few microseconds when both sides are awake,
-/// while a sleep and wake-up costs 20–40 µs on the project machine. Both
-/// the client (for the reply) and the server thread (for the next request)
-/// poll, so back-to-back calls never sleep. Measured with
-/// `benches/manager.rs` (dict insert + get): 120 µs without polling.
+/// request's round trip is much shorter when both sides are awake than a
+/// sleep and wake-up. Both the client (for the reply) and the server thread
+/// (for the next request) poll, so back-to-back calls never sleep.
+/// Measured: see `docs/design-measurements.md`, "Manager sockets poll
+/// before sleeping".
 pub(crate) const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// Polls `conn` for up to [`POLL_BEFORE_SLEEP`] (not in a process confined

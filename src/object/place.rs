@@ -1,4 +1,4 @@
-//! The placement protocol of every ipckit object (DESIGN.md §3): create →
+//! The placement protocol of every ipckit object: create →
 //! init → publish, and open → wait → validate, as two separate functions.
 //!
 //! An object occupies `total_len` bytes of a segment starting at a

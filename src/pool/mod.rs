@@ -181,10 +181,9 @@ enum Pending<R> {
 }
 
 /// Tasks in flight per worker in [`Executor::map`] and
-/// [`Executor::map_unordered`] by default. Enough to keep the workers busy
-/// while results travel back: on 2 workers, a 10 000-task map of empty
-/// tasks took 200 ms with 4 tasks in flight, 29 ms with 128 (see
-/// `benches/pool.rs`).
+/// [`Executor::map_unordered`] by default: enough to keep the workers busy
+/// while results travel back (measured: see the README, Performance →
+/// Pools, and `docs/design-measurements.md`).
 pub const DEFAULT_BUFFER_PER_WORKER: usize = 64;
 
 /// The iterator [`Executor::map`] returns: results in input order.

@@ -83,7 +83,7 @@ const FD_ENV: &str = "IPCKIT_PROCESS_FD";
 pub const TEST_ENTRY: &str = "__ipckit_child";
 
 /// Default limit on the size of a child's encoded result: the crate's one
-/// message limit, [`codec::DEFAULT_MAX_MESSAGE`](crate::codec::DEFAULT_MAX_MESSAGE).
+/// message limit, [`crate::codec::DEFAULT_MAX_MESSAGE`].
 pub const DEFAULT_MAX_RESULT: usize = crate::codec::DEFAULT_MAX_MESSAGE;
 
 /// This process's name and parent, set once: by `run_child` in a child.

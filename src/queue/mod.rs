@@ -39,9 +39,13 @@
 //! producer dies or times out mid-message, the stream is ended with an abort
 //! marker and consumers discard the partial message; if the consumer dies
 //! mid-message, the next consumer skips the rest of it. A consumer that has
-//! started a message finishes it regardless of its own timeout. Consumers
-//! refuse messages over [`Queue::max_message_size`] (default 1 GiB): such a
-//! message is skipped and reported as a [`ErrorKind::LimitExceeded`] error.
+//! started a message finishes it regardless of its own timeout.
+//!
+//! Each handle has a message size limit ([`Queue::max_message_size`],
+//! default 1 GiB): `put` refuses a larger message with an
+//! [`ErrorKind::LimitExceeded`] error and queues nothing; a larger message
+//! from a producer with a higher limit is skipped by `get` and reported as
+//! the same error.
 
 mod frame;
 mod ring;

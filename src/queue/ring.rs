@@ -50,14 +50,14 @@
 //! `sleepers` then loads the position. One of them must see the other's
 //! store. A full fence on every commit would cost the hot path dearly (an
 //! `xchg` waits for the store buffer, i.e. for the message's own cache
-//! misses: profiling showed 97% of `put` on it). So the fence is made
+//! misses, and profiling showed it dominating `put`). So the fence is made
 //! asymmetric, as userspace RCU does: every process using a queue registers
 //! for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` and commits with a plain
 //! Release store; the rare sleeper calls that membarrier after registering,
 //! which executes a full barrier on every running thread of every
 //! registered process before its check. Where membarrier is unavailable,
-//! commits fall back to a SeqCst swap. Measured (`cargo bench --bench
-//! queue`, 64 B, floating): 221 ns per message with the swap, 46 ns without.
+//! commits fall back to a SeqCst swap. Measured: see
+//! `docs/design-measurements.md`, "Queue commits without a full fence".
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -251,7 +251,7 @@ pub(crate) struct Ring<'a> {
     cap_units: u64,
 }
 
-/// A message read by [`Ring::read_message`].
+/// A message read by [`ConsumerGuard::read_message`].
 pub(crate) enum Read {
     /// A message is in the buffer.
     Message,

@@ -1,9 +1,9 @@
 //! Raw process-shared primitives: plain `#[repr(C)]` words that live inside a
 //! segment. They hold no pointers and no per-process state, so any process
-//! that maps the segment can use them. The typed objects in this module (and
-//! later the queue) embed them.
+//! that maps the segment can use them. The typed objects of [`crate::sync`],
+//! values and arrays, the queue's ring and the collections embed them.
 //!
-//! Blocking follows DESIGN.md §3 rule 8: spin briefly, then sleep on a shared
+//! Blocking: spin only while spinning can pay, then sleep on a shared
 //! futex word; when nobody sleeps, waking costs no system call.
 //!
 //! # Crash windows and sleep slices
@@ -46,9 +46,8 @@ const SPIN_LIMIT: u32 = 100;
 
 /// Whether spinning can help: not in a process confined to one CPU, where
 /// the spinner only delays whatever it waits for. Read once per process.
-/// Measured on the project machine with parent and child pinned to one vCPU
-/// each: an `Event` round trip took 60 µs with the 25 µs spin and 2.3 µs
-/// without; floating, 0.32 µs with it and 33 µs without.
+/// Measured: see `docs/design-measurements.md`, "No spinning in a process
+/// confined to one CPU".
 pub(crate) fn spin_allowed() -> bool {
     static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALLOWED.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
@@ -71,10 +70,8 @@ fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
 /// message, a barrier's last arrival) polls before it sleeps: about the cost
 /// of a futex sleep and wake-up on the project machine, the classic
 /// "spin for as long as blocking would cost" rule, which is never worse than
-/// twice the better choice. Measured on the 2-vCPU project machine
-/// (`benches/transports.rs`, 64 B round trip through two queues, processes
-/// floating): 100 polls (~2 µs) 70 µs, 5 µs 41 µs, 20 µs 0.83 µs, 50 µs
-/// 0.85 µs.
+/// twice the better choice. Measured: see `docs/design-measurements.md`,
+/// "How long a waiter polls before it sleeps".
 pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(25);
 
 /// A bounded spin: `spin()` pauses and says whether the budget allows
