@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::Ctx;
+use common::{Ctx, Picky};
 use ipckit::pool::{
     Executor, MapOptions, ProcessPool, ReturnWhen, TaskState, ThreadPool, as_completed, wait,
 };
@@ -447,27 +447,6 @@ fn the_initializer_runs_once_per_worker() {
     assert!(e.to_string().contains("Picky"), "{e}");
 }
 
-/// An argument that encodes but refuses to decode (13 is unlucky).
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
-#[serde(try_from = "u32", into = "u32")]
-struct Picky(u32);
-
-impl TryFrom<u32> for Picky {
-    type Error = String;
-    fn try_from(v: u32) -> Result<Picky, String> {
-        if v == 13 {
-            Err("13 is unlucky".to_owned())
-        } else {
-            Ok(Picky(v))
-        }
-    }
-}
-
-impl From<Picky> for u32 {
-    fn from(p: Picky) -> u32 {
-        p.0
-    }
-}
 
 fn picky_init(_: Picky) {}
 

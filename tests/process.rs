@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Ctx;
+use common::{Ctx, Picky};
 use ipckit::process::{self, Process, ProcessInfo};
 use ipckit::sync::{Barrier, Condvar, Event, Mutex, Semaphore};
 use ipckit::{Array, ErrorKind, Segment, Value};
@@ -139,27 +139,6 @@ fn a_childs_error_comes_back_with_its_kind() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
-/// An argument that encodes but refuses to decode (13 is unlucky).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(try_from = "u32", into = "u32")]
-struct Picky(u32);
-
-impl TryFrom<u32> for Picky {
-    type Error = String;
-    fn try_from(v: u32) -> Result<Picky, String> {
-        if v == 13 {
-            Err("13 is unlucky".to_owned())
-        } else {
-            Ok(Picky(v))
-        }
-    }
-}
-
-impl From<Picky> for u32 {
-    fn from(p: Picky) -> u32 {
-        p.0
-    }
-}
 
 fn picky_id(p: Picky) -> u32 {
     p.0

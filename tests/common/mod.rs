@@ -195,3 +195,26 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// An argument that encodes but refuses to decode (13 is unlucky): for
+/// tests of what a child reports when its argument does not decode.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Picky(pub u32);
+
+impl TryFrom<u32> for Picky {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Picky, String> {
+        if v == 13 {
+            Err("13 is unlucky".to_owned())
+        } else {
+            Ok(Picky(v))
+        }
+    }
+}
+
+impl From<Picky> for u32 {
+    fn from(p: Picky) -> u32 {
+        p.0
+    }
+}
