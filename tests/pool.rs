@@ -447,7 +447,6 @@ fn the_initializer_runs_once_per_worker() {
     assert!(e.to_string().contains("Picky"), "{e}");
 }
 
-
 fn picky_init(_: Picky) {}
 
 fn picky_id(p: Picky) -> u32 {

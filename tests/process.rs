@@ -139,7 +139,6 @@ fn a_childs_error_comes_back_with_its_kind() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
-
 fn picky_id(p: Picky) -> u32 {
     p.0
 }
