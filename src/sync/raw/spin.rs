@@ -1,0 +1,120 @@
+//! The spin policy: how long a waiter polls before it sleeps, and when it
+//! must not poll at all.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind};
+use crate::platform;
+
+/// Longest uninterrupted futex sleep (see the module docs).
+pub(crate) const SLEEP_SLICE: Duration = Duration::from_secs(1);
+
+/// Sleeps on `word` while it equals `expected`, until `deadline`, for at most
+/// one slice. Returns `false` if the deadline has passed.
+pub(crate) fn sleep_on(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+    slice: Duration,
+) -> bool {
+    let timeout = match platform::remaining(deadline) {
+        Some(d) if d.is_zero() => return false,
+        Some(d) => d.min(slice),
+        None => slice,
+    };
+    let _ = platform::futex_wait(word, expected, Some(timeout));
+    true
+}
+
+/// How many times a lock polls before it sleeps: std's futex mutex budget.
+/// Locks are held briefly; a holder that is descheduled should not be
+/// waited for by spinning.
+pub(crate) const SPIN_LIMIT: u32 = 100;
+
+/// Whether spinning can help: not in a process confined to one CPU, where
+/// the spinner only delays whatever it waits for. Read once per process.
+/// Measured: see `docs/design-measurements.md`, "No spinning in a process
+/// confined to one CPU".
+pub(crate) fn spin_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// Spins (without system calls) until `cond` holds or the lock spin budget is
+/// used up; returns whether `cond` held.
+pub(crate) fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
+    let limit = if spin_allowed() { SPIN_LIMIT } else { 0 };
+    for _ in 0..limit {
+        if cond() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    cond()
+}
+
+/// How long a waiter for another process's *action* (an event set, a queue
+/// message, a barrier's last arrival) polls before it sleeps: about the cost
+/// of a futex sleep and wake-up on the project machine, the classic
+/// "spin for as long as blocking would cost" rule, which is never worse than
+/// twice the better choice. Measured: see `docs/design-measurements.md`,
+/// "How long a waiter polls before it sleeps".
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(25);
+
+/// A bounded spin: `spin()` pauses and says whether the budget allows
+/// another poll. It reads the clock only every 32 polls and backs off to
+/// 16 pauses between polls, so the polled line is left to its writer.
+pub(crate) struct Spinner {
+    start: Option<Instant>,
+    polls: u32,
+}
+
+impl Spinner {
+    pub(crate) fn new() -> Spinner {
+        Spinner {
+            start: None,
+            polls: 0,
+        }
+    }
+
+    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the first call.
+    pub(crate) fn spin(&mut self) -> bool {
+        if !spin_allowed() {
+            return false;
+        }
+        self.polls += 1;
+        if self.polls % 32 == 1 {
+            let now = Instant::now();
+            let start = *self.start.get_or_insert(now);
+            if now.duration_since(start) >= WAIT_SPIN {
+                return false;
+            }
+        }
+        for _ in 0..(1u32 << (self.polls / 64).min(4)) {
+            std::hint::spin_loop();
+        }
+        true
+    }
+}
+
+/// Spins until `cond` holds or the wait spin budget is used up.
+pub(crate) fn spin_wait(mut cond: impl FnMut() -> bool) -> bool {
+    let mut spinner = Spinner::new();
+    loop {
+        if cond() {
+            return true;
+        }
+        if !spinner.spin() {
+            return cond();
+        }
+    }
+}
+
+pub(crate) fn deadline_passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+pub(crate) fn timeout_error(what: &str) -> Error {
+    Error::new(ErrorKind::Timeout, format!("timed out waiting for {what}"))
+}
