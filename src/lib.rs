@@ -556,6 +556,7 @@ mod deadline;
 pub mod error;
 mod handoff;
 pub mod layout;
+mod loom;
 pub mod manager;
 mod object;
 pub mod pipe;

@@ -47,7 +47,10 @@ pub const HEADER_LEN: usize = 128;
 /// The magic number at offset 0.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ipckit\0\x01");
 /// The layout version this build writes and accepts.
-pub const LAYOUT_VERSION: u16 = 1;
+///
+/// 2: every futex word a process sleeps on is a `WaitCell` (sequence,
+/// registrations with an epoch, flags), so objects of version 1 are refused.
+pub const LAYOUT_VERSION: u16 = 2;
 /// Offset of the atomic state word.
 pub const STATE_OFFSET: usize = 8;
 /// State: header written, payload being initialised.

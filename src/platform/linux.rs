@@ -198,11 +198,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
     r.max(0) as usize
 }
 
-/// The time left until `deadline`, or `None` for no deadline. `Some(ZERO)` when passed.
-pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
-}
-
 // ---------------------------------------------------------------------------
 // Robust process-shared pthread mutex
 // ---------------------------------------------------------------------------
@@ -361,6 +356,21 @@ pub(crate) fn pthread_mutex_word(m: *const libc::pthread_mutex_t) -> u32 {
     // SAFETY: as in `pthread_mutex_owner`: the first 4 bytes of a mutex are
     // the lock word, read atomically; any bit pattern is a valid u32.
     unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) }
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`: one clock for every process of the
+/// machine, so a timestamp one process stores in shared memory means the
+/// same to another.
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 fn monotonic_timespec(deadline: Instant) -> libc::timespec {
@@ -847,9 +857,16 @@ fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
 /// returns whether it is registered. A registered process may skip the
 /// store-load fence on a hot path whose rare slow path calls
 /// [`membarrier_global`] instead (an asymmetric Dekker, as userspace RCU does).
+///
+/// `IPCKIT_MEMBARRIER=off` in the environment makes it `false` (and
+/// [`membarrier_global`] a no-op), as on a kernel without membarrier: the
+/// switch that tests the fenced fallback.
 pub(crate) fn membarrier_registered() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
+        if membarrier_disabled() {
+            return false;
+        }
         let supported = membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0);
         let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
             as libc::c_long;
@@ -860,7 +877,14 @@ pub(crate) fn membarrier_registered() -> bool {
 /// Makes every running thread of every registered process execute a full
 /// memory barrier before returning. `false` if unavailable.
 pub(crate) fn membarrier_global() -> bool {
-    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
+    !membarrier_disabled() && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
+}
+
+/// Whether `IPCKIT_MEMBARRIER=off` asks to behave as if membarrier did not
+/// exist (read once per process).
+fn membarrier_disabled() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("IPCKIT_MEMBARRIER").is_some_and(|v| v == "off"))
 }
 
 // ---------------------------------------------------------------------------

@@ -59,93 +59,15 @@
 //! commits fall back to a SeqCst swap. Measured: see
 //! `docs/design-measurements.md`, "Queue commits without a full fence".
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::frame::{
     self, FRAME_HEADER, FrameError, FrameKind, UNIT, count_between, pack, unpack, used_units,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Padded;
-use crate::platform;
-use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spinner};
-
-/// One side's futex word and sleeper count.
-#[repr(C)]
-pub(crate) struct Waiters {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
-}
-
-impl Waiters {
-    const fn new() -> Waiters {
-        Waiters {
-            seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
-        }
-    }
-
-    /// Wakes `n` sleepers if any sleep. Call after the state change was
-    /// committed with [`commit`].
-    fn wake(&self, n: u32) {
-        // SYNC POINT "wake": either our commit is visible to a sleeper's
-        // check, or this load sees its registration. Fenced commits pair
-        // with the sleeper's SeqCst increment and fence; unfenced ones (in a
-        // process registered for membarrier) with the membarrier the sleeper
-        // issues before checking.
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            self.seq.fetch_add(1, Ordering::SeqCst);
-            platform::futex_wake(&self.seq, n);
-        }
-    }
-
-    /// `wake` after a plain store: fences first.
-    fn wake_fenced(&self, n: u32) {
-        fence(Ordering::SeqCst);
-        self.wake(n);
-    }
-
-    /// Sleeps until woken (or a slice passes) unless `ready()` holds after
-    /// registering. Returns `false` if the deadline passed.
-    fn sleep(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
-        let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-            Some(d) if d.is_zero() => return false,
-            Some(d) => d.min(SLEEP_SLICE),
-            None => SLEEP_SLICE,
-        };
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        // SYNC POINT "wake" (see `wake`): after registering, force a barrier
-        // on every running thread of every registered process, so a commit
-        // made without a fence is visible to the check below.
-        fence(Ordering::SeqCst);
-        // Issued even if this process could not register: the committer
-        // may have. Fails harmlessly where membarrier is unavailable.
-        platform::membarrier_global();
-        let seq = self.seq.load(Ordering::SeqCst);
-        if !ready() {
-            platform::futex_wait(&self.seq, seq, Some(timeout));
-        }
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        true
-    }
-}
-
-/// Commits a side's position word. A process registered for membarrier
-/// stores it plainly: the store joins the store buffer and the copy of the
-/// next message starts at once. Otherwise it uses a SeqCst swap (a full
-/// barrier), which the wake protocol then relies on (SYNC POINT "wake").
-fn commit(word: &AtomicU64, new: u64) {
-    if platform::membarrier_registered() {
-        word.store(new, Ordering::Release);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    } else {
-        word.swap(new, Ordering::SeqCst);
-    }
-}
-
-/// Every sleep is bounded (see `sync::raw`): after a crash between a commit
-/// and its wake-up, waiters continue within one slice.
-const SLEEP_SLICE: Duration = Duration::from_secs(1);
+use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spin, Spinner, WaitCell};
 
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
@@ -165,9 +87,9 @@ pub(crate) struct QueueShared {
     /// The last `tail` a consumer loaded (under `cons_lock`); never
     /// overstates what is queued.
     tail_seen: Padded<AtomicU64>,
-    not_empty: Padded<Waiters>,
-    not_full: Padded<Waiters>,
-    joined: Padded<Waiters>,
+    not_empty: Padded<WaitCell>,
+    not_full: Padded<WaitCell>,
+    joined: Padded<WaitCell>,
     done: Padded<AtomicU64>,
     closed: Padded<AtomicU32>,
     max_items: Padded<AtomicU64>,
@@ -190,9 +112,9 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).head).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).head_seen).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).tail_seen).write(Padded(AtomicU64::new(0)));
-            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(Waiters::new()));
-            std::ptr::addr_of_mut!((*this).not_full).write(Padded(Waiters::new()));
-            std::ptr::addr_of_mut!((*this).joined).write(Padded(Waiters::new()));
+            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(WaitCell::new()));
+            std::ptr::addr_of_mut!((*this).not_full).write(Padded(WaitCell::new()));
+            std::ptr::addr_of_mut!((*this).joined).write(Padded(WaitCell::new()));
             std::ptr::addr_of_mut!((*this).done).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).closed).write(Padded(AtomicU32::new(0)));
             std::ptr::addr_of_mut!((*this).max_items).write(Padded(AtomicU64::new(max_items)));
@@ -233,8 +155,8 @@ impl QueueShared {
             max_items: self.max_items.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Acquire) != 0,
             stream_open: self.stream_open.load(Ordering::Acquire) != 0,
-            sleeping_consumers: self.not_empty.sleepers.load(Ordering::Relaxed),
-            sleeping_producers: self.not_full.sleepers.load(Ordering::Relaxed),
+            sleeping_consumers: self.not_empty.registered(),
+            sleeping_producers: self.not_full.registered(),
             prod_lock: self.prod_lock.snapshot(),
             cons_lock: self.cons_lock.snapshot(),
         }
@@ -286,9 +208,10 @@ impl<'a> Ring<'a> {
 
     pub(crate) fn close(&self) {
         self.s.closed.store(1, Ordering::Release);
-        self.s.not_empty.wake_fenced(u32::MAX);
-        self.s.not_full.wake_fenced(u32::MAX);
-        self.s.joined.wake_fenced(u32::MAX);
+        // SYNC POINT "wake": `closed` is part of every wait's condition.
+        self.s.not_empty.notify(u32::MAX);
+        self.s.not_full.notify(u32::MAX);
+        self.s.joined.notify(u32::MAX);
     }
 
     /// Messages queued now (a snapshot).
@@ -385,7 +308,10 @@ impl<'a> Ring<'a> {
             if self.s.stream_open.load(Ordering::Acquire) != 0 {
                 let (pos, count) = unpack(self.s.tail.load(Ordering::Relaxed));
                 self.copy_in(pos, &frame::encode_header(FrameKind::Abort, 0));
-                commit(&self.s.tail, pack(pos + ABORT_RESERVE, count));
+                let tail = pack(pos + ABORT_RESERVE, count);
+                self.s
+                    .not_empty
+                    .commit(|| self.s.tail.store(tail, Ordering::Release));
                 self.s.stream_open.store(0, Ordering::Release);
                 self.s.not_empty.wake(u32::MAX);
             }
@@ -468,18 +394,23 @@ impl ProducerGuard<'_> {
             r.s.head_seen.store(head, Ordering::Relaxed);
             fits_after(head)
         };
+        // A close releases a producer waiting for space at once: `closed`
+        // is part of the condition it sleeps on.
+        let ready = || fits() || r.is_closed();
         let mut spinner = Spinner::new();
         loop {
-            if fits() {
-                return Ok(tail);
+            if ready() {
+                break;
             }
             if spinner.spin() {
                 continue;
             }
-            if !r.s.not_full.sleep(deadline, fits) {
+            if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
                 return Err(timeout("space in the queue"));
             }
+            break;
         }
+        if fits() { Ok(tail) } else { Err(closed()) }
     }
 
     /// Writes one frame at the tail word `tail` and commits it; returns the
@@ -493,7 +424,8 @@ impl ProducerGuard<'_> {
         let new = pack(pos + units, count + u64::from(ends_message));
         // SYNC POINT "tail": the frame's bytes happen-before a consumer's
         // Acquire load that sees this word (`commit` is at least Release).
-        commit(&r.s.tail, new);
+        r.s.not_empty
+            .commit(|| r.s.tail.store(new, Ordering::Release));
         new
     }
 
@@ -580,6 +512,10 @@ impl ConsumerGuard<'_> {
             let tail = r.s.tail.load(Ordering::Acquire);
             used_units(hpos, unpack(tail).0) > 0
         };
+        // Outside a stream a close ends the wait too: it is part of the
+        // condition, so a close racing with our registration is never
+        // slept through.
+        let ready = || available() || (!mid_stream && r.is_closed());
         let mut spinner = Spinner::new();
         loop {
             // The cached tail first: no cache miss while frames are queued.
@@ -612,10 +548,10 @@ impl ConsumerGuard<'_> {
                 // is free, the stream ended (its End or Abort is coming), or
                 // its producer died and `probe_producer` just wrote the Abort.
                 r.probe_producer();
-                r.s.not_empty.sleep(None, available);
+                r.s.not_empty.wait_once(None, available);
                 continue;
             }
-            if !r.s.not_empty.sleep(deadline, available) {
+            if !r.s.not_empty.wait_until(deadline, Spin::No, ready) {
                 return Err(timeout("a message"));
             }
         }
@@ -625,12 +561,13 @@ impl ConsumerGuard<'_> {
     fn advance(&self, head: u64, units: u64, ends: bool) {
         let (pos, count) = unpack(head);
         // SYNC POINT "head": our copies out happen-before a producer's
-        // Acquire load that sees this word and reuses the space.
-        self.ring.s.head.store(
-            pack(pos + units, count + u64::from(ends)),
-            Ordering::Release,
-        );
-        self.ring.s.not_full.wake(u32::MAX);
+        // Acquire load that sees this word and reuses the space (`commit`
+        // is at least Release). SYNC POINT "wake": `commit` supplies the
+        // barrier the wake-up handshake needs.
+        let s = &self.ring.s;
+        let head = pack(pos + units, count + u64::from(ends));
+        s.not_full.commit(|| s.head.store(head, Ordering::Release));
+        s.not_full.wake(u32::MAX);
     }
 
     fn payload_pos(head: u64) -> u64 {
@@ -818,7 +755,8 @@ impl Ring<'_> {
             }
         }
         if self.unfinished() == 0 {
-            self.s.joined.wake(u32::MAX);
+            // SYNC POINT "wake": `done` was committed by the CAS above.
+            self.s.joined.notify(u32::MAX);
         }
         Ok(())
     }
@@ -833,9 +771,10 @@ impl Ring<'_> {
             if spinner.spin() {
                 continue;
             }
-            if !self.s.joined.sleep(deadline, finished) {
+            if !self.s.joined.wait_until(deadline, Spin::No, finished) {
                 return Err(timeout("all tasks to be done"));
             }
+            return Ok(());
         }
     }
 }

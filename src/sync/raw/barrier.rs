@@ -1,8 +1,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::spin::{SLEEP_SLICE, sleep_on, spin_wait};
-use crate::platform;
+use super::wait::{Spin, WaitCell};
 
 const COUNT_MASK: u64 = 0xffff_ffff;
 const GEN_SHIFT: u32 = 32;
@@ -42,8 +41,8 @@ pub(crate) enum BarrierOutcome {
 /// | 32..63 | generation number (wraps) |
 /// | 63 | broken |
 ///
-/// Waiters sleep on `seq`, bumped after every state change that releases
-/// them. `last_reset` records the generation a `reset()` ended, so its
+/// Waiters sleep on the crate's waiting primitive ([`WaitCell`]), notified
+/// after every state change that releases them. `last_reset` records the generation a `reset()` ended, so its
 /// waiters can tell "released by a reset" (an error) from "passed". It keeps
 /// only the latest reset: a waiter that stays asleep through two resets (and
 /// the rounds between them) would take the first one for a pass. With
@@ -52,21 +51,19 @@ pub(crate) enum BarrierOutcome {
 #[repr(C)]
 pub(crate) struct RawBarrier {
     state: AtomicU64,
-    seq: AtomicU32,
-    sleepers: AtomicU32,
     parties: AtomicU32,
     last_reset: AtomicU32,
+    cell: WaitCell,
 }
 
 impl RawBarrier {
     pub(crate) fn new(parties: u32) -> RawBarrier {
         RawBarrier {
             state: AtomicU64::new(0),
-            seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
             parties: AtomicU32::new(parties),
             // An impossible generation, so no generation looks reset.
             last_reset: AtomicU32::new(u32::MAX),
+            cell: WaitCell::new(),
         }
     }
 
@@ -84,11 +81,8 @@ impl RawBarrier {
     }
 
     fn wake_all(&self) {
-        // SYNC POINT "barrier seq": bump then check sleepers (see `wait`).
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            platform::futex_wake(&self.seq, u32::MAX);
-        }
+        // SYNC POINT "wake": after the CAS that released the waiters.
+        self.cell.notify(u32::MAX);
     }
 
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> BarrierOutcome {
@@ -122,51 +116,37 @@ impl RawBarrier {
         }
         // Wait for the generation to end.
         let mut outcome = None;
-        if spin_wait(|| {
-            outcome = self.check(generation, index);
-            outcome.is_some()
-        }) {
-            if let Some(outcome) = outcome {
-                return outcome;
-            }
-        }
         loop {
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let seq = self.seq.load(Ordering::SeqCst);
-            if let Some(outcome) = self.check(generation, index) {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            let done = self.cell.wait_until(deadline, Spin::Wait, || {
+                outcome = self.check(generation, index);
+                outcome.is_some()
+            });
+            if let (true, Some(outcome)) = (done, outcome) {
                 return outcome;
             }
-            let slept = sleep_on(&self.seq, seq, deadline, SLEEP_SLICE);
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if !slept {
-                // Timed out: break the barrier for everyone in this
-                // generation, unless it completed meanwhile.
-                if let Some(outcome) = self.check(generation, index) {
-                    return outcome;
+            // Timed out: break the barrier for everyone in this
+            // generation, unless it completed meanwhile.
+            let mut cur = self.state.load(Ordering::Acquire);
+            loop {
+                let (count, g, broken) = unpack(cur);
+                if g != generation || broken {
+                    break;
                 }
-                let mut cur = self.state.load(Ordering::Acquire);
-                loop {
-                    let (count, g, broken) = unpack(cur);
-                    if g != generation || broken {
-                        break;
+                match self.state.compare_exchange_weak(
+                    cur,
+                    pack(count, g, true),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.wake_all();
+                        return BarrierOutcome::TimedOut;
                     }
-                    match self.state.compare_exchange_weak(
-                        cur,
-                        pack(count, g, true),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
-                            self.wake_all();
-                            return BarrierOutcome::TimedOut;
-                        }
-                        Err(actual) => cur = actual,
-                    }
+                    Err(actual) => cur = actual,
                 }
-                if let Some(outcome) = self.check(generation, index) {
-                    return outcome;
-                }
+            }
+            if let Some(outcome) = self.check(generation, index) {
+                return outcome;
             }
         }
     }

@@ -1,80 +1,56 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use super::spin::{SLEEP_SLICE, sleep_on, spin_wait};
-use crate::platform;
+use super::wait::{Spin, WaitCell};
 
 const EV_CLEAR: u32 = 0;
 const EV_SET: u32 = 1;
-const EV_SLEEPERS: u32 = 2;
 
-/// A manual-reset event on one futex word.
+/// A manual-reset event: one state word and the crate's waiting primitive.
 ///
-/// | state | meaning |
+/// | `state` | meaning |
 /// |---|---|
-/// | 0 | clear, nobody sleeping |
+/// | 0 | clear |
 /// | 1 | set |
-/// | 2 | clear, and someone may be sleeping: `set` must wake |
+/// | anything else | written by a foreign or corrupt peer; read as clear |
 ///
-/// A sleeper killed while asleep leaves state 2, which only costs the next
-/// `set` one system call. `set` is a Release swap, waiters see it with an
-/// Acquire load: SYNC POINT "event".
+/// `set` is a Release swap, waiters see it with an Acquire load: SYNC POINT
+/// "event"; then it notifies the [`WaitCell`] (SYNC POINT "wake"), which
+/// makes no system call when nobody sleeps. A sleeper killed while asleep
+/// costs at most one fruitless wake-up.
 #[repr(C)]
 pub(crate) struct RawEvent {
     state: AtomicU32,
+    cell: WaitCell,
 }
 
 impl RawEvent {
-    pub(crate) const fn new() -> RawEvent {
+    pub(crate) fn new() -> RawEvent {
         RawEvent {
             state: AtomicU32::new(EV_CLEAR),
+            cell: WaitCell::new(),
         }
     }
 
     pub(crate) fn set(&self) {
-        if self.state.swap(EV_SET, Ordering::Release) == EV_SLEEPERS {
-            platform::futex_wake(&self.state, u32::MAX);
+        // SYNC POINT "event".
+        if self.state.swap(EV_SET, Ordering::Release) != EV_SET {
+            self.cell.notify(u32::MAX);
         }
     }
 
     pub(crate) fn clear(&self) {
-        // From SLEEPERS there is nothing to do: the event is already clear.
-        let _ = self
-            .state
-            .compare_exchange(EV_SET, EV_CLEAR, Ordering::Relaxed, Ordering::Relaxed);
+        self.state.store(EV_CLEAR, Ordering::Relaxed);
     }
 
     pub(crate) fn is_set(&self) -> bool {
+        // SYNC POINT "event".
         self.state.load(Ordering::Acquire) == EV_SET
     }
 
     /// Waits until set; `false` if `deadline` passed first.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        if spin_wait(|| self.is_set()) {
-            return true;
-        }
-        loop {
-            match self.state.load(Ordering::Acquire) {
-                EV_SET => return true,
-                EV_CLEAR
-                    if self
-                        .state
-                        .compare_exchange(
-                            EV_CLEAR,
-                            EV_SLEEPERS,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_err() =>
-                {
-                    continue;
-                }
-                _ => {}
-            }
-            if !sleep_on(&self.state, EV_SLEEPERS, deadline, SLEEP_SLICE) {
-                return self.is_set();
-            }
-        }
+        self.cell.wait_until(deadline, Spin::Wait, || self.is_set())
     }
 }
 

@@ -21,6 +21,7 @@ mod event;
 mod mutex;
 mod semaphore;
 mod spin;
+mod wait;
 
 pub(crate) use barrier::{BarrierOutcome, RawBarrier};
 pub(crate) use condvar::RawCondvar;
@@ -28,3 +29,4 @@ pub(crate) use event::RawEvent;
 pub(crate) use mutex::{LockSnapshot, Locked, RawGuard, RawMutex};
 pub(crate) use semaphore::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
 pub(crate) use spin::{Spinner, spin_allowed};
+pub(crate) use wait::{Spin, WaitCell};

@@ -1,8 +1,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
-use super::mutex::RawMutex;
-use super::spin::{sleep_on, timeout_error};
+use super::mutex::{RawGuard, RawMutex};
+use super::spin::timeout_error;
+use super::wait::{Slept, WaitCell};
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::{self, ProcessId};
 
@@ -43,15 +44,20 @@ pub(crate) const UNBOUNDED: u64 = u64::MAX;
 /// the normal dead-holder scan. Stores inside the critical section are
 /// Release so they cannot be reordered before the journal that describes them.
 ///
-/// Waiters sleep on `seq`, which every release bumps. A waiter that finds no
-/// permit scans the holder table for dead processes (outside the lock), and
-/// re-scans every time its sleep slice ends, so the permits of a SIGKILLed
-/// holder come back within about half a second.
+/// Waiters sleep on the crate's waiting primitive ([`WaitCell`]), notified
+/// by every release. A waiter that finds no permit scans the holder table
+/// for dead processes (outside the lock), and re-scans every time its
+/// sleep slice ends, so the permits of a SIGKILLed holder come back within
+/// about half a second. A scan reads `/proc` for every holder, so scans are
+/// rate-limited by `last_scan` (a `CLOCK_MONOTONIC` time, the same clock in
+/// every process): `try_acquire` on an exhausted semaphore scans at most
+/// every [`SCAN_INTERVAL`] and otherwise costs what a successful one does.
 #[repr(C)]
 pub(crate) struct RawSemaphore {
     lock: RawMutex,
-    seq: AtomicU32,
-    sleepers: AtomicU32,
+    cell: WaitCell,
+    /// When the last dead-holder scan started (monotonic nanoseconds).
+    last_scan: AtomicU64,
     count: AtomicU64,
     max: AtomicU64,
     nslots: AtomicU32,
@@ -71,6 +77,10 @@ pub(crate) enum PermitSlot {
 
 const SEM_SLICE_MIN: Duration = Duration::from_millis(10);
 const SEM_SLICE_MAX: Duration = Duration::from_millis(500);
+
+/// The shortest time between two dead-holder scans started by
+/// `try_acquire` (blocking acquires scan once per sleep slice).
+pub(crate) const SCAN_INTERVAL: Duration = Duration::from_millis(10);
 
 impl RawSemaphore {
     /// Bytes needed for a semaphore with `nslots` holder slots.
@@ -94,8 +104,8 @@ impl RawSemaphore {
         // SAFETY: per the contract the whole region is ours to initialise.
         unsafe {
             RawMutex::init(std::ptr::addr_of_mut!((*this).lock))?;
-            std::ptr::addr_of_mut!((*this).seq).write(AtomicU32::new(0));
-            std::ptr::addr_of_mut!((*this).sleepers).write(AtomicU32::new(0));
+            std::ptr::addr_of_mut!((*this).cell).write(WaitCell::new());
+            std::ptr::addr_of_mut!((*this).last_scan).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*this).count).write(AtomicU64::new(initial));
             std::ptr::addr_of_mut!((*this).max).write(AtomicU64::new(max));
             std::ptr::addr_of_mut!((*this).nslots).write(AtomicU32::new(nslots));
@@ -164,13 +174,15 @@ impl<'a> SemRef<'a> {
 
     /// Takes the internal lock, repairing the state if a holder died in the
     /// middle of an update.
-    fn lock(&self) -> Result<Guard<'a>> {
+    fn lock(&self) -> Result<RawGuard<'a>> {
         let locked = self.raw.lock.lock(None)?;
+        // SAFETY: this thread has just taken the lock.
+        let guard = unsafe { RawGuard::new(&self.raw.lock) };
         if locked.owner_died {
             self.recover();
-            self.raw.lock.mark_consistent();
+            guard.mark_consistent();
         }
-        Ok(Guard { sem: self.raw })
+        Ok(guard)
     }
 
     fn recover(&self) {
@@ -218,11 +230,8 @@ impl<'a> SemRef<'a> {
     }
 
     fn wake(&self, n: u32) {
-        // SYNC POINT "semaphore seq": as in RawCondvar, bump then check sleepers.
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            platform::futex_wake(&self.seq, n);
-        }
+        // SYNC POINT "wake": the count was committed under the lock.
+        self.cell.notify(n);
     }
 
     /// Takes one permit if available. Call with the lock held.
@@ -257,13 +266,25 @@ impl<'a> SemRef<'a> {
         }
     }
 
+    /// Whether a dead-holder scan is due (and, if so, claims it): at most
+    /// one per [`SCAN_INTERVAL`] across all processes.
+    fn scan_due(&self) -> bool {
+        let now = platform::monotonic_nanos();
+        let last = self.last_scan.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= SCAN_INTERVAL.as_nanos() as u64
+            && self
+                .last_scan
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Tries to take a permit without blocking.
     pub(crate) fn try_acquire(&self) -> Result<Option<PermitSlot>> {
         let me = platform::current_process();
         let g = self.lock()?;
         let r = self.take_locked(me);
         drop(g);
-        if r.is_none() && self.reclaim_dead()? {
+        if r.is_none() && self.scan_due() && self.reclaim_dead()? {
             let g = self.lock()?;
             let r = self.take_locked(me);
             drop(g);
@@ -291,26 +312,28 @@ impl<'a> SemRef<'a> {
                     return Ok(slot);
                 }
             }
-            // SYNC POINT "semaphore seq": register as a sleeper and read seq
-            // before looking at the count again, so that a release after our
-            // look either sees us or changes seq before we sleep.
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let seq = self.seq.load(Ordering::SeqCst);
+            // SYNC POINT "wake": register, then look at the count again, so
+            // that a release after our look either sees us or changes `seq`
+            // before we sleep.
+            let ticket = self.cell.register();
             match take() {
                 Ok(None) => {}
                 Ok(Some(slot)) => {
-                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    self.cell.deregister(ticket);
                     return Ok(slot);
                 }
                 Err(e) => {
-                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    self.cell.deregister(ticket);
                     return Err(e);
                 }
             }
-            let slept = sleep_on(&self.seq, seq, deadline, slice);
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if !slept {
-                return Err(timeout_error("a semaphore permit"));
+            let slept = self.cell.sleep_at_most(&ticket, deadline, slice);
+            self.cell.deregister(ticket);
+            if slept == Slept::DeadlinePassed {
+                return match take()? {
+                    Some(slot) => Ok(slot),
+                    None => Err(timeout_error("a semaphore permit")),
+                };
             }
             if let Some(slot) = take()? {
                 return Ok(slot);
@@ -433,16 +456,5 @@ impl<'a> SemRef<'a> {
             self.wake(u32::MAX);
         }
         Ok(any)
-    }
-}
-
-struct Guard<'a> {
-    sem: &'a RawSemaphore,
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: a Guard exists only while this thread holds the lock.
-        unsafe { self.sem.lock.unlock() };
     }
 }

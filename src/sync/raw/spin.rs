@@ -1,31 +1,9 @@
 //! The spin policy: how long a waiter polls before it sleeps, and when it
 //! must not poll at all.
 
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
-use crate::platform;
-
-/// Longest uninterrupted futex sleep (see the module docs).
-pub(crate) const SLEEP_SLICE: Duration = Duration::from_secs(1);
-
-/// Sleeps on `word` while it equals `expected`, until `deadline`, for at most
-/// one slice. Returns `false` if the deadline has passed.
-pub(crate) fn sleep_on(
-    word: &AtomicU32,
-    expected: u32,
-    deadline: Option<Instant>,
-    slice: Duration,
-) -> bool {
-    let timeout = match platform::remaining(deadline) {
-        Some(d) if d.is_zero() => return false,
-        Some(d) => d.min(slice),
-        None => slice,
-    };
-    let _ = platform::futex_wait(word, expected, Some(timeout));
-    true
-}
 
 /// How many times a lock polls before it sleeps: std's futex mutex budget.
 /// Locks are held briefly; a holder that is descheduled should not be
@@ -95,19 +73,6 @@ impl Spinner {
             std::hint::spin_loop();
         }
         true
-    }
-}
-
-/// Spins until `cond` holds or the wait spin budget is used up.
-pub(crate) fn spin_wait(mut cond: impl FnMut() -> bool) -> bool {
-    let mut spinner = Spinner::new();
-    loop {
-        if cond() {
-            return true;
-        }
-        if !spinner.spin() {
-            return cond();
-        }
     }
 }
 

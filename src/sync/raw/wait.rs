@@ -1,0 +1,490 @@
+//! The one waiting primitive: [`WaitCell`], a futex word that sleepers
+//! wait on and wakers bump, with a registration word so that waking nobody
+//! costs no system call. Every blocking wait in ipckit — condition
+//! variables, events, semaphores, barriers and both sides of a queue's ring —
+//! is a [`WaitCell::wait_until`] (or, for a condition variable, its parts)
+//! and every wake-up a [`WaitCell::wake`] (after [`WaitCell::commit`]) or a
+//! [`WaitCell::notify`] (after any other commit).
+//!
+//! # Words
+//!
+//! | word | written by | meaning |
+//! |---|---|---|
+//! | `seq` | wakers, by `fetch_add` | bumped by every wake that finds a registration, and by a repair; sleepers sleep while it is unchanged |
+//! | `sleepers` | sleepers (register, deregister) and repairs, by RMW | bits 0..24: registrations in the current epoch; bits 24..32: the epoch |
+//! | `flags` | committers, once | bit 0: some process commits a state word this cell guards with a plain store (no store-load fence), so sleepers must issue a membarrier |
+//!
+//! # The handshake (SYNC POINT "wake")
+//!
+//! A waiter waits for a *state word* another process commits (a queue
+//! position, an event's state, a count); a waker commits it and then wakes.
+//! It is a store-load (Dekker) pattern: the sleeper registers, then checks
+//! the state; the waker commits the state, then checks for registrations.
+//! At least one must see the other's write, so each side needs a full
+//! barrier between its write and its read:
+//!
+//! | side | write | barrier | read |
+//! |---|---|---|---|
+//! | sleeper ([`register`](WaitCell::register)) | `sleepers` (SeqCst RMW) | `fence(SeqCst)`, plus `membarrier` if `flags` says a committer is unfenced | `seq`, then the state |
+//! | waker, [`commit`](WaitCell::commit) then [`wake`](WaitCell::wake) | the state (Release store) | `fence(SeqCst)` in `commit`, or none in a process registered for membarrier (the sleeper's membarrier executes one on its behalf) | `sleepers` |
+//! | waker, any other commit (an RMW, stores under a lock) then [`notify`](WaitCell::notify) | the state | `fence(SeqCst)` in `notify` | `sleepers` |
+//!
+//! Both barriers are fences, never "a SeqCst RMW followed by a SeqCst
+//! load": the C++20 model makes that pairing sound too, but a fence on each
+//! side is what loom can check, and it reads the same to a reviewer.
+//!
+//! The membarrier variant is the asymmetric fence of userspace RCU: the hot
+//! path (a queue commit per message) pays nothing, the rare sleeper pays one
+//! system call. A process commits unfenced only after setting `flags` with
+//! a SeqCst RMW, so a sleeper that reads `flags` as clear knows that every
+//! commit it might miss was fenced. Where membarrier is unavailable (or
+//! `IPCKIT_MEMBARRIER=off`), commits are SeqCst swaps.
+//!
+//! If the waker sees a registration it bumps `seq` before `futex_wake`, so
+//! a sleeper that registered and read `seq` before the bump either is
+//! asleep (and is woken) or finds `seq` changed and does not sleep
+//! (`FUTEX_WAIT` compares atomically).
+//!
+//! # Sleepers that die
+//!
+//! A process killed while asleep never deregisters. Its registration would
+//! make every later commit pay a `seq` bump and a `futex_wake` for nobody.
+//! So a wake that finds registrations but wakes nobody (`futex_wake`
+//! returns 0) repairs the word: it starts a new epoch with no registration
+//! (one CAS, from the exact value it saw), then bumps `seq` again and wakes
+//! every sleeper. Live registrations wiped by the repair belong to
+//! sleepers that were not asleep yet: each either reads `seq` after the
+//! second bump — then its epoch check (after reading `seq`) sees the new
+//! epoch and it registers again — or before it, and then its `FUTEX_WAIT`
+//! fails (`seq` changed) or is woken by the wake-all. A stale registration
+//! thus costs at most one fruitless wake-up, and a sleeper that
+//! deregisters in a later epoch changes nothing. The 8-bit epoch wraps;
+//! a deregistration 256 repairs late could remove a live registration,
+//! which costs that sleeper one sleep slice at worst.
+//!
+//! # Sleep slices
+//!
+//! A process killed after its commit but before its wake leaves sleepers
+//! unwoken; so no sleep is longer than [`SLEEP_SLICE`], after which the
+//! sleeper re-checks the state.
+
+use std::time::{Duration, Instant};
+
+use super::spin::Spinner;
+use crate::loom::futex;
+use crate::loom::{AtomicU32, Ordering, fence};
+
+/// Longest uninterrupted futex sleep (see the module docs).
+pub(crate) const SLEEP_SLICE: Duration = Duration::from_secs(1);
+
+const COUNT_MASK: u32 = 0x00ff_ffff;
+const EPOCH_ONE: u32 = 1 << 24;
+const FLAG_UNFENCED: u32 = 1;
+
+/// The epoch of a `sleepers` word.
+fn epoch(word: u32) -> u32 {
+    word & !COUNT_MASK
+}
+
+/// The registration count of a `sleepers` word.
+fn count(word: u32) -> u32 {
+    word & COUNT_MASK
+}
+
+/// A futex word to sleep on and its registrations. See the module docs.
+#[repr(C)]
+pub(crate) struct WaitCell {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+    flags: AtomicU32,
+    #[cfg(loom)]
+    queue: futex::Queue,
+}
+
+/// A registration: the epoch it was made in and the `seq` read after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    epoch: u32,
+    seq: u32,
+}
+
+/// How a [`WaitCell::sleep`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slept {
+    /// Woken, or the slice ended, or `seq` had changed: check again.
+    Again,
+    /// The deadline had passed; nothing was slept.
+    DeadlinePassed,
+}
+
+/// How long a waiter polls before it sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spin {
+    /// Not at all (the caller already polled, or waits for something slow).
+    No,
+    /// The wait policy's budget ([`Spinner`]).
+    Wait,
+}
+
+impl WaitCell {
+    /// A cell with no sleeper.
+    pub(crate) fn new() -> WaitCell {
+        WaitCell {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            #[cfg(loom)]
+            queue: futex::Queue::new(),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn queue(&self) -> futex::Queue {
+        futex::Queue::new()
+    }
+
+    #[cfg(loom)]
+    fn queue(&self) -> &futex::Queue {
+        &self.queue
+    }
+
+    /// Registered sleepers (a racy snapshot, for `ipckit::admin`).
+    pub(crate) fn registered(&self) -> u32 {
+        count(self.sleepers.load(Ordering::Relaxed))
+    }
+
+    /// Registers the caller as a sleeper and reads `seq` (SYNC POINT
+    /// "wake"). The registration is the sleeper's write of the handshake. Check the condition after this, then [`sleep`](Self::sleep)
+    /// and [`deregister`](Self::deregister).
+    pub(crate) fn register(&self) -> Ticket {
+        let before = self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // SYNC POINT "wake": the registration is ordered before the reads
+        // of the state that follow; with the waker's barrier between its
+        // commit and its read of `sleepers`, one of the two sees the other.
+        fence(Ordering::SeqCst);
+        if self.flags.load(Ordering::Relaxed) & FLAG_UNFENCED != 0 {
+            // A committer stores without a fence: make every running
+            // thread of every registered process execute one now.
+            futex::membarrier();
+        }
+        let seq = self.seq.load(Ordering::SeqCst);
+        Ticket {
+            epoch: epoch(before),
+            seq,
+        }
+    }
+
+    /// Sleeps until woken, `seq` changes, a slice passes or `deadline`.
+    /// Call after [`register`](Self::register) and a false check.
+    pub(crate) fn sleep(&self, ticket: &Ticket, deadline: Option<Instant>) -> Slept {
+        self.sleep_at_most(ticket, deadline, SLEEP_SLICE)
+    }
+
+    /// [`sleep`](Self::sleep) with a shorter slice (at most [`SLEEP_SLICE`]),
+    /// for a waiter that has work to do between sleeps.
+    pub(crate) fn sleep_at_most(
+        &self,
+        ticket: &Ticket,
+        deadline: Option<Instant>,
+        slice: Duration,
+    ) -> Slept {
+        let slice = slice.min(SLEEP_SLICE);
+        let timeout = match deadline {
+            None => slice,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(slice),
+                _ => return Slept::DeadlinePassed,
+            },
+        };
+        // A repair since we registered: our registration is gone, so a
+        // waker might not wake us. Register again first (see the module docs).
+        if epoch(self.sleepers.load(Ordering::SeqCst)) != ticket.epoch {
+            return Slept::Again;
+        }
+        self.queue().wait(&self.seq, ticket.seq, timeout);
+        Slept::Again
+    }
+
+    /// Removes the registration `ticket` made, unless a repair already did.
+    pub(crate) fn deregister(&self, ticket: Ticket) {
+        let mut cur = self.sleepers.load(Ordering::Relaxed);
+        while epoch(cur) == ticket.epoch && count(cur) > 0 {
+            match self.sleepers.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Waits until `ready()` holds (`true`) or `deadline` passes (`false`,
+    /// after a last check). Polls first if `spin` says so.
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        spin: Spin,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        if ready() {
+            return true;
+        }
+        if spin == Spin::Wait {
+            let mut spinner = Spinner::new();
+            while spinner.spin() {
+                if ready() {
+                    return true;
+                }
+            }
+        }
+        loop {
+            let ticket = self.register();
+            if ready() {
+                self.deregister(ticket);
+                return true;
+            }
+            let slept = self.sleep(&ticket, deadline);
+            self.deregister(ticket);
+            if ready() {
+                return true;
+            }
+            if slept == Slept::DeadlinePassed {
+                return false;
+            }
+        }
+    }
+
+    /// One registered sleep (at most a slice) unless `ready()` holds after
+    /// registering: for a waiter that must do something between sleeps.
+    pub(crate) fn wait_once(&self, deadline: Option<Instant>, ready: impl FnOnce() -> bool) {
+        let ticket = self.register();
+        if !ready() {
+            self.sleep(&ticket, deadline);
+        }
+        self.deregister(ticket);
+    }
+
+    /// Commits a state word this cell's sleepers check: runs `store` (a
+    /// Release store of the new value) with the barrier the handshake needs
+    /// before [`wake`](Self::wake) reads `sleepers` (see the module docs):
+    /// none in a process registered for membarrier (after it marked the
+    /// cell), else a SeqCst fence.
+    pub(crate) fn commit(&self, store: impl FnOnce()) {
+        if futex::commits_unfenced() {
+            if self.flags.load(Ordering::Relaxed) & FLAG_UNFENCED == 0 {
+                // SYNC POINT "wake": set before the first unfenced commit,
+                // with a full barrier, so a sleeper that reads it clear
+                // is seen by our read of `sleepers`.
+                self.flags.fetch_or(FLAG_UNFENCED, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+            }
+            store();
+            // Keeps the compiler from sinking the store below the read of
+            // `sleepers` in `wake`; the CPU may, which the sleeper's
+            // membarrier makes harmless.
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        } else {
+            store();
+            // SYNC POINT "wake".
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes up to `n` sleepers after a state change committed some other
+    /// way than [`commit`](Self::commit) (an RMW, stores under a lock):
+    /// issues the waker's barrier, then [`wake`](Self::wake)s.
+    pub(crate) fn notify(&self, n: u32) {
+        // SYNC POINT "wake".
+        fence(Ordering::SeqCst);
+        self.wake(n);
+    }
+
+    /// Wakes up to `n` sleepers, if any registered. Call right after
+    /// [`commit`](Self::commit) (SYNC POINT "wake"); after any other commit
+    /// call [`notify`](Self::notify). Makes no system call when nobody
+    /// registered.
+    pub(crate) fn wake(&self, n: u32) {
+        let seen = self.sleepers.load(Ordering::SeqCst);
+        if count(seen) == 0 {
+            return;
+        }
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.queue().wake(&self.seq, n) == 0 {
+            self.repair(seen);
+        }
+    }
+
+    /// Registrations were counted but nobody slept: start a new epoch
+    /// without them (see "Sleepers that die").
+    #[cold]
+    fn repair(&self, seen: u32) {
+        let next = epoch(seen).wrapping_add(EPOCH_ONE);
+        if self
+            .sleepers
+            .compare_exchange(seen, next, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            self.queue().wake(&self.seq, u32::MAX);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn words_pack() {
+        let w = 3 * EPOCH_ONE + 5;
+        assert_eq!(count(w), 5);
+        assert_eq!(epoch(w), 3 * EPOCH_ONE);
+        assert_eq!(epoch(u32::MAX).wrapping_add(EPOCH_ONE), 0);
+    }
+
+    #[test]
+    fn a_dead_registration_costs_one_wake_then_nothing() {
+        let c = WaitCell::new();
+        // A sleeper that registered and vanished.
+        let _lost = c.register();
+        assert_eq!(c.registered(), 1);
+        let seq = c.seq.load(Ordering::Relaxed);
+        c.wake(u32::MAX); // wakes nobody: repairs
+        assert_eq!(c.registered(), 0);
+        assert_eq!(c.seq.load(Ordering::Relaxed), seq.wrapping_add(2));
+        // Later wakes make no system call and leave `seq` alone.
+        c.wake(u32::MAX);
+        assert_eq!(c.seq.load(Ordering::Relaxed), seq.wrapping_add(2));
+        // The lost ticket's deregistration (a late one) changes nothing.
+        c.deregister(_lost);
+        assert_eq!(c.registered(), 0);
+    }
+
+    #[test]
+    fn a_live_sleeper_survives_a_repair() {
+        let c = Arc::new(WaitCell::new());
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _stale = c.register(); // a dead process's registration
+        let (c2, f2) = (c.clone(), flag.clone());
+        let t = std::thread::spawn(move || {
+            c2.wait_until(None, Spin::No, || {
+                f2.load(std::sync::atomic::Ordering::Acquire)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        c.notify(u32::MAX);
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn deadlines_are_honoured() {
+        let c = WaitCell::new();
+        let start = Instant::now();
+        let d = start + Duration::from_millis(30);
+        assert!(!c.wait_until(Some(d), Spin::Wait, || false));
+        assert!(Instant::now() >= d);
+        assert!(c.wait_until(Some(d), Spin::No, || true));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::AtomicU64;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Waiter and waker of one state word committed by RMW: the waiter
+    /// always returns (a lost wake-up would be a deadlock loom reports).
+    #[test]
+    fn loom_wait_and_wake_rmw() {
+        loom::model(|| {
+            let c = Arc::new(WaitCell::new());
+            let state = Arc::new(AtomicU64::new(0));
+            let (c2, s2) = (c.clone(), state.clone());
+            let t = thread::spawn(move || {
+                c2.wait_until(None, Spin::No, || s2.load(Ordering::Acquire) == 1)
+            });
+            state.swap(1, Ordering::SeqCst);
+            c.notify(u32::MAX);
+            assert!(t.join().unwrap());
+        });
+    }
+
+    /// The same with a store commit (the fenced path, as without membarrier).
+    #[test]
+    fn loom_wait_and_wake_store_commit() {
+        loom::model(|| {
+            let c = Arc::new(WaitCell::new());
+            let state = Arc::new(AtomicU64::new(0));
+            let (c2, s2) = (c.clone(), state.clone());
+            let t = thread::spawn(move || {
+                c2.wait_until(None, Spin::No, || s2.load(Ordering::Acquire) == 1)
+            });
+            c.commit(|| state.store(1, Ordering::Release));
+            c.wake(u32::MAX);
+            assert!(t.join().unwrap());
+        });
+    }
+
+    /// A stale registration (a sleeper that died) is repaired by a wake
+    /// while a live waiter waits: the live one is still woken.
+    #[test]
+    fn loom_repair_keeps_live_sleepers() {
+        loom::model(|| {
+            let c = Arc::new(WaitCell::new());
+            let _dead = c.register();
+            let state = Arc::new(AtomicU64::new(0));
+            let (c2, s2) = (c.clone(), state.clone());
+            let t = thread::spawn(move || {
+                c2.wait_until(None, Spin::No, || s2.load(Ordering::Acquire) >= 2)
+            });
+            // Two commits, each followed by a wake: the first may repair.
+            state.fetch_add(1, Ordering::SeqCst);
+            c.notify(u32::MAX);
+            state.fetch_add(1, Ordering::SeqCst);
+            c.notify(u32::MAX);
+            assert!(t.join().unwrap());
+        });
+    }
+
+    /// One producer and one consumer handing a slot back and forth through
+    /// two cells, as the ring's two sides do (positions committed with
+    /// `commit`, each side waiting on its own cell).
+    #[test]
+    fn loom_ring_handshake() {
+        loom::model(|| {
+            let not_empty = Arc::new(WaitCell::new());
+            let not_full = Arc::new(WaitCell::new());
+            let tail = Arc::new(AtomicU64::new(0));
+            let head = Arc::new(AtomicU64::new(0));
+            const N: u64 = 2;
+            const CAP: u64 = 1;
+            let (ne, nf, t2, h2) = (
+                not_empty.clone(),
+                not_full.clone(),
+                tail.clone(),
+                head.clone(),
+            );
+            let consumer = thread::spawn(move || {
+                for i in 0..N {
+                    ne.wait_until(None, Spin::No, || t2.load(Ordering::Acquire) > i);
+                    nf.commit(|| h2.store(i + 1, Ordering::Release));
+                    nf.wake(u32::MAX);
+                }
+            });
+            for i in 0..N {
+                not_full.wait_until(None, Spin::No, || head.load(Ordering::Acquire) + CAP > i);
+                not_empty.commit(|| tail.store(i + 1, Ordering::Release));
+                not_empty.wake(u32::MAX);
+            }
+            consumer.join().unwrap();
+            assert_eq!(head.load(Ordering::Acquire), N);
+        });
+    }
+}
