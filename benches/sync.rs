@@ -7,6 +7,12 @@
 //!   baselines in the same run, through a raw shared futex word (no spinning:
 //!   the floor when the peer sleeps), a pipe pair and a unix socketpair.
 //!
+//! - `dead_sleepers`: uncontended `put` + `get` of a 64-byte message on a
+//!   queue, fresh, then after three consumers SIGKILLed while asleep on it
+//!   (empty) and three producers SIGKILLed while asleep on it (full): their
+//!   registrations must not tax every later commit (issue 14's target:
+//!   ≤ 1.5× the fresh figure).
+//!
 //! Run: `cargo bench --bench sync` (add `IPCKIT_BENCH_PIN=1` to pin parent
 //! and child to CPUs 0 and 1). The child side of each ping-pong is this
 //! same binary, re-executed with `IPCKIT_BENCH_CHILD` set.
@@ -22,6 +28,7 @@ use criterion::{Criterion, criterion_group};
 
 mod common;
 use common::{PING, PONG, STOP, futex_await, futex_set, hex, pin_to, unhex, word};
+use ipckit::queue::Queue;
 use ipckit::sync::{Condvar, Event, Mutex};
 use ipckit::{Segment, Value};
 
@@ -281,10 +288,77 @@ fn pingpong(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------
+
+fn sleep_get_child() {
+    let q: Queue<u64> = child_arg();
+    let _ = q.get();
+}
+
+fn sleep_put_child() {
+    let q: Queue<u64> = child_arg();
+    while q.put(&0).is_ok() {}
+}
+
+/// Starts three children of `role` on `q`, waits until they are asleep
+/// (registered on the queue), and SIGKILLs them there.
+fn kill_three_asleep(role: &str, q: &Queue<u64>, name: &str, registered: impl Fn(&str) -> u64) {
+    let mut children: Vec<Child> = (0..3)
+        .map(|_| spawn_child(role, q).spawn().expect("spawn a sleeper"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registered(name) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let the last of them reach the futex.
+    std::thread::sleep(Duration::from_millis(100));
+    for c in &mut children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+fn dead_sleepers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dead_sleepers");
+    let name = format!("ipckit-bench-dead-sleepers-{}", std::process::id());
+    // Sleepers and the bench share one named queue; messages go through
+    // the bytes API (64 B, as in the issue's figure).
+    let q = Queue::<u64>::create(&name, 4096).unwrap();
+    let msg = [7u8; 64];
+    let mut buf = Vec::with_capacity(64);
+    let mut put_get = |b: &mut criterion::Bencher| {
+        b.iter(|| {
+            q.put_bytes(&msg).unwrap();
+            q.get_bytes_into(&mut buf).unwrap();
+            black_box(&buf);
+        })
+    };
+    g.bench_function("queue_put_get_fresh", &mut put_get);
+    let waiting = |n: &str, producers: bool| {
+        ipckit::admin::inspect(n)
+            .ok()
+            .and_then(|i| i.queue)
+            .map_or(0, |q| {
+                if producers {
+                    q.waiting_producers as u64
+                } else {
+                    q.waiting_consumers as u64
+                }
+            })
+    };
+    kill_three_asleep("sleep_get", &q, &name, |n| waiting(n, false));
+    while q.try_put_bytes(&msg).is_ok() {}
+    kill_three_asleep("sleep_put", &q, &name, |n| waiting(n, true));
+    let mut drain = Vec::new();
+    while q.try_get_bytes_into(&mut drain).is_ok() {}
+    g.bench_function("queue_put_get_after_6_sleepers_killed", &mut put_get);
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = lock_unlock, pingpong
+    targets = lock_unlock, pingpong, dead_sleepers
 }
 
 fn main() {
@@ -295,6 +369,8 @@ fn main() {
             "condvar" => condvar_child(),
             "futex" => futex_child(),
             "echo" => echo_child(),
+            "sleep_get" => sleep_get_child(),
+            "sleep_put" => sleep_put_child(),
             other => panic!("unknown role {other}"),
         }
         return;

@@ -266,6 +266,7 @@ unsafe extern "C" {
     ) -> libc::c_int;
 }
 
+#[inline]
 fn lock_result(m: *mut libc::pthread_mutex_t, ret: libc::c_int) -> io::Result<PthreadLocked> {
     match ret {
         0 => Ok(PthreadLocked::Ok),
@@ -317,6 +318,7 @@ pub(crate) unsafe fn pthread_mutex_lock(
 ///
 /// # Safety
 /// As for [`pthread_mutex_lock`].
+#[inline]
 pub(crate) unsafe fn pthread_mutex_trylock(
     m: *mut libc::pthread_mutex_t,
 ) -> io::Result<PthreadLocked> {
@@ -329,6 +331,7 @@ pub(crate) unsafe fn pthread_mutex_trylock(
 ///
 /// # Safety
 /// The calling thread must hold `m`.
+#[inline]
 pub(crate) unsafe fn pthread_mutex_unlock(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     // SAFETY: per the contract the calling thread owns `m`.
     check(unsafe { libc::pthread_mutex_unlock(m) })

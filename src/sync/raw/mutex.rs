@@ -89,10 +89,12 @@ impl RawMutex {
         Ok(())
     }
 
+    #[inline]
     fn raw(&self) -> *mut libc::pthread_mutex_t {
         self.mutex.get()
     }
 
+    #[inline]
     fn acquired(&self, how: PthreadLocked) -> Locked {
         // Ordering: `inconsistent` is only accessed while holding the mutex,
         // whose lock/unlock provide the synchronisation; Relaxed suffices.
@@ -132,12 +134,19 @@ impl RawMutex {
     }
 
     /// Takes the lock, waiting until `deadline` (forever if `None`).
+    #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked> {
         // The uncontended case: one compare-and-swap.
         // SAFETY: as in `try_lock`.
         if let Ok(how) = unsafe { platform::pthread_mutex_trylock(self.raw()) } {
             return Ok(self.acquired(how));
         }
+        self.lock_slow(deadline)
+    }
+
+    /// The contended path of [`lock`](Self::lock): spin, then sleep.
+    #[cold]
+    fn lock_slow(&self, deadline: Option<Instant>) -> Result<Locked> {
         // Spin briefly first: a holder on the other core usually releases
         // within a few hundred nanoseconds, far less than a futex sleep.
         let mut first_error = None;
@@ -178,6 +187,7 @@ impl RawMutex {
     ///
     /// # Safety
     /// The calling thread must hold the lock.
+    #[inline]
     pub(crate) unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock. An error-checking mutex reports
         // misuse instead of corrupting itself; there is nothing useful to do
