@@ -13,6 +13,10 @@
 //!   registrations must not tax every later commit (issue 14's target:
 //!   ≤ 1.5× the fresh figure).
 //!
+//! - `semaphore_try_acquire`: a successful `try_acquire` (and the permit's
+//!   release), beside one on a semaphore exhausted by 8 live holder
+//!   processes (which must not read `/proc` for every holder on every call).
+//!
 //! Run: `cargo bench --bench sync` (add `IPCKIT_BENCH_PIN=1` to pin parent
 //! and child to CPUs 0 and 1). The child side of each ping-pong is this
 //! same binary, re-executed with `IPCKIT_BENCH_CHILD` set.
@@ -29,7 +33,7 @@ use criterion::{Criterion, criterion_group};
 mod common;
 use common::{PING, PONG, STOP, futex_await, futex_set, hex, pin_to, unhex, word};
 use ipckit::queue::Queue;
-use ipckit::sync::{Condvar, Event, Mutex};
+use ipckit::sync::{Condvar, Event, Mutex, Semaphore};
 use ipckit::{Segment, Value};
 
 const ROLE: &str = "IPCKIT_BENCH_CHILD";
@@ -355,10 +359,50 @@ fn dead_sleepers(c: &mut Criterion) {
     g.finish();
 }
 
+fn hold_permit_child() {
+    let (s, held): (Semaphore, Value<u32>) = child_arg();
+    let permit = s.acquire().unwrap();
+    held.update(|n| *n += 1).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        black_box(&permit);
+    }
+}
+
+fn semaphore_try_acquire(c: &mut Criterion) {
+    let mut g = c.benchmark_group("semaphore_try_acquire");
+    let free = Semaphore::new(1).unwrap();
+    g.bench_function("available", |b| {
+        b.iter(|| drop(black_box(free.try_acquire().unwrap())))
+    });
+    const HOLDERS: u32 = 8;
+    let s = Semaphore::new(HOLDERS as u64).unwrap();
+    let held = Value::new(0u32).unwrap();
+    let mut holders: Vec<Child> = (0..HOLDERS)
+        .map(|_| {
+            spawn_child("hold_permit", &(s.clone(), held.clone()))
+                .spawn()
+                .expect("spawn a holder")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held.get().unwrap() < HOLDERS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    g.bench_function("exhausted_by_8_live_holders", |b| {
+        b.iter(|| black_box(s.try_acquire().is_err()))
+    });
+    for h in &mut holders {
+        h.kill().unwrap();
+        h.wait().unwrap();
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = lock_unlock, pingpong, dead_sleepers
+    targets = lock_unlock, pingpong, dead_sleepers, semaphore_try_acquire
 }
 
 fn main() {
@@ -371,6 +415,7 @@ fn main() {
             "echo" => echo_child(),
             "sleep_get" => sleep_get_child(),
             "sleep_put" => sleep_put_child(),
+            "hold_permit" => hold_permit_child(),
             other => panic!("unknown role {other}"),
         }
         return;
