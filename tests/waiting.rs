@@ -363,3 +363,82 @@ fn many_threads_sleeping_and_waking_lose_no_message() {
     let total: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
     assert_eq!(total, 20_000);
 }
+
+// ---------------------------------------------------------------------------
+// A stream whose producer is stopped mid-message
+// ---------------------------------------------------------------------------
+
+const BIG: usize = 1 << 20;
+
+fn big_message() -> Vec<u8> {
+    (0..BIG).map(|i| (i % 251) as u8).collect()
+}
+
+fn child_put_big(q: Queue<()>) {
+    q.put_bytes(&big_message()).unwrap();
+}
+
+fn child_get_timeout((q, ms): (Queue<()>, u64)) -> (u64, String) {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let r = q.get_bytes_into_timeout(&mut buf, Duration::from_millis(ms));
+    let kind = match r {
+        Ok(()) => format!("got {} bytes", buf.len()),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    (start.elapsed().as_millis() as u64, kind)
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+}
+
+#[test]
+fn a_stopped_stream_producer_blocks_no_deadline_and_loses_nothing() {
+    let _t = Ctx::with_limit("stopped_stream", Duration::from_secs(120));
+    let q = Queue::<()>::new(64 << 10).unwrap();
+    let producer = spawn(child_put_big, q.clone());
+    // Wait until the producer is inside its stream with the ring full.
+    assert!(eventually(Duration::from_secs(20), || q.used_bytes()
+        > q.capacity() / 2));
+    signal(producer.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(50));
+
+    // try_get reads what is there and returns at once, keeping its part.
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    let e = q.try_get_bytes_into(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    assert!(
+        start.elapsed() < PROMPT,
+        "try_get took {:?}",
+        start.elapsed()
+    );
+
+    // Another consumer process: its get_timeout honours its timeout.
+    let (ms, kind) = spawn(child_get_timeout, (q.clone(), 200)).join().unwrap();
+    assert_eq!(kind, "Timeout");
+    assert!(
+        (200..2000).contains(&ms),
+        "a 200 ms get_timeout returned after {ms} ms"
+    );
+    // A get_timeout in this process resumes the same message and times
+    // out again while the producer stays stopped.
+    let e = q
+        .get_bytes_into_timeout(&mut buf, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+
+    // Resume the producer: the whole message arrives, intact, once.
+    signal(producer.pid(), libc::SIGCONT);
+    q.get_bytes_into(&mut buf).unwrap();
+    assert_eq!(buf.len(), BIG);
+    assert!(buf == big_message(), "the resumed message is torn");
+    producer.join().unwrap();
+    assert!(q.is_empty());
+    assert_eq!(
+        q.try_get_bytes_into(&mut buf).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+}

@@ -38,8 +38,17 @@
 //! parallel. Nothing is written anywhere else, so nothing can leak. If the
 //! producer dies or times out mid-message, the stream is ended with an abort
 //! marker and consumers discard the partial message; if the consumer dies
-//! mid-message, the next consumer skips the rest of it. A consumer that has
-//! started a message finishes it regardless of its own timeout.
+//! mid-message, the next consumer skips the rest of it.
+//!
+//! Timeouts hold in the middle of a message too: a `try_get` or a
+//! `get_timeout` whose time runs out while the producer is slow or stopped
+//! (SIGSTOP, a debugger) returns `WouldBlock` or `Timeout` and keeps the
+//! part it read, in this process; the next get of this queue *in this
+//! process* continues the message, which thus arrives whole and once.
+//! Meanwhile other processes see nothing to read (everything behind that
+//! message waits for it, as in any FIFO) and their own timeouts hold. If
+//! the keeping process exits, the rest of the message is skipped, as after
+//! a consumer's death.
 //!
 //! Each handle has a message size limit ([`Queue::max_message_size`],
 //! default 1 GiB): `put` refuses a larger message with an
@@ -251,6 +260,8 @@ pub(crate) fn counter_delta(earlier: u64, later: u64) -> u64 {
 pub struct Queue<T, F: Flavor = Plain> {
     object: Object<QueueLayout<T, F>>,
     max_message: usize,
+    /// The queue's identity in this process (see `ring::QueueKey`).
+    key: ring::QueueKey,
 }
 
 /// A queue whose consumers report finished work: Python's
@@ -266,6 +277,7 @@ impl<T, F: Flavor> Clone for Queue<T, F> {
         Queue {
             object: self.object.clone(),
             max_message: self.max_message,
+            key: self.key,
         }
     }
 }
@@ -390,9 +402,12 @@ impl<T, F: Flavor> QueueBuilder<T, F> {
 /// makes a plain queue, `JoinableQueue::<T>::new` a joinable one.
 impl<T, F: Flavor> Queue<T, F> {
     fn from_object(object: Object<QueueLayout<T, F>>) -> Self {
+        let (dev, ino) = object.segment().file_id();
+        let key = (dev, ino, object.offset());
         Queue {
             object,
             max_message: DEFAULT_MAX_MESSAGE,
+            key,
         }
     }
 
@@ -471,7 +486,7 @@ impl<T, F: Flavor> Queue<T, F> {
         // mapping `self.object` keeps alive; the shared state was
         // initialised before publication; `cap` is the validated header's
         // parameter, and the object's validated length is DATA_AT + cap.
-        unsafe { Ring::new(self.object.shared(), self.object.at(DATA_AT), cap) }
+        unsafe { Ring::new(self.object.shared(), self.object.at(DATA_AT), cap, self.key) }
     }
 
     /// Adds "cannot {verb} {queue}" to an error; builds the text only on error.
@@ -592,15 +607,44 @@ impl<T, F: Flavor> Queue<T, F> {
         self.put_bytes_with(bytes, Blocking::after(timeout))
     }
 
+    /// Takes the consumer lock and reads the next message into `buf`,
+    /// waiting (without the lock) while the message at the head is half
+    /// read by another process that will continue it. Returns the guard,
+    /// still held, and what was read: a message, a skipped one, or `None`
+    /// (closed and empty).
+    fn read_next<'r>(
+        &self,
+        ring: &'r Ring<'r>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(ring::ConsumerGuard<'r>, Option<Read>)> {
+        loop {
+            let guard = ring.lock_consumer(deadline)?;
+            match guard.read_message(buf, self.max_message as u64, deadline)? {
+                Some(Read::HeldBy(pid)) => {
+                    drop(guard);
+                    if !ring.wait_reader_change(pid, deadline) {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "timed out: the message at the head is half read by \
+                                 process {pid}, whose next get continues it"
+                            ),
+                        ));
+                    }
+                }
+                read => return Ok((guard, read)),
+            }
+        }
+    }
+
     fn get_bytes_with(&self, buf: &mut Vec<u8>, wait: Blocking) -> Result<()> {
         let deadline = wait.deadline();
         let ring = self.ring();
-        let r = ring
-            .lock_consumer(deadline)
-            .and_then(|g| g.read_message(buf, self.max_message as u64, deadline));
-        match r {
+        match self.read_next(&ring, buf, deadline).map(|(_, read)| read) {
             Ok(Some(Read::Message)) => Ok(()),
             Ok(Some(Read::TooLarge(len))) => Err(self.too_large(len)),
+            Ok(Some(Read::HeldBy(_))) => unreachable!("read_next waits those out"),
             Ok(None) => Err(Error::new(
                 ErrorKind::Closed,
                 "the queue is closed and empty",
@@ -737,24 +781,26 @@ impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
             return Ok(out);
         }
         let ring = self.ring();
-        let guard = ring.lock_consumer(None).map_err(self.ctx("get from"))?;
         GET_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            match guard.read_message(&mut buf, self.max_message as u64, None) {
-                Ok(Some(Read::Message)) => {
+            let (guard, read) = self
+                .read_next(&ring, &mut buf, None)
+                .map_err(self.ctx("get from"))?;
+            match read {
+                Some(Read::Message) => {
                     out.push(codec::decode(&buf).map_err(self.ctx("decode a message from"))?)
                 }
-                Ok(Some(Read::TooLarge(len))) => {
+                Some(Read::TooLarge(len)) => {
                     return Err(self.too_large(len)).map_err(self.ctx("get from"));
                 }
-                Ok(None) => {
+                Some(Read::HeldBy(_)) => unreachable!("read_next waits those out"),
+                None => {
                     return Err(Error::new(
                         ErrorKind::Closed,
                         "the queue is closed and empty",
                     ))
                     .map_err(self.ctx("get from"));
                 }
-                Err(e) => return Err(e).map_err(self.ctx("get from")),
             }
             while out.len() < max {
                 let next = guard

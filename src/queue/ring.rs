@@ -37,27 +37,34 @@
 //! the rest of a stream checks for that case itself (it try-locks
 //! `prod_lock`), so a stream whose producer died never wedges it.
 //!
+//! # Streams that stall
+//!
+//! A consumer whose deadline passes in the middle of a stream (its producer
+//! is slow or stopped) keeps the part it read in a per-process table keyed
+//! by the queue's identity, records itself in `reader` (pid and start time,
+//! committed by the pid's store, under `cons_lock`) and releases the lock.
+//! The next consumer to lock: if `reader` is its own process, it takes the
+//! part back and continues the stream; if it is another live process, it
+//! releases the lock and waits (bounded by its own deadline) for the record
+//! to change; if that process is dead, it clears the record and skips the
+//! rest of the stream as leftovers. So no timeout ever waits on a stalled
+//! producer, and no message is lost to a timeout.
+//!
 //! # Waiting
 //!
 //! A producer waits for space (a consumer for data) while holding its own
-//! lock, so at most one process per side sleeps on the ring's futex words;
-//! the others queue on the lock. The waiter spins briefly on the other side's
-//! word, then registers in `sleepers`, re-checks and sleeps on `seq`; the
-//! other side bumps `seq` and wakes only if `sleepers` is non-zero.
-//!
-//! SYNC POINT "wake" is a store-load (Dekker) handshake: the committer
-//! stores its position then loads `sleepers`; the sleeper increments
-//! `sleepers` then loads the position. One of them must see the other's
-//! store. A full fence on every commit would cost the hot path dearly (an
-//! `xchg` waits for the store buffer, i.e. for the message's own cache
-//! misses, and profiling showed it dominating `put`). So the fence is made
-//! asymmetric, as userspace RCU does: every process using a queue registers
-//! for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` and commits with a plain
-//! Release store; the rare sleeper calls that membarrier after registering,
-//! which executes a full barrier on every running thread of every
-//! registered process before its check. Where membarrier is unavailable,
-//! commits fall back to a SeqCst swap. Measured: see
-//! `docs/design-measurements.md`, "Queue commits without a full fence".
+//! lock, so at most one process per side sleeps on the ring's waiting
+//! cells (`not_full`, `not_empty`); the others queue on the lock. The waiter
+//! spins briefly on the other side's word, then waits on the cell with the
+//! crate's one waiting primitive (`sync::raw::wait`, whose module docs have
+//! the handshake and its SYNC POINT "wake"). Positions are committed through
+//! `WaitCell::commit`: in a process registered for membarrier a plain
+//! Release store (a full fence on every commit would cost the hot path
+//! dearly: an `xchg` waits for the store buffer, i.e. for the message's own
+//! cache misses; measured: see `docs/design-measurements.md`, "Queue
+//! commits without a full fence"), otherwise a store and a SeqCst fence.
+//! Both sides commit that way, consumers included. A close is part of every
+//! wait's condition, so it releases producers and consumers at once.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -67,6 +74,7 @@ use super::frame::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Padded;
+use crate::platform::{self, ProcessId};
 use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spin, Spinner, WaitCell};
 
 /// Space every stream keeps free for an `Abort` frame.
@@ -93,6 +101,19 @@ pub(crate) struct QueueShared {
     done: Padded<AtomicU64>,
     closed: Padded<AtomicU32>,
     max_items: Padded<AtomicU64>,
+    /// The process holding the first part of the message at the head, if a
+    /// consumer's deadline passed in the middle of a stream (see
+    /// "Streams that stall"). Written and read only under `cons_lock`.
+    reader: Padded<StreamReader>,
+}
+
+/// Who keeps a partly read message (see [`QueueShared::reader`]): a process
+/// identity, committed by the store of `pid` (0: nobody).
+#[repr(C)]
+struct StreamReader {
+    pid: AtomicU32,
+    _pad: u32,
+    start_time: AtomicU64,
 }
 
 impl QueueShared {
@@ -115,6 +136,11 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).not_empty).write(Padded(WaitCell::new()));
             std::ptr::addr_of_mut!((*this).not_full).write(Padded(WaitCell::new()));
             std::ptr::addr_of_mut!((*this).joined).write(Padded(WaitCell::new()));
+            std::ptr::addr_of_mut!((*this).reader).write(Padded(StreamReader {
+                pid: AtomicU32::new(0),
+                _pad: 0,
+                start_time: AtomicU64::new(0),
+            }));
             std::ptr::addr_of_mut!((*this).done).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).closed).write(Padded(AtomicU32::new(0)));
             std::ptr::addr_of_mut!((*this).max_items).write(Padded(AtomicU64::new(max_items)));
@@ -171,6 +197,37 @@ pub(crate) struct Ring<'a> {
     data: *mut u8,
     cap: usize,
     cap_units: u64,
+    /// Which queue this is, the same in every mapping of it in this
+    /// process (device, inode, offset): the key of its kept partial read.
+    key: QueueKey,
+}
+
+/// A queue's identity in this process: its segment's device and inode and
+/// its offset.
+pub(crate) type QueueKey = (u64, u64, usize);
+
+/// The first part of a message a consumer of this process read before its
+/// deadline passed in the middle of the stream, kept for the next read.
+struct Partial {
+    key: QueueKey,
+    buf: Vec<u8>,
+    total: u64,
+    got: u64,
+}
+
+/// Partial reads of this process (rare, and few: one per queue at most).
+static PARTIALS: std::sync::Mutex<Vec<Partial>> = std::sync::Mutex::new(Vec::new());
+
+fn keep_partial(p: Partial) {
+    let mut all = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|q| q.key != p.key);
+    all.push(p);
+}
+
+fn take_partial(key: QueueKey) -> Option<Partial> {
+    let mut all = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = all.iter().position(|p| p.key == key)?;
+    Some(all.swap_remove(i))
 }
 
 /// A message read by [`ConsumerGuard::read_message`].
@@ -179,19 +236,60 @@ pub(crate) enum Read {
     Message,
     /// A message over the size limit was skipped; its length.
     TooLarge(u64),
+    /// The message at the head is half read by another live process,
+    /// whose deadline passed in the middle of it; it will continue it.
+    /// Nothing can be read before that: wait for [`Ring::reader_pid`] to
+    /// change (the consumer lock must be released meanwhile).
+    HeldBy(u32),
 }
 
 impl<'a> Ring<'a> {
     /// # Safety
     /// `s` must be an initialised `QueueShared` followed by `cap` ring bytes
     /// at `data`, all mapped for `'a`; `cap` must be a valid capacity.
-    pub(crate) unsafe fn new(s: &'a QueueShared, data: *mut u8, cap: usize) -> Ring<'a> {
+    pub(crate) unsafe fn new(
+        s: &'a QueueShared,
+        data: *mut u8,
+        cap: usize,
+        key: QueueKey,
+    ) -> Ring<'a> {
         debug_assert!(frame::valid_capacity(cap as u64));
         Ring {
             s,
             data,
             cap,
             cap_units: (cap / UNIT) as u64,
+            key,
+        }
+    }
+
+    /// The pid recorded as keeping a half-read message (0: none).
+    pub(crate) fn reader_pid(&self) -> u32 {
+        self.s.reader.pid.load(Ordering::Acquire)
+    }
+
+    /// Waits until the record of a half-read message no longer names
+    /// `pid`, the queue closes, or `deadline` passes (`false`).
+    pub(crate) fn wait_reader_change(&self, pid: u32, deadline: Option<Instant>) -> bool {
+        let changed = || self.reader_pid() != pid || self.is_closed();
+        // A kept partial is continued when its process reads again, which
+        // may be long from now: sleep a slice at a time, and stop waiting
+        // when its process is gone (the next locker clears the record).
+        loop {
+            if changed() {
+                return true;
+            }
+            let holder = ProcessId {
+                pid,
+                start_time: self.s.reader.start_time.load(Ordering::Acquire),
+            };
+            if !platform::process_alive(holder) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            self.s.not_empty.wait_once(deadline, changed);
         }
     }
 
@@ -499,10 +597,18 @@ enum Next {
     Closed,
 }
 
+/// Who keeps the half-read message at the head.
+enum Held {
+    /// This process: continue it.
+    ByUs(Partial),
+    /// Another live process, by pid.
+    ByOther(u32),
+}
+
 impl ConsumerGuard<'_> {
-    /// Waits for a frame at the head. Inside a stream (`mid_stream`) the
-    /// deadline is ignored — the rest of a started message is never dropped
-    /// for a timeout — and a producer that died is detected.
+    /// Waits for a frame at the head, until `deadline`. Inside a stream
+    /// (`mid_stream`) a producer that died is detected (and a close does
+    /// not end the wait: the stream's End or Abort is still to come).
     fn wait_frame(&self, deadline: Option<Instant>, mid_stream: bool) -> Result<Next> {
         let r = &self.ring;
         let head = r.s.head.load(Ordering::Relaxed);
@@ -548,7 +654,10 @@ impl ConsumerGuard<'_> {
                 // is free, the stream ended (its End or Abort is coming), or
                 // its producer died and `probe_producer` just wrote the Abort.
                 r.probe_producer();
-                r.s.not_empty.wait_once(None, available);
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(timeout("the rest of a message"));
+                }
+                r.s.not_empty.wait_once(deadline, available);
                 continue;
             }
             if !r.s.not_empty.wait_until(deadline, Spin::No, ready) {
@@ -576,6 +685,12 @@ impl ConsumerGuard<'_> {
 
     /// Reads the next message into `buf` (replacing its contents). Messages
     /// longer than `limit` are skipped and reported as `TooLarge`.
+    ///
+    /// `deadline` bounds every wait, in the middle of a stream too: if it
+    /// passes there, the part read so far is kept (in this process, with a
+    /// record in shared memory) and the call fails with a timeout; the next
+    /// read of this queue by this process continues the message. Another
+    /// process meanwhile gets [`Read::HeldBy`].
     pub(crate) fn read_message(
         &self,
         buf: &mut Vec<u8>,
@@ -583,6 +698,15 @@ impl ConsumerGuard<'_> {
         deadline: Option<Instant>,
     ) -> Result<Option<Read>> {
         let r = &self.ring;
+        if let Some(held) = self.check_reader() {
+            match held {
+                Held::ByUs(p) => {
+                    *buf = p.buf;
+                    return self.read_stream(buf, p.total, p.got, limit, deadline);
+                }
+                Held::ByOther(pid) => return Ok(Some(Read::HeldBy(pid))),
+            }
+        }
         loop {
             let Next::Frame {
                 kind,
@@ -609,7 +733,11 @@ impl ConsumerGuard<'_> {
                     r.copy_out(Self::payload_pos(head), &mut total);
                     let total = u64::from_le_bytes(total);
                     self.advance(head, units, false);
-                    if let Some(read) = self.read_stream(buf, total, limit)? {
+                    buf.clear();
+                    if total <= limit {
+                        buf.reserve(total as usize);
+                    }
+                    if let Some(read) = self.read_stream(buf, total, 0, limit, deadline)? {
                         return Ok(Some(read));
                     }
                     // Aborted: go on with the next message.
@@ -622,22 +750,86 @@ impl ConsumerGuard<'_> {
         }
     }
 
-    /// Reads a stream's chunks after its Start. `None` if it was aborted.
-    fn read_stream(&self, buf: &mut Vec<u8>, total: u64, limit: u64) -> Result<Option<Read>> {
+    /// Looks at the record of a half-read message: ours to continue, a live
+    /// other process's, or a dead one's (cleared: its leftovers are skipped).
+    fn check_reader(&self) -> Option<Held> {
+        let rec = &self.ring.s.reader;
+        let pid = rec.pid.load(Ordering::Acquire);
+        if pid == 0 {
+            return None;
+        }
+        let holder = ProcessId {
+            pid,
+            start_time: rec.start_time.load(Ordering::Acquire),
+        };
+        let me = platform::current_process();
+        if holder == me {
+            if let Some(p) = take_partial(self.ring.key) {
+                self.clear_reader();
+                return Some(Held::ByUs(p));
+            }
+        } else if platform::process_alive(holder) {
+            return Some(Held::ByOther(pid));
+        }
+        // Its keeper is gone (or this process lost its part): the rest of
+        // the message is skipped as leftovers.
+        self.clear_reader();
+        None
+    }
+
+    fn clear_reader(&self) {
+        self.ring.s.reader.pid.store(0, Ordering::Release);
+        // Consumers of other processes wait for the record to change.
+        self.ring.s.not_empty.notify(u32::MAX);
+    }
+
+    /// Keeps the part of a message read so far, for this process's next
+    /// read, and records that in shared memory (see `read_message`).
+    fn keep(&self, buf: &mut Vec<u8>, total: u64, got: u64) {
+        keep_partial(Partial {
+            key: self.ring.key,
+            buf: std::mem::take(buf),
+            total,
+            got,
+        });
+        let me = platform::current_process();
+        let rec = &self.ring.s.reader;
+        rec.start_time.store(me.start_time, Ordering::Release);
+        // The pid's store commits the record.
+        rec.pid.store(me.pid, Ordering::Release);
+    }
+
+    /// Reads a stream's chunks after its Start, `got` bytes of `total`
+    /// already in `buf`. `None` if it was aborted.
+    fn read_stream(
+        &self,
+        buf: &mut Vec<u8>,
+        total: u64,
+        mut got: u64,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Read>> {
         let r = &self.ring;
         let keep = total <= limit;
-        buf.clear();
-        if keep {
-            buf.reserve(total as usize);
-        }
-        let mut got: u64 = 0;
         loop {
+            let next = match self.wait_frame(deadline, true) {
+                Ok(next) => next,
+                Err(e) if e.is_timeout() => {
+                    self.keep(buf, total, got);
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "timed out in the middle of a message (its producer is slow or \
+                         stopped); the part read is kept and the next get continues it",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             let Next::Frame {
                 kind,
                 len,
                 units,
                 head,
-            } = self.wait_frame(None, true)?
+            } = next
             else {
                 unreachable!("wait_frame mid-stream never reports Closed");
             };
@@ -665,6 +857,7 @@ impl ConsumerGuard<'_> {
                         return Ok(Some(if keep {
                             Read::Message
                         } else {
+                            buf.clear();
                             Read::TooLarge(total)
                         }));
                     }

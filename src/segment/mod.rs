@@ -534,8 +534,8 @@ impl Segment {
         }
     }
 
-    /// Identity of the underlying memory object (device and inode).
-    #[cfg(test)]
+    /// Identity of the underlying memory object (device and inode): the
+    /// same in every mapping of it.
     pub(crate) fn file_id(&self) -> (u64, u64) {
         (self.inner.dev, self.inner.ino)
     }
