@@ -477,36 +477,45 @@ impl ProducerGuard<'_> {
         let r = &self.ring;
         let tail = r.s.tail.load(Ordering::Relaxed);
         let (tpos, produced) = unpack(tail);
-        let fits_after = |head: u64| {
+        let fits_after = |head: u64, want: u64| {
             let (hpos, consumed) = unpack(head);
             let free = r.cap_units - used_units(hpos, tpos);
-            free >= units && (!item || count_between(consumed, produced) < r.max_items())
+            free >= want && (!item || count_between(consumed, produced) < r.max_items())
         };
         // First against the cached head: no cache miss on the consumer's line.
-        if fits_after(r.s.head_seen.load(Ordering::Relaxed)) {
+        if fits_after(r.s.head_seen.load(Ordering::Relaxed), units) {
             return Ok(tail);
         }
-        let fits = || {
+        let fits_want = |want: u64| {
             // SYNC POINT "head".
             let head = r.s.head.load(Ordering::Acquire);
             r.s.head_seen.store(head, Ordering::Relaxed);
-            fits_after(head)
+            fits_after(head, want)
         };
+        let fits = || fits_want(units);
+        if fits() {
+            return Ok(tail);
+        }
+        // The ring is full. Hysteresis: while the consumer is draining it
+        // (we spin), wait for a quarter of the ring, not for one frame, so
+        // that the two sides do not fall into a lockstep in which every
+        // message moves the head's and the tail's cache lines between the
+        // CPUs; the wake-ups below, for a consumer slower than the spin
+        // budget, still wait for one frame only.
+        let want = units.max(r.cap_units / 4);
+        let mut spinner = Spinner::new();
+        // A `try_put` (its deadline already passed) does not spin.
+        let may_spin = !deadline.is_some_and(|d| Instant::now() >= d);
+        while may_spin && spinner.spin() {
+            if fits_want(want) || r.is_closed() {
+                return if fits() { Ok(tail) } else { Err(closed()) };
+            }
+        }
         // A close releases a producer waiting for space at once: `closed`
         // is part of the condition it sleeps on.
         let ready = || fits() || r.is_closed();
-        let mut spinner = Spinner::new();
-        loop {
-            if ready() {
-                break;
-            }
-            if spinner.spin() {
-                continue;
-            }
-            if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
-                return Err(timeout("space in the queue"));
-            }
-            break;
+        if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
+            return Err(timeout("space in the queue"));
         }
         if fits() { Ok(tail) } else { Err(closed()) }
     }
@@ -623,6 +632,7 @@ impl ConsumerGuard<'_> {
         // slept through.
         let ready = || available() || (!mid_stream && r.is_closed());
         let mut spinner = Spinner::new();
+        let mut may_spin = None;
         loop {
             // The cached tail first: no cache miss while frames are queued.
             let mut tail = r.s.tail_seen.load(Ordering::Relaxed);
@@ -646,7 +656,10 @@ impl ConsumerGuard<'_> {
             if r.is_closed() && !mid_stream && r.s.stream_open.load(Ordering::Acquire) == 0 {
                 return Ok(Next::Closed);
             }
-            if spinner.spin() {
+            // A `try_get` (its deadline already passed) does not spin.
+            let may_spin =
+                *may_spin.get_or_insert_with(|| !deadline.is_some_and(|d| Instant::now() >= d));
+            if may_spin && spinner.spin() {
                 continue;
             }
             if mid_stream {
