@@ -505,7 +505,7 @@ impl ProducerGuard<'_> {
         let want = units.max(r.cap_units / 4);
         let mut spinner = Spinner::new();
         // A `try_put` (its deadline already passed) does not spin.
-        let may_spin = !deadline.is_some_and(|d| Instant::now() >= d);
+        let may_spin = deadline.is_none_or(|d| Instant::now() < d);
         while may_spin && spinner.spin() {
             if fits_want(want) || r.is_closed() {
                 return if fits() { Ok(tail) } else { Err(closed()) };
@@ -658,7 +658,7 @@ impl ConsumerGuard<'_> {
             }
             // A `try_get` (its deadline already passed) does not spin.
             let may_spin =
-                *may_spin.get_or_insert_with(|| !deadline.is_some_and(|d| Instant::now() >= d));
+                *may_spin.get_or_insert_with(|| deadline.is_none_or(|d| Instant::now() < d));
             if may_spin && spinner.spin() {
                 continue;
             }
