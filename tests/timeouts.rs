@@ -171,8 +171,12 @@ fn manager_proxies_accept_an_unbounded_timeout() {
     assert!(g.wait_for(|| Ok(true), Some(FOREVER)).unwrap());
     let notified = with_notifier(
         || {
-            let g = notifier.acquire().unwrap();
-            g.notify_all().unwrap();
+            // Bounded: once the waiter is woken it holds the lock again,
+            // and a notifier blocked in `acquire` would wait for it forever
+            // (it is released only after this scope ends).
+            if let Ok(g) = notifier.acquire_timeout(Duration::from_millis(20)) {
+                g.notify_all().unwrap();
+            }
         },
         || g.wait_timeout(FOREVER).unwrap(),
     );

@@ -361,6 +361,14 @@ pub(crate) fn pthread_mutex_word(m: *const libc::pthread_mutex_t) -> u32 {
     unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) }
 }
 
+/// The number of runnable threads on the machine right now (the fourth
+/// field of `/proc/loadavg`, "running/total"), the caller included.
+pub(crate) fn runnable_threads() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let field = text.split_whitespace().nth(3)?;
+    field.split('/').next()?.parse().ok()
+}
+
 /// Nanoseconds on `CLOCK_MONOTONIC`: one clock for every process of the
 /// machine, so a timestamp one process stores in shared memory means the
 /// same to another.

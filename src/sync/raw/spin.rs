@@ -32,6 +32,30 @@ pub(crate) fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Whether the machine has more runnable threads than CPUs. A waiter that
+/// spins then takes a CPU from a runnable thread — often the very peer it
+/// waits for — so it sleeps at once instead. Read from `/proc/loadavg` (a
+/// few microseconds) at most every [`BUSY_CHECK`] per thread.
+pub(crate) fn machine_busy() -> bool {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    LAST.with(|last| match last.get() {
+        Some((at, busy)) if now.duration_since(at) < BUSY_CHECK => busy,
+        _ => {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
+            last.set(Some((now, busy)));
+            busy
+        }
+    })
+}
+
+/// How often a thread re-reads whether the machine is oversubscribed.
+pub(crate) const BUSY_CHECK: Duration = Duration::from_millis(10);
+
 /// How long a waiter for another process's *action* (an event set, a queue
 /// message, a barrier's last arrival) polls before it sleeps: about the cost
 /// of a futex sleep and wake-up on the project machine, the classic
@@ -56,9 +80,15 @@ impl Spinner {
         }
     }
 
-    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the first call.
+    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the first call,
+    /// and at once where spinning cannot pay: a process confined to one
+    /// CPU ([`spin_allowed`]) or an oversubscribed machine
+    /// ([`machine_busy`]).
     pub(crate) fn spin(&mut self) -> bool {
         if !spin_allowed() {
+            return false;
+        }
+        if self.polls == 0 && machine_busy() {
             return false;
         }
         self.polls += 1;
