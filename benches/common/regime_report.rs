@@ -54,6 +54,15 @@ fn us(x: f64) -> String {
     }
 }
 
+/// A ratio, with two decimals below 1 (0.07×, not 0.1×).
+fn ratio(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.2}×")
+    } else {
+        format!("{x:.1}×")
+    }
+}
+
 fn ring_label(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
@@ -117,7 +126,7 @@ pub fn markdown(v: &Value) -> String {
             };
             let ring = ring_label(q["ring"].as_u64().unwrap_or(0));
             let (sock_cell, ratio) = match sock {
-                Some(s) => (rates_cell(s), format!("{:.1}×", qs.1 / s.1)),
+                Some(s) => (rates_cell(s), ratio(qs.1 / s.1)),
                 None => ("—".into(), "—".into()),
             };
             let _ = writeln!(
@@ -173,12 +182,12 @@ pub fn markdown(v: &Value) -> String {
         };
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {} | {:.1}× |",
+            "| {label} | {} | {} | {} | {} | {} |",
             q.1,
             q.2,
             s.1,
             s.2,
-            s.0 / q.0
+            ratio(s.0 / q.0)
         );
     }
     let _ = writeln!(
