@@ -1238,18 +1238,41 @@ fn regime_count(transport: &str, ring: Option<usize>, target: Duration) -> u64 {
     count.max(1024)
 }
 
-/// One measurement: a fresh link, warmed up, then `n` messages; msgs/s.
-fn regime_run(transport: &str, ring: Option<usize>, n: u64) -> f64 {
+/// Whether the child last ran on the CPU this process runs on: a sample
+/// taken at the end of a run (the scheduler may move either process during
+/// it). Whether two floating peers share a CPU decides how a wake-up costs
+/// (a 64 B socketpair round trip here: ~10 µs on one CPU, ~90 µs across
+/// two), so each run records it.
+fn same_cpu(link: &mut dyn Link) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", link.child().id())).ok()?;
+    // Field 39, `processor`; the fields after the command name start at 3.
+    let child: i32 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(36)?
+        .parse()
+        .ok()?;
+    // SAFETY: sched_getcpu has no preconditions.
+    let ours = unsafe { libc::sched_getcpu() };
+    (ours >= 0).then_some(child == ours)
+}
+
+/// One measurement: a fresh link, warmed up, then `n` messages; msgs/s, and
+/// whether parent and child ended the run on one CPU.
+fn regime_run(transport: &str, ring: Option<usize>, n: u64) -> (f64, Option<bool>) {
     let mut link = warm_sink(transport, ring);
     let took = batch(&mut *link, n);
+    let same = same_cpu(&mut *link);
     stop(link, true);
-    n as f64 / took.as_secs_f64()
+    (n as f64 / took.as_secs_f64(), same)
 }
 
 /// One round-trip measurement on a fresh link: `count` trips of 64 B
-/// echoed (fewer if `cap` passes first), every trip timed; sorted. A fixed
-/// count gives every run the same weight in the pooled percentiles.
-fn regime_trips(transport: &str, count: usize, cap: Duration) -> Vec<Duration> {
+/// echoed (fewer if `cap` passes first), every trip timed; sorted (a fixed
+/// count gives every run the same weight in the pooled percentiles), and
+/// whether parent and child ended the run on one CPU.
+fn regime_trips(transport: &str, count: usize, cap: Duration) -> (Vec<Duration>, Option<bool>) {
     let ring = (transport == "ipckit_queue").then_some(REGIME_RT_RING);
     let mut link = regime_link(transport, "echo", ring);
     let msg = [0x5au8; 64];
@@ -1270,9 +1293,10 @@ fn regime_trips(transport: &str, count: usize, cap: Duration) -> Vec<Duration> {
             break;
         }
     }
+    let same = same_cpu(&mut *link);
     stop(link, false);
     trips.sort();
-    trips
+    (trips, same)
 }
 
 /// The Queue against the socketpair, 64 B one way and round trip, in each
@@ -1307,15 +1331,18 @@ fn regimes() {
             .map(|&(t, ring)| regime_count(t, ring, target))
             .collect();
         let mut rates = vec![Vec::new(); REGIME_CASES.len()];
+        let mut same = vec![Vec::new(); REGIME_CASES.len()];
         for _ in 0..runs {
             for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
-                rates[i].push(regime_run(t, ring, counts[i]));
+                let (rate, one_cpu) = regime_run(t, ring, counts[i]);
+                rates[i].push(rate);
+                same[i].push(one_cpu);
             }
         }
         for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
             throughput.push(serde_json::json!({
                 "load": load, "load_label": label, "transport": t, "ring": ring,
-                "msgs_per_run": counts[i], "msgs_per_s": rates[i],
+                "msgs_per_run": counts[i], "msgs_per_s": rates[i], "same_cpu": same[i],
             }));
         }
         for t in ["ipckit_queue", "unix_socketpair"] {
@@ -1324,10 +1351,12 @@ fn regimes() {
         let rt_at = round_trip.len() - 2;
         let mut all: [Vec<Duration>; 2] = Default::default();
         let mut run_p50: [Vec<f64>; 2] = Default::default();
+        let mut run_same: [Vec<Option<bool>>; 2] = Default::default();
         for _ in 0..runs {
             for (i, t) in ["ipckit_queue", "unix_socketpair"].iter().enumerate() {
-                let trips = regime_trips(t, trips_per_run, trip_cap);
+                let (trips, one_cpu) = regime_trips(t, trips_per_run, trip_cap);
                 run_p50[i].push(quantile_us(&trips, 0.50));
+                run_same[i].push(one_cpu);
                 all[i].extend(trips);
             }
         }
@@ -1339,6 +1368,7 @@ fn regimes() {
             row.insert("p50_us".into(), quantile_us(&all[i], 0.50).into());
             row.insert("p99_us".into(), quantile_us(&all[i], 0.99).into());
             row.insert("run_p50_us".into(), run_p50[i].clone().into());
+            row.insert("same_cpu".into(), serde_json::json!(run_same[i]));
         }
         drop(busy);
         loads.push(serde_json::json!({

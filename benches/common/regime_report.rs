@@ -71,6 +71,16 @@ fn ring_label(bytes: u64) -> String {
     }
 }
 
+/// "k/n": in how many of a row's runs parent and child ended on one CPU.
+fn one_cpu(row: &Value) -> String {
+    let runs = row["same_cpu"].as_array().map_or(&[][..], Vec::as_slice);
+    let known: Vec<bool> = runs.iter().filter_map(Value::as_bool).collect();
+    if known.is_empty() {
+        return "?".into();
+    }
+    format!("{}/{}", known.iter().filter(|&&b| b).count(), known.len())
+}
+
 fn rates(row: &Value) -> Vec<f64> {
     row["msgs_per_s"]
         .as_array()
@@ -95,7 +105,9 @@ pub fn markdown(v: &Value) -> String {
          \"Loaded\" is one busy-loop process per core ({}), started by the bench before the \
          regime and killed after it. The socketpair has no ring: it is measured once per \
          load and repeated on each ring's row. Target for the Queue's stability: \
-         min ≥ 0.5 × median.{}\n",
+         min ≥ 0.5 × median. \"One CPU\": in how many runs parent and child were on the \
+         same CPU when the run ended (processes float; a sample, not a guarantee for the \
+         whole run).{}\n",
         v["run_target_s"].as_f64().unwrap_or(0.0) * 1e3,
         v["cores"].as_u64().unwrap_or(0),
         if v["quick"].as_bool() == Some(true) {
@@ -107,9 +119,9 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(
         md,
         "| regime | Queue min / median / max | socketpair min / median / max | \
-         ratio of medians | Queue min ÷ median |"
+         ratio of medians | Queue min ÷ median | one CPU (Queue · socketpair) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
     for load in loads {
         let name = load["load"].as_str().unwrap_or("");
         let label = load["label"].as_str().unwrap_or(name);
@@ -117,9 +129,9 @@ pub fn markdown(v: &Value) -> String {
             tp.iter()
                 .filter(move |r| r["load"].as_str() == Some(name) && r["transport"] == t)
         };
-        let sock = of_load("unix_socketpair")
-            .next()
-            .and_then(|r| spread(&rates(r)));
+        let sock_row = of_load("unix_socketpair").next();
+        let sock = sock_row.and_then(|r| spread(&rates(r)));
+        let sock_cpu = sock_row.map_or("?".into(), one_cpu);
         for q in of_load("ipckit_queue") {
             let Some(qs) = spread(&rates(q)) else {
                 continue;
@@ -131,9 +143,10 @@ pub fn markdown(v: &Value) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {label}, {ring} ring | {} | {sock_cell} | {ratio} | {:.2} |",
+                "| {label}, {ring} ring | {} | {sock_cell} | {ratio} | {:.2} | {} · {sock_cpu} |",
                 rates_cell(qs),
-                qs.0 / qs.1
+                qs.0 / qs.1,
+                one_cpu(q)
             );
         }
     }
@@ -152,9 +165,9 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(
         md,
         "| load | Queue p50 min / median / max | Queue p99 | socketpair p50 min / median / max \
-         | socketpair p99 | ratio of median p50s |"
+         | socketpair p99 | ratio of median p50s | one CPU (Queue · socketpair) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for load in loads {
         let name = load["load"].as_str().unwrap_or("");
         let label = load["label"].as_str().unwrap_or(name);
@@ -162,8 +175,8 @@ pub fn markdown(v: &Value) -> String {
             rt.iter()
                 .find(|r| r["load"].as_str() == Some(name) && r["transport"] == t)
         };
-        // (median of the runs' p50, the p50 cell, the p99 cell)
-        let cells = |r: Option<&Value>| -> Option<(f64, String, String)> {
+        // (median of the runs' p50, the p50 cell, the p99 cell, one CPU)
+        let cells = |r: Option<&Value>| -> Option<(f64, String, String, String)> {
             let r = r?;
             let runs: Vec<f64> = r["run_p50_us"]
                 .as_array()?
@@ -175,6 +188,7 @@ pub fn markdown(v: &Value) -> String {
                 med,
                 format!("{} / {} / {}", us(lo), us(med), us(hi)),
                 us(r["p99_us"].as_f64()?),
+                one_cpu(r),
             ))
         };
         let (Some(q), Some(s)) = (cells(row("ipckit_queue")), cells(row("unix_socketpair"))) else {
@@ -182,12 +196,14 @@ pub fn markdown(v: &Value) -> String {
         };
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} · {} |",
             q.1,
             q.2,
             s.1,
             s.2,
-            ratio(s.0 / q.0)
+            ratio(s.0 / q.0),
+            q.3,
+            s.3
         );
     }
     let _ = writeln!(
