@@ -100,8 +100,8 @@ pub fn markdown(v: &Value) -> String {
         md,
         "64 B messages, producer process → consumer process, one way. Each regime is \
          {runs} separate runs (a fresh queue or socketpair and a fresh child per run, the \
-         rows interleaved run by run), each run ~{:.0} ms of messages after a warm-up that \
-         laps the ring; messages per second over the runs as min / median / max. \
+         rows interleaved run by run), each run a fixed count of messages per row (what took \
+         ~{:.0} ms in a calibration run) after a warm-up that laps the ring; messages per second over the runs as min / median / max. \
          \"Loaded\" is one busy-loop process per core ({}), started by the bench before the \
          regime and killed after it. The socketpair has no ring: it is measured once per \
          load and repeated on each ring's row. Target for the Queue's stability: \
