@@ -13,6 +13,17 @@
 //!   consumer processes and N producers → 1 consumer (N = 1, 2, 4), 64-byte
 //!   messages; elements/s = messages/s in total.
 //! - `memcpy_1MiB`: copying 1 MiB within one process, for scale.
+//! - Regimes (after criterion, not a criterion group): the ipckit `Queue`
+//!   against the unix socketpair, 64 B one way with rings of 64 KiB, 1 MiB
+//!   and 16 MiB (the socketpair has no ring), idle and with one busy-loop
+//!   process per core (children of the bench, started before and killed
+//!   after the loaded part); each regime is several runs on fresh links,
+//!   reported as min / median / max msgs/s so that bimodal behaviour shows,
+//!   plus a 64 B round trip (p50, p99) in both load conditions. Results in
+//!   `target/ipckit-bench/regimes.json`, the table printed. With criterion's
+//!   quick flags (`--measurement-time` under 1 s, as `.ci/run` passes) the
+//!   runs are short and fewer (5 instead of 11); select it alone with the
+//!   filter `regimes`.
 //! - Python's `multiprocessing.Queue`, `Pipe` and `shared_memory` + `Event`
 //!   doing the same throughput and round-trip workloads
 //!   (`benches/python/transports.py`, run by this bench after criterion;
@@ -57,7 +68,7 @@ use ipckit::queue::Queue;
 use ipckit::sync::Event;
 
 mod common;
-use common::{hex, pin_to, unhex};
+use common::{hex, pin_to, regime_report, unhex};
 
 const ROLE: &str = "IPCKIT_BENCH_CHILD";
 const SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
@@ -608,33 +619,45 @@ mod ice {
 
 // -- starting children ------------------------------------------------------------
 
-fn command(transport: &str, mode: &str, size: usize) -> Command {
+/// The bench's pid, so that a child started just as the bench died (before
+/// its PR_SET_PDEATHSIG took effect) notices and exits.
+const PARENT: &str = "IPCKIT_BENCH_PARENT";
+
+fn child_command(role: String) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.env(ROLE, format!("{transport}:{mode}:{size}"));
+    c.env(ROLE, role)
+        .env(PARENT, std::process::id().to_string());
     c
+}
+
+fn command(transport: &str, mode: &str, size: usize) -> Command {
+    child_command(format!("{transport}:{mode}:{size}"))
+}
+
+/// An ipckit `Queue` pair (down and back) of `ring` bytes each, and a child.
+fn start_queue(mode: &str, size: usize, ring: usize) -> Box<dyn Link> {
+    let (q, back) = (
+        Queue::<()>::new(ring).unwrap(),
+        Queue::<()>::new(ring).unwrap(),
+    );
+    let child = command("queue", mode, size)
+        .env(
+            "IPCKIT_BENCH_ARG",
+            hex(&postcard::to_allocvec(&(&q, &back)).unwrap()),
+        )
+        .spawn()
+        .unwrap();
+    Box::new(QueueLink {
+        q,
+        back,
+        buf: Vec::new(),
+        child,
+    })
 }
 
 fn start(transport: &str, mode: &str, size: usize) -> Box<dyn Link> {
     match transport {
-        "ipckit_queue" => {
-            let (q, back) = (
-                Queue::<()>::new(RING).unwrap(),
-                Queue::<()>::new(RING).unwrap(),
-            );
-            let child = command("queue", mode, size)
-                .env(
-                    "IPCKIT_BENCH_ARG",
-                    hex(&postcard::to_allocvec(&(&q, &back)).unwrap()),
-                )
-                .spawn()
-                .unwrap();
-            Box::new(QueueLink {
-                q,
-                back,
-                buf: Vec::new(),
-                child,
-            })
-        }
+        "ipckit_queue" => start_queue(mode, size, RING),
         "ipckit_queue_typed" => {
             let (q, back) = (
                 Queue::<Vec<u8>>::new(RING).unwrap(),
@@ -1073,7 +1096,7 @@ fn scaling(c: &mut Criterion) {
 fn python_peers() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/transports.py");
     let out = out_dir().join("python.json");
-    let quick = std::env::args().any(|a| a == "--measurement-time");
+    let quick = quick();
     let status = Command::new("python3")
         .arg(script)
         .arg(&out)
@@ -1084,6 +1107,299 @@ fn python_peers() {
         Ok(s) => eprintln!("python peers failed ({s}); the Python rows are missing"),
         Err(e) => eprintln!("skipping the Python rows: python3 cannot be started: {e}"),
     }
+}
+
+// -- regimes: ring size and machine load ----------------------------------------------
+
+/// Ring sizes of the regime section (the socketpair has none).
+const REGIME_RINGS: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
+/// The rows of each load condition: (transport, ring).
+const REGIME_CASES: [(&str, Option<usize>); 4] = [
+    ("ipckit_queue", Some(REGIME_RINGS[0])),
+    ("ipckit_queue", Some(REGIME_RINGS[1])),
+    ("ipckit_queue", Some(REGIME_RINGS[2])),
+    ("unix_socketpair", None),
+];
+/// The round trip's ring: one message is in flight, so the size does not
+/// matter, and a small ring is laped (its pages faulted in) by the warm-up.
+const REGIME_RT_RING: usize = 64 << 10;
+
+/// Criterion's quick flags, as `.ci/run` passes them (`--measurement-time`
+/// under a second, or `--quick`).
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--quick")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--measurement-time" && w[1].parse::<f64>().is_ok_and(|t| t < 1.0))
+}
+
+/// Whether a criterion filter on the command line leaves `section` selected.
+fn selected(section: &str) -> bool {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a.parse::<f64>().is_err());
+    filter.is_none_or(|f| section.contains(f.as_str()) || f.contains(section))
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// A busy-loop child (`busy:<k>`): says it runs, then spins until killed.
+fn busy_loop(k: usize) {
+    pin_to(k);
+    let mut out = std::io::stdout();
+    out.write_all(b"r").unwrap();
+    out.flush().unwrap();
+    let mut x = 0u64;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+/// Load on the machine: one busy-loop process per core, children of the
+/// bench that die with it (PR_SET_PDEATHSIG); killed and reaped on drop.
+struct Load(Vec<Child>);
+
+impl Load {
+    fn start(n: usize) -> Load {
+        let mut load = Load(Vec::new());
+        for k in 0..n {
+            let child = child_command(format!("busy:{k}"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            load.0.push(child);
+        }
+        // Measure only once every loop runs.
+        for child in &mut load.0 {
+            let mut b = [0u8; 1];
+            child.stdout.as_mut().unwrap().read_exact(&mut b).unwrap();
+        }
+        load
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A fresh 64-byte link for one regime run: a new queue pair of `ring`
+/// bytes or a new socketpair, and a new child.
+fn regime_link(transport: &str, mode: &str, ring: Option<usize>) -> Box<dyn Link> {
+    match ring {
+        Some(ring) => start_queue(mode, 64, ring),
+        None => start(transport, mode, 64),
+    }
+}
+
+/// Sends `n` messages one way and waits for the child's acknowledgement.
+fn batch(link: &mut dyn Link, n: u64) -> Duration {
+    let msg = [0xa5u8; 64];
+    let t = Instant::now();
+    link.announce(n);
+    for _ in 0..n {
+        link.send(&msg);
+    }
+    link.ack();
+    t.elapsed()
+}
+
+/// A new sink link, warmed up: enough messages to lap the ring (every page
+/// of it faulted in on both sides), 4096 for the socketpair.
+fn warm_sink(transport: &str, ring: Option<usize>) -> Box<dyn Link> {
+    let mut link = regime_link(transport, "sink", ring);
+    batch(&mut *link, ring.map_or(4096, |r| (r / 64) as u64 + 16));
+    link
+}
+
+/// Messages per run so that one run takes about `target`: batches double
+/// until one takes a quarter of it.
+fn regime_count(transport: &str, ring: Option<usize>, target: Duration) -> u64 {
+    let mut link = warm_sink(transport, ring);
+    let mut n = 1024u64;
+    let count = loop {
+        let took = batch(&mut *link, n);
+        if took >= target / 4 || n >= 1 << 32 {
+            break (n as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-9)) as u64;
+        }
+        n *= 2;
+    };
+    stop(link, true);
+    count.max(1024)
+}
+
+/// Whether the child last ran on the CPU this process runs on: a sample
+/// taken at the end of a run (the scheduler may move either process during
+/// it). Whether two floating peers share a CPU decides how a wake-up costs
+/// (a 64 B socketpair round trip here: ~10 µs on one CPU, ~90 µs across
+/// two), so each run records it.
+fn same_cpu(link: &mut dyn Link) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", link.child().id())).ok()?;
+    // Field 39, `processor`; the fields after the command name start at 3.
+    let child: i32 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(36)?
+        .parse()
+        .ok()?;
+    // SAFETY: sched_getcpu has no preconditions.
+    let ours = unsafe { libc::sched_getcpu() };
+    (ours >= 0).then_some(child == ours)
+}
+
+/// One measurement: a fresh link, warmed up, then `n` messages; msgs/s, and
+/// whether parent and child ended the run on one CPU.
+fn regime_run(transport: &str, ring: Option<usize>, n: u64) -> (f64, Option<bool>) {
+    let mut link = warm_sink(transport, ring);
+    let took = batch(&mut *link, n);
+    let same = same_cpu(&mut *link);
+    stop(link, true);
+    (n as f64 / took.as_secs_f64(), same)
+}
+
+/// One round-trip measurement on a fresh link: `count` trips of 64 B
+/// echoed (fewer if `cap` passes first), every trip timed; sorted (a fixed
+/// count gives every run the same weight in the pooled percentiles), and
+/// whether parent and child ended the run on one CPU.
+fn regime_trips(transport: &str, count: usize, cap: Duration) -> (Vec<Duration>, Option<bool>) {
+    let ring = (transport == "ipckit_queue").then_some(REGIME_RT_RING);
+    let mut link = regime_link(transport, "echo", ring);
+    let msg = [0x5au8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..ring.map_or(100, |r| 2 * r / 64) {
+        link.send(&msg);
+        link.recv(&mut back);
+    }
+    let mut trips = Vec::with_capacity(count);
+    let end = Instant::now() + cap;
+    while trips.len() < count {
+        let t = Instant::now();
+        link.send(&msg);
+        link.recv(&mut back);
+        let now = Instant::now();
+        trips.push(now - t);
+        if now >= end {
+            break;
+        }
+    }
+    let same = same_cpu(&mut *link);
+    stop(link, false);
+    trips.sort();
+    (trips, same)
+}
+
+/// The Queue against the socketpair, 64 B one way and round trip, in each
+/// regime: ring 64 KiB / 1 MiB / 16 MiB, idle and with one busy loop per
+/// core. Every run is a separate measurement on a fresh link (new queue or
+/// socketpair, new child), the rows interleaved run by run so that drift
+/// hits them alike; results in `target/ipckit-bench/regimes.json`, the
+/// table printed.
+fn regimes() {
+    let quick = quick();
+    let (runs, target, trips_per_run) = if quick {
+        (5, Duration::from_millis(30), 1_000)
+    } else {
+        (11, Duration::from_millis(250), 10_000)
+    };
+    let trip_cap = Duration::from_secs(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let began = Instant::now();
+    let loadavg_start = loadavg();
+    let (mut throughput, mut round_trip, mut loads) = (Vec::new(), Vec::new(), Vec::new());
+    for loaded in [false, true] {
+        let (load, label) = if loaded {
+            ("loaded", format!("{cores} busy loops"))
+        } else {
+            ("idle", "idle".to_owned())
+        };
+        let before = loadavg();
+        let started = Instant::now();
+        let busy = loaded.then(|| Load::start(cores));
+        let counts: Vec<u64> = REGIME_CASES
+            .iter()
+            .map(|&(t, ring)| regime_count(t, ring, target))
+            .collect();
+        let mut rates = vec![Vec::new(); REGIME_CASES.len()];
+        let mut same = vec![Vec::new(); REGIME_CASES.len()];
+        for _ in 0..runs {
+            for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
+                let (rate, one_cpu) = regime_run(t, ring, counts[i]);
+                rates[i].push(rate);
+                same[i].push(one_cpu);
+            }
+        }
+        for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
+            throughput.push(serde_json::json!({
+                "load": load, "load_label": label, "transport": t, "ring": ring,
+                "msgs_per_run": counts[i], "msgs_per_s": rates[i], "same_cpu": same[i],
+            }));
+        }
+        for t in ["ipckit_queue", "unix_socketpair"] {
+            round_trip.push(serde_json::json!({ "load": load, "transport": t }));
+        }
+        let rt_at = round_trip.len() - 2;
+        let mut all: [Vec<Duration>; 2] = Default::default();
+        let mut run_p50: [Vec<f64>; 2] = Default::default();
+        let mut run_same: [Vec<Option<bool>>; 2] = Default::default();
+        for _ in 0..runs {
+            for (i, t) in ["ipckit_queue", "unix_socketpair"].iter().enumerate() {
+                let (trips, one_cpu) = regime_trips(t, trips_per_run, trip_cap);
+                run_p50[i].push(quantile_us(&trips, 0.50));
+                run_same[i].push(one_cpu);
+                all[i].extend(trips);
+            }
+        }
+        for i in 0..2 {
+            all[i].sort();
+            let row = round_trip[rt_at + i].as_object_mut().unwrap();
+            row.insert("ring".into(), (i == 0).then_some(REGIME_RT_RING).into());
+            row.insert("trips".into(), all[i].len().into());
+            row.insert("p50_us".into(), quantile_us(&all[i], 0.50).into());
+            row.insert("p99_us".into(), quantile_us(&all[i], 0.99).into());
+            row.insert("run_p50_us".into(), run_p50[i].clone().into());
+            row.insert("same_cpu".into(), serde_json::json!(run_same[i]));
+        }
+        drop(busy);
+        loads.push(serde_json::json!({
+            "load": load, "label": label, "busy_loops": if loaded { cores } else { 0 },
+            "loadavg_before": before, "seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let results = serde_json::json!({
+        "quick": quick,
+        "runs": runs,
+        "run_target_s": target.as_secs_f64(),
+        "trips_per_run": trips_per_run,
+        "trip_cap_s": trip_cap.as_secs_f64(),
+        "message_bytes": 64,
+        "cores": cores,
+        "pinned": std::env::var("IPCKIT_BENCH_PIN").as_deref() == Ok("1"),
+        "unix_time": unix_time,
+        "loadavg_start": loadavg_start,
+        "loadavg_end": loadavg(),
+        "seconds": began.elapsed().as_secs_f64(),
+        "loads": loads,
+        "throughput": throughput,
+        "round_trip": round_trip,
+    });
+    let path = out_dir().join("regimes.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&results).unwrap()).unwrap();
+    println!("\n{}", regime_report::markdown(&results));
+    println!("regimes: results in {}", path.display());
 }
 
 fn memcpy(c: &mut Criterion) {
@@ -1119,6 +1435,17 @@ fn main() {
         // A child dies with the bench, however the bench ends.
         // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number, no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let parent = std::env::var(PARENT)
+            .ok()
+            .and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: getppid has no preconditions.
+        if parent.is_some_and(|p| unsafe { libc::getppid() } != p) {
+            return; // the bench died before the prctl: nobody to serve
+        }
+        if let Some(k) = role.strip_prefix("busy:") {
+            busy_loop(k.parse().unwrap());
+            return;
+        }
         if let Some(rest) = role.strip_prefix("scaling:") {
             let mode = rest.split(':').next().unwrap();
             scaling_child(mode, &std::env::var("IPCKIT_BENCH_ARG").unwrap());
@@ -1130,11 +1457,11 @@ fn main() {
     }
     pin_to(0);
     benches();
-    // Python runs unless a filter selects only other benches.
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-') && a.parse::<f64>().is_err());
-    if filter.is_none_or(|f| "python".contains(f.as_str()) || f.contains("python")) {
+    // The regimes and Python run unless a filter selects only other benches.
+    if selected("regimes") {
+        regimes();
+    }
+    if selected("python") {
         python_peers();
     }
     Criterion::default().configure_from_args().final_summary();

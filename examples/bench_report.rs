@@ -9,7 +9,8 @@
 //!
 //! It reads criterion's estimates (`target/criterion/transports_*/*/new/
 //! estimates.json`: the mean time per message or per round trip), the
-//! latency percentiles and the Python peers' results the bench leaves in
+//! latency percentiles, the regime runs (ring size × machine load,
+//! `regimes.json`) and the Python peers' results the bench leaves in
 //! `target/ipckit-bench/`. Rows missing from the results are skipped.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+// The bench prints the same tables at the end of its regime section.
+#[path = "../benches/common/regime_report.rs"]
+mod regime_report;
 
 const SIZES: [(&str, f64); 4] = [
     ("64B", 64.0),
@@ -334,6 +339,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 fmt_rate(1e9 / ns)
             );
         }
+    }
+
+    if let Some(regimes) = read_json(&bench_dir.join("regimes.json")) {
+        let _ = writeln!(
+            md,
+            "\n## Regimes: ring size and load, `Queue` against the socketpair\n"
+        );
+        md.push_str(&regime_report::markdown(&regimes));
     }
 
     let docs = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/docs"));

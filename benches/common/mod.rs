@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipckit::Segment;
 
+pub mod regime_report;
+
 /// With `IPCKIT_BENCH_PIN=1`, pins the calling process to one CPU (parent
 /// on CPU 0, child on CPU 1), as the Python baselines in
 /// `docs/design-measurements.md` were measured. By default processes float,

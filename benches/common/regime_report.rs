@@ -1,0 +1,222 @@
+//! The regime tables (ring size × machine load, ipckit `Queue` against the
+//! unix socketpair) from `target/ipckit-bench/regimes.json`. One formatter
+//! for both readers: the transports bench prints it at the end of its
+//! regime section, `examples/bench_report.rs` (which includes this file by
+//! path) writes it into `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// min, median, max of per-run rates (the median of an even count is the
+/// mean of the middle two).
+pub fn spread(rates: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = rates.iter().copied().filter(|r| r.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((v[0], median, v[n - 1]))
+}
+
+/// Three significant figures, in M/s (or k/s for slow rows), one unit per
+/// cell.
+fn rates_cell((min, med, max): (f64, f64, f64)) -> String {
+    let (div, unit) = if max >= 1e6 {
+        (1e6, "M/s")
+    } else {
+        (1e3, "k/s")
+    };
+    let f = |x: f64| {
+        let x = x / div;
+        match x {
+            x if x >= 100.0 => format!("{x:.0}"),
+            x if x >= 10.0 => format!("{x:.1}"),
+            x => format!("{x:.2}"),
+        }
+    };
+    format!("{} / {} / {} {unit}", f(min), f(med), f(max))
+}
+
+fn us(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0} µs")
+    } else if x >= 10.0 {
+        format!("{x:.1} µs")
+    } else {
+        format!("{x:.2} µs")
+    }
+}
+
+/// A ratio, with two decimals below 1 (0.07×, not 0.1×).
+fn ratio(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.2}×")
+    } else {
+        format!("{x:.1}×")
+    }
+}
+
+fn ring_label(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+/// "k/n": in how many of a row's runs parent and child ended on one CPU.
+fn one_cpu(row: &Value) -> String {
+    let runs = row["same_cpu"].as_array().map_or(&[][..], Vec::as_slice);
+    let known: Vec<bool> = runs.iter().filter_map(Value::as_bool).collect();
+    if known.is_empty() {
+        return "?".into();
+    }
+    format!("{}/{}", known.iter().filter(|&&b| b).count(), known.len())
+}
+
+fn rates(row: &Value) -> Vec<f64> {
+    row["msgs_per_s"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// The Markdown tables (throughput, then round trip), without a heading.
+pub fn markdown(v: &Value) -> String {
+    let mut md = String::new();
+    let empty = Vec::new();
+    let tp = v["throughput"].as_array().unwrap_or(&empty);
+    let rt = v["round_trip"].as_array().unwrap_or(&empty);
+    let loads = v["loads"].as_array().unwrap_or(&empty);
+    let runs = v["runs"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "64 B messages, producer process → consumer process, one way. Each regime is \
+         {runs} separate runs (a fresh queue or socketpair and a fresh child per run, the \
+         rows interleaved run by run), each run a fixed count of messages per row (what took \
+         ~{:.0} ms in a calibration run) after a warm-up that laps the ring; messages per second over the runs as min / median / max. \
+         \"Loaded\" is one busy-loop process per core ({}), started by the bench before the \
+         regime and killed after it. The socketpair has no ring: it is measured once per \
+         load and repeated on each ring's row. Target for the Queue's stability: \
+         min ≥ 0.5 × median. \"One CPU\": in how many runs parent and child were on the \
+         same CPU when the run ended (processes float; a sample, not a guarantee for the \
+         whole run).{}\n",
+        v["run_target_s"].as_f64().unwrap_or(0.0) * 1e3,
+        v["cores"].as_u64().unwrap_or(0),
+        if v["quick"].as_bool() == Some(true) {
+            " **Quick mode** (CI's criterion flags): short runs, indicative only."
+        } else {
+            ""
+        },
+    );
+    let _ = writeln!(
+        md,
+        "| regime | Queue min / median / max | socketpair min / median / max | \
+         ratio of medians | Queue min ÷ median | one CPU (Queue · socketpair) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for load in loads {
+        let name = load["load"].as_str().unwrap_or("");
+        let label = load["label"].as_str().unwrap_or(name);
+        let of_load = |t: &'static str| {
+            tp.iter()
+                .filter(move |r| r["load"].as_str() == Some(name) && r["transport"] == t)
+        };
+        let sock_row = of_load("unix_socketpair").next();
+        let sock = sock_row.and_then(|r| spread(&rates(r)));
+        let sock_cpu = sock_row.map_or("?".into(), one_cpu);
+        for q in of_load("ipckit_queue") {
+            let Some(qs) = spread(&rates(q)) else {
+                continue;
+            };
+            let ring = ring_label(q["ring"].as_u64().unwrap_or(0));
+            let (sock_cell, ratio) = match sock {
+                Some(s) => (rates_cell(s), ratio(qs.1 / s.1)),
+                None => ("—".into(), "—".into()),
+            };
+            let _ = writeln!(
+                md,
+                "| {label}, {ring} ring | {} | {sock_cell} | {ratio} | {:.2} | {} · {sock_cpu} |",
+                rates_cell(qs),
+                qs.0 / qs.1,
+                one_cpu(q)
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n64 B round trip (the child echoes), every trip timed: {runs} runs per row of {} \
+         trips each (fewer if a run passes {:.0} s), a fresh link per run, the Queue on a {} \
+         ring. The p50 of each run, as min / median / max over the runs, and the p99 over all \
+         trips:\n",
+        v["trips_per_run"].as_u64().unwrap_or(0),
+        v["trip_cap_s"].as_f64().unwrap_or(0.0),
+        rt.iter()
+            .find_map(|r| r["ring"].as_u64())
+            .map_or("?".into(), ring_label),
+    );
+    let _ = writeln!(
+        md,
+        "| load | Queue p50 min / median / max | Queue p99 | socketpair p50 min / median / max \
+         | socketpair p99 | ratio of median p50s | one CPU (Queue · socketpair) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for load in loads {
+        let name = load["load"].as_str().unwrap_or("");
+        let label = load["label"].as_str().unwrap_or(name);
+        let row = |t: &str| {
+            rt.iter()
+                .find(|r| r["load"].as_str() == Some(name) && r["transport"] == t)
+        };
+        // (median of the runs' p50, the p50 cell, the p99 cell, one CPU)
+        let cells = |r: Option<&Value>| -> Option<(f64, String, String, String)> {
+            let r = r?;
+            let runs: Vec<f64> = r["run_p50_us"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            let (lo, med, hi) = spread(&runs)?;
+            Some((
+                med,
+                format!("{} / {} / {}", us(lo), us(med), us(hi)),
+                us(r["p99_us"].as_f64()?),
+                one_cpu(r),
+            ))
+        };
+        let (Some(q), Some(s)) = (cells(row("ipckit_queue")), cells(row("unix_socketpair"))) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} | {} · {} |",
+            q.1,
+            q.2,
+            s.1,
+            s.2,
+            ratio(s.0 / q.0),
+            q.3,
+            s.3
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nLoad average (1, 5, 15 min) when the section began: {}; before the loaded \
+         part: {} (the busy loops raise it afterwards). The section took {:.0} s.",
+        v["loadavg_start"].as_str().unwrap_or("?"),
+        loads
+            .iter()
+            .find(|l| l["load"] == "loaded")
+            .and_then(|l| l["loadavg_before"].as_str())
+            .unwrap_or("?"),
+        v["seconds"].as_f64().unwrap_or(0.0),
+    );
+    md
+}
