@@ -77,6 +77,14 @@ use crate::layout::Padded;
 use crate::platform::{self, ProcessId};
 use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spin, Spinner, WaitCell};
 
+/// How often a producer waiting for space on a full ring reads `head`.
+const POLL_PACE: std::time::Duration = std::time::Duration::from_micros(1);
+
+/// How long a producer that found the ring full sleeps waiting for a quarter
+/// of it to be free before it settles for one frame (bounds the delay a
+/// consumer that stops consuming can cause; see `wait_space`).
+const HYSTERESIS_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
 
@@ -101,6 +109,11 @@ pub(crate) struct QueueShared {
     done: Padded<AtomicU64>,
     closed: Padded<AtomicU32>,
     max_items: Padded<AtomicU64>,
+    /// How much free space (units) a producer asleep on a full ring wants
+    /// before it is woken (0: any). Written by the producer (under
+    /// `prod_lock`) before it registers to sleep; read by consumers after
+    /// they see a registration (see `ProducerGuard::wait_space`).
+    space_target: Padded<AtomicU64>,
     /// The process holding the first part of the message at the head, if a
     /// consumer's deadline passed in the middle of a stream (see
     /// "Streams that stall"). Written and read only under `cons_lock`.
@@ -136,6 +149,7 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).not_empty).write(Padded(WaitCell::new()));
             std::ptr::addr_of_mut!((*this).not_full).write(Padded(WaitCell::new()));
             std::ptr::addr_of_mut!((*this).joined).write(Padded(WaitCell::new()));
+            std::ptr::addr_of_mut!((*this).space_target).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).reader).write(Padded(StreamReader {
                 pid: AtomicU32::new(0),
                 _pad: 0,
@@ -510,9 +524,32 @@ impl ProducerGuard<'_> {
             if fits_want(want) || r.is_closed() {
                 return if fits() { Ok(tail) } else { Err(closed()) };
             }
+            // Each look at `head` takes its line from the consumer, whose
+            // next commit then misses: look about once a microsecond (a
+            // quarter of the ring takes many of them to drain).
+            let paced = Instant::now();
+            while paced.elapsed() < POLL_PACE {
+                std::hint::spin_loop();
+            }
         }
-        // A close releases a producer waiting for space at once: `closed`
-        // is part of the condition it sleeps on.
+        // Still full: sleep — first, briefly, until a quarter is free, with
+        // consumers told not to wake us before (`space_target`: no system
+        // call per message while the ring drains); then, if the consumer is
+        // slower than that, until one frame fits. A close releases the
+        // producer at once: `closed` is part of both conditions.
+        if may_spin {
+            // SYNC POINT "wake": written before we register, so a consumer
+            // that sees our registration sees the target.
+            r.s.space_target.store(want, Ordering::Relaxed);
+            let until = Instant::now() + HYSTERESIS_WAIT;
+            let short = deadline.map_or(until, |d| d.min(until));
+            let ready = || fits_want(want) || r.is_closed();
+            let _ = r.s.not_full.wait_until(Some(short), Spin::No, ready);
+            r.s.space_target.store(0, Ordering::Relaxed);
+            if fits() || r.is_closed() {
+                return if fits() { Ok(tail) } else { Err(closed()) };
+            }
+        }
         let ready = || fits() || r.is_closed();
         if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
             return Err(timeout("space in the queue"));
@@ -687,9 +724,16 @@ impl ConsumerGuard<'_> {
         // is at least Release). SYNC POINT "wake": `commit` supplies the
         // barrier the wake-up handshake needs.
         let s = &self.ring.s;
-        let head = pack(pos + units, count + u64::from(ends));
+        let new_pos = pos + units;
+        let head = pack(new_pos, count + u64::from(ends));
         s.not_full.commit(|| s.head.store(head, Ordering::Release));
-        s.not_full.wake(u32::MAX);
+        // A producer asleep on a full ring says from where on it wants
+        // waking; the ring running empty wakes it regardless.
+        s.not_full.wake_if(u32::MAX, || {
+            let want = s.space_target.load(Ordering::Relaxed);
+            let tail = unpack(s.tail.load(Ordering::Acquire)).0;
+            self.ring.cap_units - used_units(new_pos, tail) >= want
+        });
     }
 
     fn payload_pos(head: u64) -> u64 {

@@ -307,8 +307,19 @@ impl WaitCell {
     /// call [`notify`](Self::notify). Makes no system call when nobody
     /// registered.
     pub(crate) fn wake(&self, n: u32) {
+        self.wake_if(n, || true);
+    }
+
+    /// [`wake`](Self::wake), but only if `worth_it()` says the sleepers'
+    /// condition may hold now — for a waker that knows what they wait for
+    /// (a queue producer waiting for a quarter of the ring). `worth_it` runs
+    /// only when someone registered, after the SeqCst read of `sleepers`,
+    /// so it sees what the sleeper wrote before registering. Skipping is
+    /// safe only if a later commit, or the sleeper's own bounded wait,
+    /// ends the wait.
+    pub(crate) fn wake_if(&self, n: u32, worth_it: impl FnOnce() -> bool) {
         let seen = self.sleepers.load(Ordering::SeqCst);
-        if count(seen) == 0 {
+        if count(seen) == 0 || !worth_it() {
             return;
         }
         self.seq.fetch_add(1, Ordering::SeqCst);
