@@ -15,7 +15,7 @@ use crate::segment::Segment;
 /// The layout of a [`Condvar`]: a header and a [`RawCondvar`].
 pub(crate) struct CondvarLayout;
 
-// SAFETY: RawCondvar is two atomic words: repr(C), any bits valid, accessed
+// SAFETY: RawCondvar is a WaitCell, atomic words: repr(C), any bits valid, accessed
 // only atomically. The default length covers it.
 unsafe impl Layout for CondvarLayout {
     type Shared = RawCondvar;

@@ -7,8 +7,9 @@ use crate::error::Result;
 
 /// A condition variable: the algorithm of Rust std's futex condvar, on the
 /// crate's one waiting primitive ([`WaitCell`]), so that notifying nobody is
-/// free and a waiter killed while asleep costs at most one fruitless
-/// wake-up (the cell repairs its registrations).
+/// free, a waiter polls briefly before it sleeps (a notify then makes no
+/// system call), and a waiter killed while asleep costs at most one
+/// fruitless wake-up (the cell repairs its registrations).
 #[repr(C)]
 pub(crate) struct RawCondvar {
     cell: WaitCell,
@@ -37,10 +38,13 @@ impl RawCondvar {
         // mutex, so a notifier that takes the mutex after we release it
         // sees the registration; one that notifies before changes `seq`
         // after our read of it, and we do not sleep.
-        let ticket = self.cell.register();
+        // It registers as a spinner: a notifier on another CPU usually comes
+        // within microseconds, far sooner than a futex sleep and wake-up
+        // (see "Spinners" in `sync::raw::wait`).
+        let mut ticket = self.cell.register_spinner();
         // SAFETY: the caller holds `mutex`.
         unsafe { mutex.unlock() };
-        self.cell.sleep(&ticket, deadline);
+        self.cell.spin_then_sleep(&mut ticket, deadline);
         self.cell.deregister(ticket);
         let relock = mutex.lock(None);
         (relock, deadline_passed(deadline))

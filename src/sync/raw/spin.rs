@@ -104,6 +104,13 @@ impl Spinner {
         }
         true
     }
+
+    /// Loom's budget: two polls (see `sync::raw::wait`).
+    #[cfg(loom)]
+    pub(crate) fn spin_loom(&mut self) -> bool {
+        self.polls += 1;
+        self.polls <= 2
+    }
 }
 
 pub(crate) fn deadline_passed(deadline: Option<Instant>) -> bool {

@@ -11,7 +11,7 @@
 //! | word | written by | meaning |
 //! |---|---|---|
 //! | `seq` | wakers, by `fetch_add` | bumped by every wake that finds a registration, and by a repair; sleepers sleep while it is unchanged |
-//! | `sleepers` | sleepers (register, deregister) and repairs, by RMW | bits 0..24: registrations in the current epoch; bits 24..32: the epoch |
+//! | `sleepers` | waiters (register, deregister) and repairs, by RMW | bits 0..32: sleeper registrations in the current epoch; bits 32..48: spinner registrations; bits 48..64: the epoch |
 //! | `flags` | committers, once | bit 0: some process commits a state word this cell guards with a plain store (no store-load fence), so sleepers must issue a membarrier |
 //!
 //! # The handshake (SYNC POINT "wake")
@@ -45,6 +45,26 @@
 //! asleep (and is woken) or finds `seq` changed and does not sleep
 //! (`FUTEX_WAIT` compares atomically).
 //!
+//! # Spinners
+//!
+//! A condition variable's waiter must register *before* it releases the
+//! mutex, so it cannot poll first and register later as other waiters do.
+//! It registers as a *spinner* instead ([`register_spinner`](WaitCell::register_spinner)):
+//! a waker that finds only spinners bumps `seq` — which they poll — and
+//! makes no system call. A spinner whose budget runs out becomes a sleeper
+//! (one CAS, SeqCst, then `fence(SeqCst)`, then `FUTEX_WAIT` on the `seq`
+//! it registered with); a waker bumps `seq`, issues `fence(SeqCst)`, and
+//! only then reads the sleeper count to decide on `futex_wake`, so either
+//! the waker sees the new sleeper or the sleeper's `FUTEX_WAIT` sees the
+//! new `seq` (SYNC POINT "spin"). A waker that found only spinners also
+//! starts a new epoch without them: that is how registrations of spinners
+//! killed while spinning are cleared. A live spinner whose registration
+//! was cleared this way sees `seq` change (it was bumped first), or — if it
+//! registered after the bump — finds the epoch changed when it tries to
+//! become a sleeper and returns early: a spurious wake-up, which every
+//! condition-variable caller tolerates, never a lost one. At most
+//! [`SPINNER_CAP`] waiters spin at once; the rest register as sleepers.
+//!
 //! # Sleepers that die
 //!
 //! A process killed while asleep never deregisters. Its registration would
@@ -70,42 +90,90 @@
 
 use std::time::{Duration, Instant};
 
-use super::spin::Spinner;
+use super::spin::{Spinner, deadline_passed};
 use crate::loom::futex;
-use crate::loom::{AtomicU32, Ordering, fence};
+use crate::loom::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// Whether a waiter should spin at all (see [`Spinner`]).
+#[cfg(not(loom))]
+fn spinning_pays() -> bool {
+    super::spin::spin_allowed() && !super::spin::machine_busy()
+}
+
+/// Under loom a waiter always may spin: the model explores both outcomes.
+#[cfg(loom)]
+fn spinning_pays() -> bool {
+    true
+}
+
+/// One poll of a spin; `false` when the budget is used up.
+#[cfg(not(loom))]
+fn spin_once(spinner: &mut Spinner) -> bool {
+    spinner.spin()
+}
+
+/// Under loom the budget is two polls. No `yield_now`: the loop is bounded,
+/// and a yield would make loom switch to the waker and never explore a
+/// spinner that runs out of budget before the waker acts.
+#[cfg(loom)]
+fn spin_once(spinner: &mut Spinner) -> bool {
+    spinner.spin_loom()
+}
 
 /// Longest uninterrupted futex sleep (see the module docs).
 pub(crate) const SLEEP_SLICE: Duration = Duration::from_secs(1);
 
-const COUNT_MASK: u32 = 0x00ff_ffff;
-const EPOCH_ONE: u32 = 1 << 24;
+const COUNT_MASK: u64 = 0xffff_ffff;
+const SPINNER_ONE: u64 = 1 << 32;
+const SPINNER_MASK: u64 = 0xffff << 32;
+const EPOCH_ONE: u64 = 1 << 48;
 const FLAG_UNFENCED: u32 = 1;
 
+/// At most this many waiters of one cell spin at once (more cannot all be
+/// running; the rest register as sleepers straight away).
+pub(crate) const SPINNER_CAP: u64 = 64;
+
 /// The epoch of a `sleepers` word.
-fn epoch(word: u32) -> u32 {
-    word & !COUNT_MASK
+fn epoch(word: u64) -> u64 {
+    word & !(COUNT_MASK | SPINNER_MASK)
 }
 
-/// The registration count of a `sleepers` word.
-fn count(word: u32) -> u32 {
+/// The sleeper registration count of a `sleepers` word.
+fn count(word: u64) -> u64 {
     word & COUNT_MASK
+}
+
+/// The spinner registration count of a `sleepers` word.
+fn spinners(word: u64) -> u64 {
+    (word & SPINNER_MASK) >> 32
 }
 
 /// A futex word to sleep on and its registrations. See the module docs.
 #[repr(C)]
 pub(crate) struct WaitCell {
     seq: AtomicU32,
-    sleepers: AtomicU32,
     flags: AtomicU32,
+    sleepers: AtomicU64,
     #[cfg(loom)]
     queue: futex::Queue,
 }
 
-/// A registration: the epoch it was made in and the `seq` read after it.
+/// A registration: the epoch it was made in, the `seq` read after it, and
+/// what is registered (a sleeper, a spinner, or nothing any more).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket {
-    epoch: u32,
+    epoch: u64,
     seq: u32,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sleeper,
+    Spinner,
+    /// The registration is gone (deregistered by its waiter or cleared by
+    /// a waker's new epoch).
+    Gone,
 }
 
 /// How a [`WaitCell::sleep`] ended.
@@ -131,8 +199,8 @@ impl WaitCell {
     pub(crate) fn new() -> WaitCell {
         WaitCell {
             seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
             flags: AtomicU32::new(0),
+            sleepers: AtomicU64::new(0),
             #[cfg(loom)]
             queue: futex::Queue::new(),
         }
@@ -150,7 +218,8 @@ impl WaitCell {
 
     /// Registered sleepers (a racy snapshot, for `ipckit::admin`).
     pub(crate) fn registered(&self) -> u32 {
-        count(self.sleepers.load(Ordering::Relaxed))
+        let w = self.sleepers.load(Ordering::Relaxed);
+        (count(w) + spinners(w)).min(u64::from(u32::MAX)) as u32
     }
 
     /// Registers the caller as a sleeper and reads `seq` (SYNC POINT
@@ -158,6 +227,12 @@ impl WaitCell {
     /// and [`deregister`](Self::deregister).
     pub(crate) fn register(&self) -> Ticket {
         let before = self.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.registered_as(before, Kind::Sleeper)
+    }
+
+    /// The rest of a registration: the handshake's barrier and the read of
+    /// `seq`.
+    fn registered_as(&self, before: u64, kind: Kind) -> Ticket {
         // SYNC POINT "wake": the registration is ordered before the reads
         // of the state that follow; with the waker's barrier between its
         // commit and its read of `sleepers`, one of the two sees the other.
@@ -171,7 +246,84 @@ impl WaitCell {
         Ticket {
             epoch: epoch(before),
             seq,
+            kind,
         }
+    }
+
+    /// Registers the caller as a spinner (see "Spinners" in the module
+    /// docs), or as a sleeper where spinning cannot pay (one CPU, an
+    /// oversubscribed machine, [`SPINNER_CAP`] spinners already). For a
+    /// waiter that must register before it may poll — a condition
+    /// variable's, which registers before releasing the mutex. Then
+    /// [`spin_then_sleep`](Self::spin_then_sleep) and
+    /// [`deregister`](Self::deregister).
+    pub(crate) fn register_spinner(&self) -> Ticket {
+        if !spinning_pays() {
+            return self.register();
+        }
+        let mut cur = self.sleepers.load(Ordering::Relaxed);
+        loop {
+            if spinners(cur) >= SPINNER_CAP {
+                return self.register();
+            }
+            match self.sleepers.compare_exchange_weak(
+                cur,
+                cur + SPINNER_ONE,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(before) => return self.registered_as(before, Kind::Spinner),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// For a ticket from [`register_spinner`](Self::register_spinner):
+    /// polls `seq` for the wait policy's budget, then — still registered —
+    /// sleeps as [`sleep`](Self::sleep) does. Returns when `seq` changed
+    /// (a wake-up, perhaps spurious), a slice passed or `deadline`.
+    pub(crate) fn spin_then_sleep(&self, ticket: &mut Ticket, deadline: Option<Instant>) -> Slept {
+        if ticket.kind == Kind::Spinner {
+            let mut spinner = Spinner::new();
+            loop {
+                // SYNC POINT "spin": a waker bumps `seq` before anything else.
+                if self.seq.load(Ordering::Acquire) != ticket.seq {
+                    return Slept::Again;
+                }
+                if deadline_passed(deadline) {
+                    return Slept::DeadlinePassed;
+                }
+                if !spin_once(&mut spinner) {
+                    break;
+                }
+            }
+            // Become a sleeper, unless a waker cleared our registration.
+            let mut cur = self.sleepers.load(Ordering::Relaxed);
+            loop {
+                if epoch(cur) != ticket.epoch || spinners(cur) == 0 {
+                    ticket.kind = Kind::Gone;
+                    return Slept::Again;
+                }
+                match self.sleepers.compare_exchange_weak(
+                    cur,
+                    cur - SPINNER_ONE + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => cur = actual,
+                }
+            }
+            ticket.kind = Kind::Sleeper;
+            // SYNC POINT "spin": the new sleeper count is ordered before
+            // the kernel's read of `seq` in FUTEX_WAIT; the waker bumps
+            // `seq`, fences, then reads the count.
+            fence(Ordering::SeqCst);
+        }
+        if ticket.kind == Kind::Gone {
+            return Slept::Again;
+        }
+        self.sleep(ticket, deadline)
     }
 
     /// Sleeps until woken, `seq` changes, a slice passes or `deadline`.
@@ -207,11 +359,16 @@ impl WaitCell {
 
     /// Removes the registration `ticket` made, unless a repair already did.
     pub(crate) fn deregister(&self, ticket: Ticket) {
+        let (one, held): (u64, fn(u64) -> u64) = match ticket.kind {
+            Kind::Sleeper => (1, count),
+            Kind::Spinner => (SPINNER_ONE, spinners),
+            Kind::Gone => return,
+        };
         let mut cur = self.sleepers.load(Ordering::Relaxed);
-        while epoch(cur) == ticket.epoch && count(cur) > 0 {
+        while epoch(cur) == ticket.epoch && held(cur) > 0 {
             match self.sleepers.compare_exchange_weak(
                 cur,
-                cur - 1,
+                cur - one,
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
@@ -319,10 +476,30 @@ impl WaitCell {
     /// ends the wait.
     pub(crate) fn wake_if(&self, n: u32, worth_it: impl FnOnce() -> bool) {
         let seen = self.sleepers.load(Ordering::SeqCst);
-        if count(seen) == 0 || !worth_it() {
+        if seen & (COUNT_MASK | SPINNER_MASK) == 0 || !worth_it() {
             return;
         }
         self.seq.fetch_add(1, Ordering::SeqCst);
+        let seen = if spinners(seen) == 0 {
+            seen
+        } else {
+            // SYNC POINT "spin": `seq` is bumped (every spinner polls it)
+            // before we read whether a spinner became a sleeper.
+            fence(Ordering::SeqCst);
+            let now = self.sleepers.load(Ordering::SeqCst);
+            if count(now) == 0 {
+                // Only spinners: they see `seq`; clear their registrations
+                // (those of dead spinners with them) by a new epoch.
+                let _ = self.sleepers.compare_exchange(
+                    now,
+                    epoch(now).wrapping_add(EPOCH_ONE),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                );
+                return;
+            }
+            now
+        };
         if self.queue().wake(&self.seq, n) == 0 {
             self.repair(seen);
         }
@@ -331,7 +508,7 @@ impl WaitCell {
     /// Registrations were counted but nobody slept: start a new epoch
     /// without them (see "Sleepers that die").
     #[cold]
-    fn repair(&self, seen: u32) {
+    fn repair(&self, seen: u64) {
         let next = epoch(seen).wrapping_add(EPOCH_ONE);
         if self
             .sleepers
@@ -351,10 +528,11 @@ mod tests {
 
     #[test]
     fn words_pack() {
-        let w = 3 * EPOCH_ONE + 5;
+        let w = 3 * EPOCH_ONE + 7 * SPINNER_ONE + 5;
         assert_eq!(count(w), 5);
+        assert_eq!(spinners(w), 7);
         assert_eq!(epoch(w), 3 * EPOCH_ONE);
-        assert_eq!(epoch(u32::MAX).wrapping_add(EPOCH_ONE), 0);
+        assert_eq!(epoch(u64::MAX).wrapping_add(EPOCH_ONE), 0);
     }
 
     #[test]
@@ -373,6 +551,48 @@ mod tests {
         // The lost ticket's deregistration (a late one) changes nothing.
         c.deregister(_lost);
         assert_eq!(c.registered(), 0);
+    }
+
+    #[test]
+    fn a_dead_spinner_costs_one_notify_then_nothing() {
+        let c = WaitCell::new();
+        // A spinner that registered and vanished (a plain sleeper where
+        // spinning cannot pay; both are cleared the same way).
+        let _lost = c.register_spinner();
+        assert_eq!(c.registered(), 1);
+        let seq = c.seq.load(Ordering::Relaxed);
+        c.notify(1);
+        assert_eq!(c.registered(), 0);
+        assert_ne!(c.seq.load(Ordering::Relaxed), seq);
+        let seq = c.seq.load(Ordering::Relaxed);
+        c.notify(1);
+        assert_eq!(c.seq.load(Ordering::Relaxed), seq);
+        c.deregister(_lost);
+        assert_eq!(c.registered(), 0);
+    }
+
+    #[test]
+    fn a_spinner_sees_a_notify_and_a_sleeper_is_woken() {
+        for _ in 0..200 {
+            let c = Arc::new(WaitCell::new());
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (c2, f2) = (c.clone(), flag.clone());
+            let t = std::thread::spawn(move || {
+                loop {
+                    let mut ticket = c2.register_spinner();
+                    if f2.load(std::sync::atomic::Ordering::Acquire) {
+                        c2.deregister(ticket);
+                        return;
+                    }
+                    c2.spin_then_sleep(&mut ticket, None);
+                    c2.deregister(ticket);
+                }
+            });
+            flag.store(true, std::sync::atomic::Ordering::Release);
+            c.notify(1);
+            t.join().unwrap();
+            assert_eq!(c.registered(), 0);
+        }
     }
 
     #[test]
@@ -461,6 +681,60 @@ mod loom_tests {
             state.fetch_add(1, Ordering::SeqCst);
             c.notify(u32::MAX);
             assert!(t.join().unwrap());
+        });
+    }
+
+    /// A condition variable's waiter: registered as a spinner before it
+    /// checks, polls, may become a sleeper; the waker commits by RMW and
+    /// notifies. The waiter always returns.
+    #[test]
+    fn loom_spinner_is_woken() {
+        loom::model(|| {
+            let c = Arc::new(WaitCell::new());
+            let state = Arc::new(AtomicU64::new(0));
+            let (c2, s2) = (c.clone(), state.clone());
+            let t = thread::spawn(move || {
+                loop {
+                    let mut ticket = c2.register_spinner();
+                    if s2.load(Ordering::Acquire) == 1 {
+                        c2.deregister(ticket);
+                        return true;
+                    }
+                    c2.spin_then_sleep(&mut ticket, None);
+                    c2.deregister(ticket);
+                }
+            });
+            state.swap(1, Ordering::SeqCst);
+            c.notify(1);
+            assert!(t.join().unwrap());
+        });
+    }
+
+    /// A spinner that died leaves a registration; a notify clears it, and a
+    /// live spinner registered beside it is still woken.
+    #[test]
+    fn loom_dead_spinner_is_cleared() {
+        loom::model(|| {
+            let c = Arc::new(WaitCell::new());
+            let _dead = c.register_spinner();
+            let state = Arc::new(AtomicU64::new(0));
+            let (c2, s2) = (c.clone(), state.clone());
+            let t = thread::spawn(move || {
+                loop {
+                    let mut ticket = c2.register_spinner();
+                    if s2.load(Ordering::Acquire) == 1 {
+                        c2.deregister(ticket);
+                        return true;
+                    }
+                    c2.spin_then_sleep(&mut ticket, None);
+                    c2.deregister(ticket);
+                }
+            });
+            state.swap(1, Ordering::SeqCst);
+            c.notify(1);
+            assert!(t.join().unwrap());
+            c.notify(1);
+            assert_eq!(c.registered(), 0);
         });
     }
 
