@@ -539,3 +539,41 @@ fn thread_pool_timeouts_and_recycling() {
     pool.shutdown(true, false);
     assert!(pool.submit(square, 1).is_err());
 }
+
+fn count_run(v: Value<u64>) -> u64 {
+    v.update(|n| {
+        *n += 1;
+        *n
+    })
+    .unwrap()
+}
+
+/// A task sent ahead to a busy worker (behind its running task) is not
+/// lost and not run twice when that worker dies: it runs once, elsewhere.
+/// And one sent ahead can still be cancelled until it starts.
+#[test]
+fn a_task_sent_ahead_runs_once_when_its_worker_dies() {
+    let _t = Ctx::new("pool_ahead");
+    let pool = ProcessPool::new(1).unwrap();
+    let runs = Value::new(0u64).unwrap();
+    for _ in 0..5 {
+        let busy = pool.submit(sleep_ms, 30_000).unwrap();
+        let ahead = pool.submit(count_run, runs.clone()).unwrap();
+        let cancelled = pool.submit(square, 7).unwrap();
+        while !busy.running() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(cancelled.cancel(), "a pending task is cancellable");
+        let before = runs.get().unwrap();
+        assert!(busy.cancel_running());
+        assert!(busy.result().unwrap_err().is_cancelled());
+        let n = ahead.result().unwrap();
+        assert_eq!(n, before + 1);
+        assert_eq!(runs.get().unwrap(), before + 1, "run exactly once");
+        assert!(cancelled.cancelled());
+    }
+    // Many tasks in flight: every one answered once, in order.
+    let n = 2_000u64;
+    let got: Vec<u64> = pool.map(square, 0..n).map(|r| r.unwrap()).collect();
+    assert_eq!(got, (0..n).map(|x| x * x).collect::<Vec<_>>());
+}

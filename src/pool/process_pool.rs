@@ -10,18 +10,20 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::task::{Task, TaskHandle};
-use super::worker::{FromWorker, ToWorker, WorkerArgs, worker_main};
+use super::task::{Drive, Task, TaskHandle};
+use super::worker::{Claim, FromWorker, ToWorker, WorkerArgs, worker_main};
 use super::{Executor, TaskValue};
 use crate::codec;
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::{Process, RemoteCall, Report, describe_status};
 use crate::queue::Queue;
+use crate::sync::raw::deadline_passed;
 
 const TASK_QUEUE: usize = 1 << 20;
 const RESULT_QUEUE: usize = 4 << 20;
@@ -30,6 +32,7 @@ const COLLECT_SLICE: Duration = Duration::from_millis(10);
 /// The typed side of a task, seen by the pool without its types.
 trait Slot: Send + Sync {
     fn start(&self) -> bool;
+    fn pending(&self) -> bool;
     fn report(&self, report: Report, who: &str);
     fn fail(&self, e: Error);
     fn cancel(&self) -> bool;
@@ -38,6 +41,9 @@ trait Slot: Send + Sync {
 impl<R: TaskValue> Slot for Task<R> {
     fn start(&self) -> bool {
         Task::start(self)
+    }
+    fn pending(&self) -> bool {
+        self.state() == super::TaskState::Pending
     }
     fn report(&self, report: Report, who: &str) {
         self.complete(match report {
@@ -77,6 +83,14 @@ struct Worker {
     tasks: Queue<()>,
     /// The task it runs, and when it must be done by.
     current: Option<(Job, Option<Instant>)>,
+    /// The task sent after `current`, already in its task queue: the worker
+    /// starts it as soon as it has sent `current`'s result, without waiting
+    /// for the pool to hear of it. It stays pending (cancellable) until the
+    /// pool hears `current` is done; `claim` decides between the worker
+    /// starting it and the pool cancelling it or, if the worker dies or
+    /// retires first, giving it to another worker.
+    next: Option<Job>,
+    claim: Claim,
     /// Why the pool killed it, reported for its task instead of "died".
     kill_reason: Option<Error>,
     stopping: bool,
@@ -100,10 +114,14 @@ struct Config {
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled whenever a task finishes or a worker stops.
-    changed: Condvar,
     results: Queue<()>,
     config: Config,
+    /// A thread waiting in `TaskHandle::result` collects results itself
+    /// (`Drive`); while one does, the collector thread leaves the results
+    /// queue to it.
+    driving: AtomicBool,
+    /// The collector thread, to unpark.
+    collector: OnceLock<std::thread::Thread>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -187,7 +205,8 @@ impl ProcessPoolBuilder {
                 broken: None,
                 next_generation: 1,
             }),
-            changed: Condvar::new(),
+            driving: AtomicBool::new(false),
+            collector: OnceLock::new(),
             results: Queue::new(RESULT_QUEUE)
                 .map_err(|e| e.context("cannot start a process pool"))?,
             config: Config {
@@ -209,6 +228,7 @@ impl ProcessPoolBuilder {
             .name(format!("{}-collector", shared.config.name))
             .spawn(move || collect(s))
             .map_err(|e| Error::io("cannot start the pool's collector thread", e))?;
+        let _ = shared.collector.set(collector.thread().clone());
         Ok(ProcessPool {
             shared,
             collector: Mutex::new(Some(collector)),
@@ -220,8 +240,10 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
     let generation = st.next_generation;
     st.next_generation += 1;
     let tasks = Queue::<()>::new(TASK_QUEUE)?;
+    let claim = Claim::new()?;
     let args = WorkerArgs {
         tasks: tasks.clone(),
+        claim: claim.clone(),
         results: shared.results.clone(),
         slot: slot as u32,
         generation,
@@ -238,47 +260,117 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
         process,
         tasks,
         current: None,
+        next: None,
+        claim,
         kill_reason: None,
         stopping: false,
     })
 }
 
-/// Gives pending tasks to idle workers. Returns the sends to make after the
-/// lock is released.
+/// Gives pending tasks to idle workers, then one more to each busy worker
+/// (`Worker::next`). Returns the sends to make after the lock is released.
 fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
     let mut sends = Vec::new();
     if st.broken.is_some() {
         return sends;
     }
-    for w in st.workers.iter_mut().flatten() {
-        if w.current.is_some() || w.stopping {
-            continue;
-        }
-        let job = loop {
-            match st.pending.pop_front() {
-                Some(job) if job.slot.start() => break Some(job),
-                Some(_) => continue, // cancelled while pending
-                None => break None,
-            }
-        };
-        let Some(job) = job else { break };
-        let msg = ToWorker::Run {
-            id: job.id,
-            call: job.call,
-            arg: job.arg.clone(),
-        };
-        match codec::encode(&msg) {
-            Ok(bytes) => sends.push((w.tasks.clone(), bytes)),
-            Err(e) => {
-                job.slot.fail(e);
+    for extra in [false, true] {
+        for w in st.workers.iter_mut().flatten() {
+            let free = if extra {
+                // Not while the worker has yet to take the last task sent
+                // ahead (promoted to `current` but perhaps still unread).
+                w.current.is_some() && w.next.is_none() && w.claim.is_free()
+            } else {
+                w.current.is_none()
+            };
+            if !free || w.stopping {
                 continue;
             }
+            let job = loop {
+                match st.pending.pop_front() {
+                    Some(job) if extra && job.slot.pending() => break Some(job),
+                    Some(job) if !extra && job.slot.start() => break Some(job),
+                    Some(_) => continue, // cancelled while pending
+                    None => break None,
+                }
+            };
+            let Some(job) = job else { return sends };
+            let msg = ToWorker::Run {
+                id: job.id,
+                call: job.call,
+                arg: job.arg.clone(),
+                prefetched: extra,
+            };
+            match codec::encode(&msg) {
+                Ok(bytes) => sends.push((w.tasks.clone(), bytes)),
+                Err(e) => {
+                    job.slot.fail(e);
+                    continue;
+                }
+            }
+            if extra {
+                w.claim.offer(job.id);
+                w.next = Some(job);
+            } else {
+                w.start(job);
+            }
         }
-        // A timeout too long to make a deadline of is never enforced.
-        let deadline = job.timeout.and_then(deadline_after);
-        w.current = Some((job, deadline));
     }
     sends
+}
+
+impl Worker {
+    /// Records that the worker is running `job` from now.
+    fn start(&mut self, job: Job) {
+        // A timeout too long to make a deadline of is never enforced.
+        let deadline = job.timeout.and_then(deadline_after);
+        self.current = Some((job, deadline));
+    }
+
+    /// The worker reported task `id` done: report it, and the prefetched
+    /// task (if any) is the one it runs now. A retiring worker will not run
+    /// the prefetched task: it goes back to `pending`.
+    ///
+    /// Two threads may take results off the queue (the collector and a
+    /// driver), so reports of one worker can be handled out of order: a
+    /// report for `next` means `current` is done too (the worker runs them
+    /// in order) and its report is on its way.
+    fn finished(&mut self, id: u64, report: Report, retiring: bool, pending: &mut VecDeque<Job>) {
+        let who = || {
+            format!(
+                "worker {} (pid {})",
+                self.process.name(),
+                self.process.pid()
+            )
+        };
+        if let Some((job, _)) = self.current.take_if(|(job, _)| job.id == id) {
+            job.slot.report(report, &who());
+            if let Some(next) = self.next.take() {
+                if retiring && self.claim.take(next.id) {
+                    pending.push_front(next);
+                } else {
+                    // The worker has started it, or will.
+                    next.slot.start();
+                    self.start(next);
+                }
+            }
+        } else if let Some(job) = self.next.take_if(|job| job.id == id) {
+            job.slot.report(report, &who());
+        }
+        if retiring {
+            self.stopping = true;
+        }
+    }
+
+    /// Takes back the task sent ahead, if the worker has not started it.
+    fn take_back_next(&mut self) -> Option<Job> {
+        let id = self.next.as_ref()?.id;
+        if self.claim.take(id) {
+            self.next.take()
+        } else {
+            None
+        }
+    }
 }
 
 fn send_all(sends: Vec<(Queue<()>, Vec<u8>)>) {
@@ -292,13 +384,20 @@ fn send_all(sends: Vec<(Queue<()>, Vec<u8>)>) {
 fn collect(shared: Arc<Shared>) {
     let mut buf = Vec::new();
     loop {
-        match shared
-            .results
-            .get_bytes_into_timeout(&mut buf, COLLECT_SLICE)
-        {
-            Ok(()) => handle_message(&shared, &buf),
-            Err(e) if e.is_timeout() => {}
-            Err(_) => {}
+        // SYNC POINT "driving": a driver that stops clears `driving` and
+        // then unparks us if work is in flight; we read it before parking,
+        // and an unpark before the park makes the park return.
+        if shared.driving.load(Ordering::SeqCst) {
+            std::thread::park_timeout(COLLECT_SLICE);
+        } else {
+            match shared
+                .results
+                .get_bytes_into_timeout(&mut buf, COLLECT_SLICE)
+            {
+                Ok(()) => handle_message(&shared, &buf),
+                Err(e) if e.is_timeout() => {}
+                Err(_) => {}
+            }
         }
         let mut st = lock(&shared.state);
         let mut sends = Vec::new();
@@ -306,7 +405,6 @@ fn collect(shared: Arc<Shared>) {
         sends.extend(dispatch(&mut st));
         let finished = stop_idle_if_shutting_down(&mut st);
         drop(st);
-        shared.changed.notify_all();
         send_all(sends);
         if finished {
             return;
@@ -314,11 +412,67 @@ fn collect(shared: Arc<Shared>) {
     }
 }
 
+impl Shared {
+    /// Whether a task is running or pending, or a result waits in the queue.
+    fn work_in_flight(&self) -> bool {
+        if !self.results.is_empty() {
+            return true;
+        }
+        let st = lock(&self.state);
+        !st.pending.is_empty()
+            || st
+                .workers
+                .iter()
+                .flatten()
+                .any(|w| w.current.is_some() || w.next.is_some())
+    }
+
+    fn unpark_collector(&self) {
+        if let Some(t) = self.collector.get() {
+            t.unpark();
+        }
+    }
+}
+
+impl Drive for Shared {
+    /// Polls the results queue for the wait policy's budget, handling what
+    /// comes (the collector's work, done here so the result needs no
+    /// hand-off between threads); then the waiter sleeps on its task and
+    /// the collector takes over.
+    fn drive(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) -> bool {
+        if self
+            .driving
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let mut buf = Vec::new();
+        let mut spinner = crate::sync::raw::Spinner::new();
+        while !done() && !deadline_passed(deadline) {
+            if !self.results.is_empty() && self.results.try_get_bytes_into(&mut buf).is_ok() {
+                handle_message(self, &buf);
+                let sends = dispatch(&mut lock(&self.state));
+                send_all(sends);
+            } else if !spinner.spin() {
+                break;
+            }
+        }
+        // SYNC POINT "driving" (see `collect`).
+        self.driving.store(false, Ordering::SeqCst);
+        if self.work_in_flight() {
+            self.unpark_collector();
+        }
+        true
+    }
+}
+
 fn handle_message(shared: &Shared, bytes: &[u8]) {
     let Ok(msg) = codec::decode::<FromWorker>(bytes) else {
         return; // not from one of our workers; ignore
     };
-    let mut st = lock(&shared.state);
+    let mut guard = lock(&shared.state);
+    let st = &mut *guard;
     match msg {
         FromWorker::Done {
             slot,
@@ -333,13 +487,7 @@ fn handle_message(shared: &Shared, bytes: &[u8]) {
             if w.generation != generation {
                 return;
             }
-            if let Some((job, _)) = w.current.take_if(|(job, _)| job.id == id) {
-                let who = format!("worker {} (pid {})", w.process.name(), w.process.pid());
-                job.slot.report(report, &who);
-            }
-            if retiring {
-                w.stopping = true;
-            }
+            w.finished(id, report, retiring, &mut st.pending);
         }
         FromWorker::InitFailed {
             slot,
@@ -363,7 +511,7 @@ fn handle_message(shared: &Shared, bytes: &[u8]) {
                 Report::Failed(e) => e.context("the initializer could not run"),
                 Report::Returned(_) => Error::new(ErrorKind::ProcessDied, "the initializer failed"),
             };
-            break_pool(&mut st, why);
+            break_pool(st, why);
         }
     }
 }
@@ -384,14 +532,17 @@ fn break_pool(st: &mut State, why: Error) {
         if let Some((job, _)) = w.current.take() {
             job.slot.fail(broken_error(&why));
         }
+        if let Some(job) = w.next.take() {
+            job.slot.fail(broken_error(&why));
+        }
         w.stopping = true;
         let _ = w.process.kill();
     }
     st.broken = Some(why);
 }
 
-/// Reaps dead workers (failing their tasks), enforces timeouts, and starts
-/// replacements.
+/// Kills workers whose task overran its timeout, fails the tasks of dead
+/// workers and replaces them.
 fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
     let now = Instant::now();
     for w in st.workers.iter_mut().flatten() {
@@ -422,9 +573,34 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
     // A worker may have sent its result just before dying: take what is queued first.
     drop_lock_and_drain(shared, st, buf);
     for i in dead {
-        let Some(w) = st.workers[i].take() else {
+        let Some(mut w) = st.workers[i].take() else {
             continue;
         };
+        // Not started (see `Worker::next`): it runs elsewhere. Started: it
+        // is what the worker was running when it died.
+        let replace = !st.shutdown && st.broken.is_none();
+        if let Some(job) = w.take_back_next() {
+            if replace {
+                st.pending.push_front(job);
+            } else {
+                job.slot.cancel();
+            }
+        } else if let Some(job) = w.next.take() {
+            job.slot.start();
+            if let Some((done, _)) = w.current.take() {
+                // Its report was lost with the worker, but it finished.
+                done.slot.fail(Error::new(
+                    ErrorKind::ProcessDied,
+                    format!(
+                        "task {} finished, but worker {} (pid {}) died before its result was read",
+                        done.id,
+                        w.process.name(),
+                        w.process.pid()
+                    ),
+                ));
+            }
+            w.current = Some((job, None));
+        }
         if let Some((job, _)) = w.current {
             let e = w.kill_reason.unwrap_or_else(|| {
                 Error::new(
@@ -442,7 +618,6 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
             });
             job.slot.fail(e);
         }
-        let replace = !st.shutdown && st.broken.is_none();
         if replace {
             match spawn_worker(shared, st, i) {
                 Ok(nw) => st.workers[i] = Some(nw),
@@ -474,13 +649,7 @@ fn drop_lock_and_drain(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
             if w.generation != generation {
                 continue;
             }
-            if let Some((job, _)) = w.current.take_if(|(job, _)| job.id == id) {
-                let who = format!("worker {} (pid {})", w.process.name(), w.process.pid());
-                job.slot.report(report, &who);
-            }
-            if retiring {
-                w.stopping = true;
-            }
+            w.finished(id, report, retiring, &mut st.pending);
         }
     }
 }
@@ -545,10 +714,15 @@ impl ProcessPool {
         let sends = dispatch(&mut st);
         drop(st);
         send_all(sends);
+        // SYNC POINT "driving": nobody collects, so the collector must.
+        if !self.shared.driving.load(Ordering::SeqCst) {
+            self.shared.unpark_collector();
+        }
         let shared = self.shared.clone();
         Ok(TaskHandle {
             task,
             cancel_hook: Some(Arc::new(move |id, running| cancel(&shared, id, running))),
+            drive: Some(self.shared.clone()),
         })
     }
 
@@ -583,6 +757,9 @@ impl ProcessPool {
                 job.slot.cancel();
             }
             for w in st.workers.iter_mut().flatten() {
+                if let Some(job) = w.take_back_next() {
+                    job.slot.cancel();
+                }
                 w.stopping = true;
                 let _ = if signal == libc::SIGKILL {
                     w.process.kill()
@@ -621,6 +798,12 @@ fn cancel(shared: &Shared, id: u64, running: bool) -> bool {
     if let Some(pos) = st.pending.iter().position(|j| j.id == id) {
         let job = st.pending.remove(pos).expect("found");
         return job.slot.cancel();
+    }
+    // Sent ahead to a worker and not started: the worker will skip it.
+    for w in st.workers.iter_mut().flatten() {
+        if w.next.as_ref().is_some_and(|job| job.id == id) {
+            return w.take_back_next().is_some_and(|job| job.slot.cancel());
+        }
     }
     if !running {
         return false;
@@ -672,8 +855,14 @@ impl Executor for ProcessPool {
                 for job in st.pending.drain(..) {
                     job.slot.cancel();
                 }
+                for w in st.workers.iter_mut().flatten() {
+                    if let Some(job) = w.take_back_next() {
+                        job.slot.cancel();
+                    }
+                }
             }
         }
+        self.shared.unpark_collector();
         if wait {
             self.join_collector();
         }

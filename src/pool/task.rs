@@ -4,13 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync::raw::deadline_passed;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -81,6 +82,9 @@ struct Inner<R> {
     callbacks: Vec<Callback>,
     wakers: Vec<Waker>,
     listeners: Vec<(Weak<Listener>, u64)>,
+    /// Threads asleep on `Task::cv` (std's `notify_all` is a system call
+    /// even when nobody sleeps).
+    sleepers: usize,
 }
 
 /// The shared part of a task.
@@ -88,6 +92,9 @@ pub(crate) struct Task<R> {
     pub(crate) id: u64,
     inner: Mutex<Inner<R>>,
     cv: Condvar,
+    /// Set (Release) once the state is done, under `inner`'s lock: a
+    /// waiter polls it before sleeping on `cv`.
+    done: AtomicBool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -105,8 +112,10 @@ impl<R> Task<R> {
                 callbacks: Vec::new(),
                 wakers: Vec::new(),
                 listeners: Vec::new(),
+                sleepers: 0,
             }),
             cv: Condvar::new(),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -171,8 +180,14 @@ impl<R> Task<R> {
             state: i.state,
             error: i.error_kind,
         };
+        // Ordering: Release, read with Acquire by `wait_done`'s poll; the
+        // lock taken after the poll orders the rest.
+        self.done.store(true, Ordering::Release);
+        let sleepers = i.sleepers;
         drop(i);
-        self.cv.notify_all();
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
         for w in wakers {
             w.wake();
         }
@@ -187,14 +202,33 @@ impl<R> Task<R> {
         }
     }
 
-    fn wait_done(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, Inner<R>>> {
+    fn wait_done(
+        &self,
+        deadline: Option<Instant>,
+        drive: Option<&dyn Drive>,
+    ) -> Result<MutexGuard<'_, Inner<R>>> {
+        let done = || self.done.load(Ordering::Acquire);
+        // Collect results ourselves if the pool lets us (`Drive`); else, or
+        // if another thread collects, poll with the crate's wait policy: a
+        // result usually comes from a worker on another CPU within
+        // microseconds, far sooner than a sleep on `cv` and its wake-up.
+        if !done() && !drive.is_some_and(|d| d.drive(&done, deadline)) {
+            let mut spinner = crate::sync::raw::Spinner::new();
+            while spinner.spin() {
+                if done() || deadline_passed(deadline) {
+                    break;
+                }
+            }
+        }
         let mut i = lock(&self.inner);
         while !i.state.is_done() {
+            i.sleepers += 1;
             match deadline {
                 None => i = self.cv.wait(i).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        i.sleepers -= 1;
                         return Err(Error::new(
                             ErrorKind::Timeout,
                             format!("timed out waiting for task {}", self.id),
@@ -207,6 +241,7 @@ impl<R> Task<R> {
                         .0;
                 }
             }
+            i.sleepers -= 1;
         }
         Ok(i)
     }
@@ -253,6 +288,16 @@ impl<R> Task<R> {
 /// The pool's way to cancel a task: `(task id, even if running) -> cancelled`.
 pub(crate) type CancelHook = Arc<dyn Fn(u64, bool) -> bool + Send + Sync>;
 
+/// A pool whose threads waiting for a result may do its collector's work
+/// meanwhile, so that a result a worker sends reaches the waiter with no
+/// thread hand-off in between (one wake-up, or none when the waiter polls,
+/// instead of the collector's and then the waiter's).
+pub(crate) trait Drive: Send + Sync {
+    /// Collects results on this thread until `done()` holds or `deadline`
+    /// passes; `false` at once if another thread is collecting.
+    fn drive(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) -> bool;
+}
+
 /// A submitted task: Python's `concurrent.futures.Future`.
 ///
 /// It is also a [`Future`]: `handle.await` yields the task's result in any
@@ -261,6 +306,7 @@ pub(crate) type CancelHook = Arc<dyn Fn(u64, bool) -> bool + Send + Sync>;
 pub struct TaskHandle<R> {
     pub(crate) task: Arc<Task<R>>,
     pub(crate) cancel_hook: Option<CancelHook>,
+    pub(crate) drive: Option<Arc<dyn Drive>>,
 }
 
 impl<R> fmt::Debug for TaskHandle<R> {
@@ -288,28 +334,33 @@ impl<R> TaskHandle<R> {
     /// with the worker's exit status, [`ErrorKind::Timeout`] for a task
     /// submitted with a timeout that overran, [`ErrorKind::Cancelled`].
     pub fn result(self) -> Result<R> {
-        let i = self.task.wait_done(None)?;
+        let i = self.task.wait_done(None, self.drive.as_deref())?;
         self.task.take(i)
     }
 
     /// Like [`result`](Self::result), waiting at most `timeout`; on timeout
     /// the task goes on and the handle stays usable.
     pub fn result_timeout(&mut self, timeout: Duration) -> Result<R> {
-        let i = self.task.wait_done(deadline_after(timeout))?;
+        let i = self
+            .task
+            .wait_done(deadline_after(timeout), self.drive.as_deref())?;
         self.task.take(i)
     }
 
     /// Blocks until the task is done; returns its error if it failed or was
     /// cancelled (Python's `exception()`).
     pub fn error(&self) -> Option<Error> {
-        drop(self.task.wait_done(None));
+        drop(self.task.wait_done(None, self.drive.as_deref()));
         self.task.error_now()
     }
 
     /// Like [`error`](Self::error), waiting at most `timeout` (a timeout
     /// error if the task is still going).
     pub fn error_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
-        drop(self.task.wait_done(deadline_after(timeout))?);
+        drop(
+            self.task
+                .wait_done(deadline_after(timeout), self.drive.as_deref())?,
+        );
         Ok(self.task.error_now())
     }
 
@@ -410,6 +461,7 @@ mod tests {
         let h = TaskHandle {
             task: t.clone(),
             cancel_hook: None,
+            drive: None,
         };
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
@@ -439,6 +491,7 @@ mod tests {
         let mut h = TaskHandle {
             task: t.clone(),
             cancel_hook: None,
+            drive: None,
         };
         let start = Instant::now();
         assert!(

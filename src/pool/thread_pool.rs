@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use super::task::{Task, TaskHandle};
 use super::{Executor, TaskValue};
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync::raw::Spinner;
 
 type Job = Box<dyn FnOnce() + Send>;
 /// Cancels a queued job's task; true if it was still pending.
@@ -20,11 +22,17 @@ struct State {
     jobs: VecDeque<(u64, Job, Canceller)>,
     shutdown: bool,
     threads: Vec<JoinHandle<()>>,
+    /// Workers asleep on `Shared::cv` (std's notify is a system call even
+    /// when nobody sleeps).
+    sleeping: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
+    /// Jobs ever pushed (bumped under the lock): an idle worker polls it
+    /// for the wait policy's budget before it sleeps on `cv`.
+    pushed: AtomicU64,
     name: String,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
     max_tasks: Option<usize>,
@@ -115,8 +123,10 @@ impl ThreadPoolBuilder {
                 jobs: VecDeque::new(),
                 shutdown: false,
                 threads: Vec::new(),
+                sleeping: 0,
             }),
             cv: Condvar::new(),
+            pushed: AtomicU64::new(0),
             name: self.name,
             initializer: self.initializer,
             max_tasks: self.max_tasks,
@@ -153,7 +163,26 @@ fn worker(shared: Arc<Shared>, i: usize) {
                 if st.shutdown {
                     break None;
                 }
+                // Poll before sleeping: a submitter usually comes back
+                // within microseconds, sooner than a sleep and wake-up.
+                let seen = shared.pushed.load(Ordering::Relaxed);
+                drop(st);
+                let mut spinner = Spinner::new();
+                let mut pushed = false;
+                while spinner.spin() {
+                    // Ordering: Relaxed; the lock taken next orders the job.
+                    if shared.pushed.load(Ordering::Relaxed) != seen {
+                        pushed = true;
+                        break;
+                    }
+                }
+                st = lock(&shared.state);
+                if pushed || !st.jobs.is_empty() || st.shutdown {
+                    continue;
+                }
+                st.sleeping += 1;
                 st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.sleeping -= 1;
             }
         };
         let Some(job) = job else { return };
@@ -218,8 +247,12 @@ impl ThreadPool {
         let c = task.clone();
         st.jobs
             .push_back((task.id, job, Arc::new(move || c.cancel())));
+        self.shared.pushed.fetch_add(1, Ordering::Relaxed);
+        let sleeping = st.sleeping;
         drop(st);
-        self.shared.cv.notify_one();
+        if sleeping > 0 {
+            self.shared.cv.notify_one();
+        }
         // A timeout too long to make a deadline of is never enforced.
         if let Some((timeout, deadline)) =
             timeout.and_then(|t| deadline_after(t).map(|deadline| (t, deadline)))
@@ -249,6 +282,7 @@ impl ThreadPool {
                 drop(st);
                 hook_task.cancel()
             })),
+            drive: None,
         })
     }
 

@@ -1,15 +1,70 @@
 //! The worker side of a process pool: what runs in each worker process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::error::Result;
 use crate::process::{RemoteCall, Report};
 use crate::queue::Queue;
+use crate::segment::Segment;
+
+/// A word shared by the pool and one worker that decides who owns a task
+/// sent ahead (`prefetched`): the pool stores the task's id before sending
+/// it; the worker may run it only if it swaps the id for 0, and the pool
+/// may cancel it (or give it to another worker) only if it does. One
+/// compare-and-swap each, so a prefetched task runs at most once and is
+/// never cancelled once it started.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Claim {
+    seg: Segment,
+}
+
+impl Claim {
+    pub(crate) fn new() -> Result<Claim> {
+        Ok(Claim {
+            seg: Segment::new(8)?,
+        })
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        let p = self
+            .seg
+            .ptr_at(0, 8)
+            .expect("a claim segment holds 8 bytes");
+        // SAFETY: the mapping is page-aligned, at least 8 bytes long, lives
+        // as long as `self.seg`, and is only accessed through this atomic
+        // (by the pool and its one worker); every bit pattern is a u64.
+        unsafe { &*p.cast::<AtomicU64>() }
+    }
+
+    /// The pool: task `id` is being sent ahead.
+    pub(crate) fn offer(&self, id: u64) {
+        // Ordering: SeqCst, before the send; the queue orders the rest.
+        self.word().store(id, Ordering::SeqCst);
+    }
+
+    /// Whether no offer is outstanding (the last one was taken). Only then
+    /// may the pool offer another: one word decides one task at a time.
+    pub(crate) fn is_free(&self) -> bool {
+        self.word().load(Ordering::SeqCst) == 0
+    }
+
+    /// Either side: takes task `id`; `false` if the other side has.
+    pub(crate) fn take(&self, id: u64) -> bool {
+        // SYNC POINT "claim": one winner per offered id.
+        self.word()
+            .compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
 
 /// What a worker is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
     pub tasks: Queue<()>,
+    pub claim: Claim,
     pub results: Queue<()>,
     pub slot: u32,
     pub generation: u64,
@@ -24,6 +79,9 @@ pub(crate) enum ToWorker {
         id: u64,
         call: RemoteCall,
         arg: Vec<u8>,
+        /// Sent ahead, behind the running task: run only after winning the
+        /// claim (see [`Claim`]); skip silently otherwise.
+        prefetched: bool,
     },
     Stop,
 }
@@ -70,7 +128,15 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             return; // the queue was closed: the pool is stopping
         }
         match codec::decode::<ToWorker>(&buf) {
-            Ok(ToWorker::Run { id, call, arg }) => {
+            Ok(ToWorker::Run {
+                id,
+                call,
+                arg,
+                prefetched,
+            }) => {
+                if prefetched && !args.claim.take(id) {
+                    continue; // cancelled, or given to another worker
+                }
                 let report = call.run(&arg);
                 done += 1;
                 let retiring = args.max_tasks.is_some_and(|m| done >= m);
