@@ -400,7 +400,10 @@ impl<R> TaskHandle<R> {
     }
 
     /// Runs `f` once when the task is done — at once, on this thread, if it
-    /// already is; otherwise on the thread that completes it.
+    /// already is; otherwise on the thread that completes it: the pool's
+    /// collector, a pool thread, or (in a `ProcessPool`) any thread that is
+    /// waiting in [`result`](Self::result) and collects results meanwhile.
+    /// Keep it short; a callback that blocks delays other results.
     pub fn add_done_callback(&self, f: impl FnOnce(&TaskEvent) + Send + 'static) {
         let mut i = lock(&self.task.inner);
         if i.state.is_done() {
