@@ -396,8 +396,9 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 #[test]
 fn a_stopped_stream_producer_blocks_no_deadline_and_loses_nothing() {
-    let _t = Ctx::with_limit("stopped_stream", Duration::from_secs(120));
-    let q = Queue::<()>::new(64 << 10).unwrap();
+    let t = Ctx::with_limit("stopped_stream", Duration::from_secs(120));
+    let name = t.name("q");
+    let q = Queue::<()>::create(&name, 64 << 10).unwrap();
     let producer = spawn(child_put_big, q.clone());
     // Wait until the producer is inside its stream with the ring full.
     assert!(eventually(Duration::from_secs(20), || q.used_bytes()
@@ -415,6 +416,10 @@ fn a_stopped_stream_producer_blocks_no_deadline_and_loses_nothing() {
         "try_get took {:?}",
         start.elapsed()
     );
+
+    // `ipckit inspect` shows who keeps the first part.
+    let info = ipckit::admin::queue_info(&name).unwrap();
+    assert_eq!(info.partial_reader, Some(std::process::id()));
 
     // Another consumer process: its get_timeout honours its timeout.
     let (ms, kind) = spawn(child_get_timeout, (q.clone(), 200)).join().unwrap();
@@ -437,6 +442,10 @@ fn a_stopped_stream_producer_blocks_no_deadline_and_loses_nothing() {
     assert!(buf == big_message(), "the resumed message is torn");
     producer.join().unwrap();
     assert!(q.is_empty());
+    assert_eq!(
+        ipckit::admin::queue_info(&name).unwrap().partial_reader,
+        None
+    );
     assert_eq!(
         q.try_get_bytes_into(&mut buf).unwrap_err().kind(),
         ErrorKind::WouldBlock

@@ -339,6 +339,11 @@ pub struct QueueInfo {
     pub waiting_producers: u32,
     /// Consumers asleep waiting for data (0 or 1, as for producers).
     pub waiting_consumers: u32,
+    /// The process keeping the first part of a message it began to read
+    /// when its `try_get`/`get_timeout` ran out of time mid-stream; its next
+    /// get continues that message, other consumers wait (or, if it died,
+    /// skip the rest).
+    pub partial_reader: Option<u32>,
     /// Tasks put and not yet marked done ([`ObjectKind::JoinableQueue`] only).
     pub unfinished_tasks: Option<u64>,
 }
@@ -493,6 +498,7 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
                 stream_open: s.shared.stream_open,
                 waiting_producers: s.shared.sleeping_producers,
                 waiting_consumers: s.shared.sleeping_consumers,
+                partial_reader: (s.shared.partial_reader != 0).then_some(s.shared.partial_reader),
                 unfinished_tasks: s.unfinished,
             });
             insp.locks = vec![

@@ -228,7 +228,8 @@ fn queue_json(q: &QueueInfo) -> String {
         concat!(
             "{{\"capacity\":{},\"max_items\":{},\"items\":{},\"used_bytes\":{},",
             "\"messages_put\":{},\"messages_got\":{},\"closed\":{},\"stream_open\":{},",
-            "\"waiting_producers\":{},\"waiting_consumers\":{},\"unfinished_tasks\":{}}}"
+            "\"waiting_producers\":{},\"waiting_consumers\":{},\"partial_reader\":{},",
+            "\"unfinished_tasks\":{}}}"
         ),
         q.capacity,
         q.max_items,
@@ -240,6 +241,7 @@ fn queue_json(q: &QueueInfo) -> String {
         q.stream_open,
         q.waiting_producers,
         q.waiting_consumers,
+        opt_u64(q.partial_reader.map(u64::from)),
         opt_u64(q.unfinished_tasks)
     )
 }
@@ -346,6 +348,12 @@ pub fn inspection_text(i: &Inspection) -> String {
         }
         line("waiting producers", q.waiting_producers.to_string());
         line("waiting consumers", q.waiting_consumers.to_string());
+        if let Some(pid) = q.partial_reader {
+            line(
+                "partial read",
+                format!("pid {pid} keeps the first part of a message (it timed out mid-stream)"),
+            );
+        }
         if let Some(u) = q.unfinished_tasks {
             line("unfinished tasks", u.to_string());
         }
@@ -562,6 +570,7 @@ mod tests {
             stream_open: false,
             waiting_producers: 0,
             waiting_consumers: 1,
+            partial_reader: None,
             unfinished_tasks: None,
         };
         let i = Inspection {
@@ -607,6 +616,7 @@ mod tests {
             stream_open: false,
             waiting_producers: 0,
             waiting_consumers: 0,
+            partial_reader: None,
             unfinished_tasks: None,
         };
         let first = watch_line(Duration::ZERO, &a, None, Duration::ZERO);

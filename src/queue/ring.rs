@@ -175,6 +175,8 @@ pub(crate) struct SharedSnapshot {
     pub stream_open: bool,
     /// Consumers asleep waiting for data.
     pub sleeping_consumers: u32,
+    /// The process keeping a partly read message (0: none).
+    pub partial_reader: u32,
     /// Producers asleep waiting for space.
     pub sleeping_producers: u32,
     pub prod_lock: LockSnapshot,
@@ -197,6 +199,7 @@ impl QueueShared {
             stream_open: self.stream_open.load(Ordering::Acquire) != 0,
             sleeping_consumers: self.not_empty.registered(),
             sleeping_producers: self.not_full.registered(),
+            partial_reader: self.reader.pid.load(Ordering::Acquire),
             prod_lock: self.prod_lock.snapshot(),
             cons_lock: self.cons_lock.snapshot(),
         }
