@@ -471,8 +471,11 @@ fn handle_message(shared: &Shared, bytes: &[u8]) {
     let Ok(msg) = codec::decode::<FromWorker>(bytes) else {
         return; // not from one of our workers; ignore
     };
-    let mut guard = lock(&shared.state);
-    let st = &mut *guard;
+    apply(&mut lock(&shared.state), msg);
+}
+
+/// Applies one worker message to the pool's state.
+fn apply(st: &mut State, msg: FromWorker) {
     match msg {
         FromWorker::Done {
             slot,
@@ -632,24 +635,8 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
 /// Handles the results already queued (non-blocking), with the state lock held.
 fn drop_lock_and_drain(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
     while shared.results.try_get_bytes_into(buf).is_ok() {
-        let Ok(msg) = codec::decode::<FromWorker>(buf) else {
-            continue;
-        };
-        if let FromWorker::Done {
-            slot,
-            generation,
-            id,
-            report,
-            retiring,
-        } = msg
-        {
-            let Some(Some(w)) = st.workers.get_mut(slot as usize) else {
-                continue;
-            };
-            if w.generation != generation {
-                continue;
-            }
-            w.finished(id, report, retiring, &mut st.pending);
+        if let Ok(msg) = codec::decode::<FromWorker>(buf) {
+            apply(st, msg);
         }
     }
 }

@@ -247,6 +247,8 @@ impl ThreadPool {
         let c = task.clone();
         st.jobs
             .push_back((task.id, job, Arc::new(move || c.cancel())));
+        // Ordering: Relaxed; only a hint to stop polling, the job itself
+        // is published by the state lock the worker takes next.
         self.shared.pushed.fetch_add(1, Ordering::Relaxed);
         let sleeping = st.sleeping;
         drop(st);

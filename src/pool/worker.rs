@@ -48,6 +48,8 @@ impl Claim {
     /// Whether no offer is outstanding (the last one was taken). Only then
     /// may the pool offer another: one word decides one task at a time.
     pub(crate) fn is_free(&self) -> bool {
+        // Ordering: SeqCst like every access to the word; the pool reads it
+        // under its state lock, and a stale "taken" only delays an offer.
         self.word().load(Ordering::SeqCst) == 0
     }
 

@@ -218,6 +218,7 @@ impl WaitCell {
 
     /// Registered sleepers (a racy snapshot, for `ipckit::admin`).
     pub(crate) fn registered(&self) -> u32 {
+        // Ordering: Relaxed; a snapshot that orders nothing.
         let w = self.sleepers.load(Ordering::Relaxed);
         (count(w) + spinners(w)).min(u64::from(u32::MAX)) as u32
     }
@@ -261,6 +262,7 @@ impl WaitCell {
         if !spinning_pays() {
             return self.register();
         }
+        // Ordering: Relaxed; only the CAS's expected value (the CAS is SeqCst).
         let mut cur = self.sleepers.load(Ordering::Relaxed);
         loop {
             if spinners(cur) >= SPINNER_CAP {
@@ -298,6 +300,7 @@ impl WaitCell {
                 }
             }
             // Become a sleeper, unless a waker cleared our registration.
+            // Ordering: Relaxed; the CAS's expected value.
             let mut cur = self.sleepers.load(Ordering::Relaxed);
             loop {
                 if epoch(cur) != ticket.epoch || spinners(cur) == 0 {
@@ -571,8 +574,11 @@ mod tests {
         assert_eq!(c.registered(), 0);
     }
 
+    /// A smoke test on real threads: the waiter returns and leaves no
+    /// registration. A lost wake-up would only cost a sleep slice here;
+    /// the loom tests are what rule it out.
     #[test]
-    fn a_spinner_sees_a_notify_and_a_sleeper_is_woken() {
+    fn a_spinner_returns_after_a_notify_and_deregisters() {
         for _ in 0..200 {
             let c = Arc::new(WaitCell::new());
             let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -684,26 +690,29 @@ mod loom_tests {
         });
     }
 
-    /// A condition variable's waiter: registered as a spinner before it
-    /// checks, polls, may become a sleeper; the waker commits by RMW and
-    /// notifies. The waiter always returns.
+    /// A condition variable's wait loop on `c` until `state` is 1:
+    /// registered as a spinner before it checks, polls, may become a sleeper.
+    fn spinner_waits_for_one(c: &WaitCell, state: &AtomicU64) -> bool {
+        loop {
+            let mut ticket = c.register_spinner();
+            if state.load(Ordering::Acquire) == 1 {
+                c.deregister(ticket);
+                return true;
+            }
+            c.spin_then_sleep(&mut ticket, None);
+            c.deregister(ticket);
+        }
+    }
+
+    /// A condition variable's waiter against a waker that commits by RMW
+    /// and notifies: the waiter always returns.
     #[test]
     fn loom_spinner_is_woken() {
         loom::model(|| {
             let c = Arc::new(WaitCell::new());
             let state = Arc::new(AtomicU64::new(0));
             let (c2, s2) = (c.clone(), state.clone());
-            let t = thread::spawn(move || {
-                loop {
-                    let mut ticket = c2.register_spinner();
-                    if s2.load(Ordering::Acquire) == 1 {
-                        c2.deregister(ticket);
-                        return true;
-                    }
-                    c2.spin_then_sleep(&mut ticket, None);
-                    c2.deregister(ticket);
-                }
-            });
+            let t = thread::spawn(move || spinner_waits_for_one(&c2, &s2));
             state.swap(1, Ordering::SeqCst);
             c.notify(1);
             assert!(t.join().unwrap());
@@ -719,17 +728,7 @@ mod loom_tests {
             let _dead = c.register_spinner();
             let state = Arc::new(AtomicU64::new(0));
             let (c2, s2) = (c.clone(), state.clone());
-            let t = thread::spawn(move || {
-                loop {
-                    let mut ticket = c2.register_spinner();
-                    if s2.load(Ordering::Acquire) == 1 {
-                        c2.deregister(ticket);
-                        return true;
-                    }
-                    c2.spin_then_sleep(&mut ticket, None);
-                    c2.deregister(ticket);
-                }
-            });
+            let t = thread::spawn(move || spinner_waits_for_one(&c2, &s2));
             state.swap(1, Ordering::SeqCst);
             c.notify(1);
             assert!(t.join().unwrap());
