@@ -85,6 +85,11 @@ const POLL_PACE: std::time::Duration = std::time::Duration::from_micros(1);
 /// consumer that stops consuming can cause; see `wait_space`).
 const HYSTERESIS_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How far ahead of the frame it writes a producer asks for the ring's
+/// lines (`Ring::prefetch_ahead`), and for how much of a frame at most.
+const PREFETCH_AHEAD: usize = 256;
+const PREFETCH_SPAN: usize = 512;
+
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
 
@@ -359,6 +364,32 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Asks for the lines `PREFETCH_AHEAD` bytes beyond the frame of `len`
+    /// bytes at `pos`, for writing: the next frames' lines.
+    ///
+    /// Why: in a small ring the consumer has just read those lines, so
+    /// they sit in its cache, and a store to one waits for the other core
+    /// to give it up. The producer's locked instructions (taking and
+    /// releasing `prod_lock`) wait for its pending stores, so without the
+    /// hint every message pays that transfer in full, one after the other
+    /// (64 B messages, 64 KiB ring, full: ~5.5 M/s; with it ~10 M/s; a
+    /// 16 MiB ring, whose lines the consumer no longer holds, is unchanged).
+    /// Only a hint: it changes no memory and the lines stay readable by
+    /// the consumer until a store takes them.
+    fn prefetch_ahead(&self, pos: u64, len: usize) {
+        let start = frame::ring_offset(pos, self.cap) + PREFETCH_AHEAD;
+        let end = start + len.min(PREFETCH_SPAN);
+        let mut line = start & !63;
+        while line < end {
+            // `% cap` keeps the address inside the ring (a hint needs no
+            // valid address, but it should name a line we will write).
+            // SAFETY: `line % cap < cap`, so the pointer stays inside the
+            // ring's allocation; nothing is read or written through it.
+            platform::prefetch_for_write(unsafe { self.data.add(line % self.cap) });
+            line += 64;
+        }
+    }
+
     fn copy_out(&self, pos: u64, dst: &mut [u8]) {
         let off = frame::ring_offset(pos, self.cap);
         let first = dst.len().min(self.cap - off);
@@ -566,6 +597,7 @@ impl ProducerGuard<'_> {
         let r = &self.ring;
         let (pos, count) = unpack(tail);
         let units = frame::frame_units(payload.len()).expect("frame sizes are bounded by the ring");
+        r.prefetch_ahead(pos, units as usize * UNIT);
         r.copy_in(pos, &frame::encode_header(kind, payload.len() as u32));
         r.copy_in(pos + (FRAME_HEADER / UNIT) as u64, payload);
         let new = pack(pos + units, count + u64::from(ends_message));
