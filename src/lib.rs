@@ -525,12 +525,11 @@
 //! ## Platform
 //!
 //! Linux only (other targets fail to compile with a clear message), with
-//! `/dev/shm` mounted: ipckit uses futexes, `memfd_create`, glibc's robust
-//! process-shared mutexes and `/proc`. Tested on x86_64 with glibc ≥ 2.30
-//! (lock timeouts use `pthread_mutex_clocklock`); aarch64 has no
-//! architecture-specific code but is not yet tested; other C libraries fall
-//! back to `pthread_mutex_timedlock` for lock timeouts and are not yet built
-//! or tested. Queues use `membarrier(2)` where the kernel offers it to keep
+//! `/dev/shm` mounted: ipckit uses futexes, `memfd_create` and `/proc` (its
+//! locks are its own, on futexes; a dead holder is found through `/proc`).
+//! Tested on x86_64 with glibc ≥ 2.30; aarch64 has no architecture-specific
+//! code but is not yet tested; other C libraries are not yet built or
+//! tested. Queues use `membarrier(2)` where the kernel offers it to keep
 //! full fences off the put/get path, and fall back to fenced commits where
 //! it does not.
 //!

@@ -395,15 +395,21 @@ fn inspect_shows_queue_state_and_dead_lock_owners() {
     assert!(p.join().is_err());
     let j = ok(&["inspect", "--json", &name]);
     let producer = j.split("\"name\":\"producer lock\"").nth(1).unwrap();
+    // The lock still names its dead holder (the next locker takes it over).
     assert!(
-        producer.starts_with(
-            ",\"owner_tid\":null,\"owner_pid\":null,\"owner_alive\":null,\"owner_died\":true"
-        ),
+        producer.starts_with(",\"owner_tid\":")
+            && producer.contains(",\"owner_pid\":null,\"owner_alive\":false,\"owner_died\":true"),
         "{j}"
     );
     let text = ok(&["inspect", &name]);
+    let held = text
+        .lines()
+        .find(|l| l.starts_with("producer lock:"))
+        .unwrap();
     assert!(
-        text.contains("producer lock:     free; its last owner died holding it"),
+        held.starts_with("producer lock:     held by thread ")
+            && held
+                .ends_with(" (dead); its holder died holding it (the next locker takes it over)"),
         "{text}"
     );
 
@@ -431,8 +437,11 @@ fn inspect_shows_queue_state_and_dead_lock_owners() {
     p.kill().unwrap();
     assert!(p.join().is_err());
     let text = ok(&["inspect", &mname]);
+    let held = text.lines().find(|l| l.starts_with("lock:")).unwrap();
     assert!(
-        text.contains("lock:              free; its last owner died holding it"),
+        held.starts_with("lock:              held by thread ")
+            && held
+                .ends_with(" (dead); its holder died holding it (the next locker takes it over)"),
         "{text}"
     );
     match m.lock() {

@@ -54,14 +54,14 @@ fn read_repairing(v: &Value<u64>) -> u64 {
     }
 }
 
-/// Whether the robust lock of a collection at offset 0 of `seg` was left
-/// marked "owner died" by the kernel (glibc keeps the futex word first in
-/// `pthread_mutex_t`; the lock sits right after the 128-byte header).
-/// Diagnostic only: counts how many kills landed inside the lock.
+/// Whether the lock of a collection at offset 0 of `seg` still names a
+/// holder (its first word, the holder, is not 0; the lock sits right after
+/// the 128-byte header): read after its only user was killed, whether the
+/// kill landed inside the lock. Diagnostic only.
 fn lock_owner_died(seg: &Segment) -> bool {
-    let mut w = [0u8; 4];
+    let mut w = [0u8; 8];
     seg.read_at(128, &mut w).unwrap();
-    u32::from_le_bytes(w) & 0x4000_0000 != 0
+    u64::from_le_bytes(w) != 0
 }
 
 // ---------------------------------------------------------------------------

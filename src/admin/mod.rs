@@ -351,9 +351,10 @@ pub struct QueueInfo {
 /// The thread holding a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockOwner {
-    /// The owning thread (the kernel's TID, as recorded in the lock word).
+    /// The owning thread (the kernel's TID, as recorded in the lock).
     pub tid: u32,
-    /// Its process, if the thread still exists.
+    /// Its process, if the thread still exists (and the lock's record of
+    /// the holder's process names it).
     pub pid: Option<u32>,
     /// Whether the thread is still running.
     pub alive: bool,
@@ -367,13 +368,14 @@ pub struct LockInfo {
     pub name: &'static str,
     /// The holder, if the lock is held.
     pub owner: Option<LockOwner>,
-    /// The kernel released the lock because its holder died holding it, and
-    /// nobody has locked it since (the next locker recovers it).
+    /// The holder recorded died holding the lock, and nobody has locked it
+    /// since (the next locker takes it over and is told).
     pub owner_died: bool,
     /// A holder died and the data was not yet marked consistent.
     pub inconsistent: bool,
-    /// Threads are asleep in the kernel waiting for the lock (approximate:
-    /// the kernel clears the bit lazily).
+    /// Threads are registered as sleeping for the lock (a snapshot; a
+    /// locker killed asleep stays counted until the next unlock's wake-up
+    /// repairs the count).
     pub waiters: bool,
 }
 
@@ -399,37 +401,35 @@ impl Inspection {
     }
 }
 
-/// The futex bits of a robust lock word (the kernel's robust-futex ABI).
-const FUTEX_WAITERS: u32 = 0x8000_0000;
-const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
-const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-
 fn lock_info(name: &'static str, snap: LockSnapshot) -> LockInfo {
-    let tid = snap.word & FUTEX_TID_MASK;
-    let owner = (tid != 0).then(|| match platform::thread_status(tid) {
-        Ok(st) => LockOwner {
-            tid,
-            pid: Some(st.tgid),
-            alive: st.state != b'Z' && st.state != b'X',
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LockOwner {
-            tid,
-            pid: None,
-            alive: false,
-        },
-        // Cannot tell: err on the side of "alive".
-        Err(_) => LockOwner {
-            tid,
-            pid: None,
-            alive: true,
-        },
-    });
+    let owner = snap
+        .owner_tid
+        .map(|tid| match platform::thread_process(tid) {
+            // The thread id may have been recycled: the holder's process tag
+            // must name the thread's process.
+            Ok(Some(p)) if snap.tag_matches(p) => LockOwner {
+                tid,
+                pid: Some(p.pid),
+                alive: true,
+            },
+            Ok(_) => LockOwner {
+                tid,
+                pid: None,
+                alive: false,
+            },
+            // Cannot tell: err on the side of "alive".
+            Err(_) => LockOwner {
+                tid,
+                pid: None,
+                alive: true,
+            },
+        });
     LockInfo {
         name,
         owner,
-        owner_died: snap.word & FUTEX_OWNER_DIED != 0,
+        owner_died: owner.is_some_and(|o| !o.alive),
         inconsistent: snap.inconsistent,
-        waiters: snap.word & FUTEX_WAITERS != 0,
+        waiters: snap.waiters > 0,
     }
 }
 

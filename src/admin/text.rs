@@ -188,7 +188,7 @@ pub fn lock_text(l: &LockInfo) -> String {
         }
     };
     if l.owner_died {
-        s.push_str("; its last owner died holding it (the next locker recovers it)");
+        s.push_str("; its holder died holding it (the next locker takes it over)");
     }
     if l.inconsistent {
         s.push_str("; data not marked consistent since an owner died");
@@ -543,7 +543,11 @@ mod tests {
     fn inspections_render() {
         let lock = LockInfo {
             name: "producer lock",
-            owner: None,
+            owner: Some(LockOwner {
+                tid: 12,
+                pid: None,
+                alive: false,
+            }),
             owner_died: true,
             inconsistent: false,
             waiters: false,
@@ -583,7 +587,7 @@ mod tests {
         assert!(t.contains("items:             3\n"), "{t}");
         assert!(t.contains("closed:            yes\n"), "{t}");
         assert!(
-            t.contains("producer lock:     free; its last owner died holding it"),
+            t.contains("producer lock:     held by thread 12 (dead); its holder died holding it"),
             "{t}"
         );
         assert!(

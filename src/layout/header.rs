@@ -51,7 +51,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ipckit\0\x01");
 /// 2: every futex word a process sleeps on is a `WaitCell` (sequence,
 /// registrations with an epoch, flags), so objects of version 1 are refused.
 /// 3: a `WaitCell`'s registration word is 64 bits and counts spinners too.
-pub const LAYOUT_VERSION: u16 = 3;
+/// 4: locks are ipckit's own (holder word, flag, `WaitCell`), no longer
+/// glibc robust mutexes.
+pub const LAYOUT_VERSION: u16 = 4;
 /// Offset of the atomic state word.
 pub const STATE_OFFSET: usize = 8;
 /// State: header written, payload being initialised.

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -199,166 +199,64 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// Robust process-shared pthread mutex
+// Threads: identity and liveness (for lock owners)
 // ---------------------------------------------------------------------------
 
-/// Outcome of a successful pthread lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PthreadLocked {
-    /// Acquired normally.
-    Ok,
-    /// Acquired, but the previous owner died holding it (`EOWNERDEAD`); the
-    /// mutex has already been marked consistent again.
-    OwnerDied,
-}
-
-/// Initialises a process-shared, robust, error-checking pthread mutex at `m`.
-///
-/// # Safety
-/// `m` must point to writable memory of `size_of::<pthread_mutex_t>()` bytes,
-/// suitably aligned, that no other thread or process uses as a mutex yet.
-pub(crate) unsafe fn pthread_mutex_init_robust(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    let p = attr.as_mut_ptr();
-    // SAFETY: `p` points to a mutexattr that lives until the end of this
-    // function; it is initialised before use and destroyed after; `m` is valid
-    // per this function's contract.
-    unsafe {
-        check(libc::pthread_mutexattr_init(p))?;
-        let r = (|| {
-            check(libc::pthread_mutexattr_setpshared(
-                p,
-                libc::PTHREAD_PROCESS_SHARED,
-            ))?;
-            check(libc::pthread_mutexattr_setrobust(
-                p,
-                libc::PTHREAD_MUTEX_ROBUST,
-            ))?;
-            // Error-checking: relocking from the owning thread returns EDEADLK
-            // instead of deadlocking, and unlocking a mutex we do not own is refused.
-            check(libc::pthread_mutexattr_settype(
-                p,
-                libc::PTHREAD_MUTEX_ERRORCHECK,
-            ))?;
-            check(libc::pthread_mutex_init(m, p))
-        })();
-        libc::pthread_mutexattr_destroy(p);
-        r
+/// The calling thread's kernel id (`gettid`), cached per thread. The cache
+/// remembers the process it was taken in, so a `fork` child (whose only
+/// thread has a new id) computes its own.
+pub(crate) fn current_tid() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        // (tid, pid when it was read); (0, 0): not read yet.
+        static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     }
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(ret))
-    }
-}
-
-#[cfg(target_env = "gnu")]
-unsafe extern "C" {
-    // glibc >= 2.30. Waits against CLOCK_MONOTONIC, so wall-clock jumps do not
-    // shorten or stretch lock timeouts.
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clockid: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
-
-#[inline]
-fn lock_result(m: *mut libc::pthread_mutex_t, ret: libc::c_int) -> io::Result<PthreadLocked> {
-    match ret {
-        0 => Ok(PthreadLocked::Ok),
-        libc::EOWNERDEAD => {
-            // SAFETY: we own the mutex now (EOWNERDEAD means acquired); marking
-            // it consistent keeps it usable. Whether the *data* is consistent
-            // is tracked one level up.
-            check(unsafe { libc::pthread_mutex_consistent(m) })?;
-            Ok(PthreadLocked::OwnerDied)
+    let pid = getpid();
+    TID.with(|c| {
+        let (tid, at) = c.get();
+        if tid != 0 && at == pid {
+            return tid;
         }
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        c.set((tid, pid));
+        tid
+    })
 }
 
-/// Locks, blocking until `deadline` (forever if `None`).
-///
-/// Errors: `ETIMEDOUT` (as `io::ErrorKind::TimedOut`), `EDEADLK` (this thread
-/// already holds it), `ENOTRECOVERABLE`.
-///
-/// # Safety
-/// `m` must point to a mutex initialised by [`pthread_mutex_init_robust`] that
-/// stays mapped for the whole call.
-pub(crate) unsafe fn pthread_mutex_lock(
-    m: *mut libc::pthread_mutex_t,
-    deadline: Option<Instant>,
-) -> io::Result<PthreadLocked> {
-    let ret = match deadline {
-        // SAFETY: `m` is a valid initialised mutex per the contract.
-        None => unsafe { libc::pthread_mutex_lock(m) },
-        Some(deadline) => {
-            let ts = monotonic_timespec(deadline);
-            #[cfg(target_env = "gnu")]
-            // SAFETY: `m` is valid per the contract; `ts` outlives the call.
-            let r = unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) };
-            #[cfg(not(target_env = "gnu"))]
-            // SAFETY: as above. Without clocklock, convert to a realtime deadline.
-            let r = unsafe {
-                let _ = ts;
-                let rt = realtime_timespec(deadline);
-                libc::pthread_mutex_timedlock(m, &rt)
-            };
-            r
-        }
+/// Whether no thread with id `tid` exists (`kill(tid, 0)` fails with
+/// `ESRCH`; Linux accepts thread ids there). One system call: a cheap
+/// first test; a thread that exists may still be a zombie or a recycled id
+/// (see [`thread_process`]).
+pub(crate) fn thread_gone(tid: u32) -> bool {
+    if tid == 0 || tid > i32::MAX as u32 {
+        return true;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let r = unsafe { libc::kill(tid as libc::pid_t, 0) };
+    r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// The process of the running thread `tid`: `Ok(None)` if no such thread
+/// runs (gone, or a zombie), `Err` if `/proc` cannot tell.
+pub(crate) fn thread_process(tid: u32) -> io::Result<Option<ProcessId>> {
+    let st = match thread_status(tid) {
+        Ok(st) => st,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
-    lock_result(m, ret)
-}
-
-/// Tries to lock without blocking; `EBUSY` means held by someone else.
-///
-/// # Safety
-/// As for [`pthread_mutex_lock`].
-#[inline]
-pub(crate) unsafe fn pthread_mutex_trylock(
-    m: *mut libc::pthread_mutex_t,
-) -> io::Result<PthreadLocked> {
-    // SAFETY: `m` is a valid initialised mutex per the contract.
-    let ret = unsafe { libc::pthread_mutex_trylock(m) };
-    lock_result(m, ret)
-}
-
-/// Unlocks.
-///
-/// # Safety
-/// The calling thread must hold `m`.
-#[inline]
-pub(crate) unsafe fn pthread_mutex_unlock(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    // SAFETY: per the contract the calling thread owns `m`.
-    check(unsafe { libc::pthread_mutex_unlock(m) })
-}
-
-/// The owner TID recorded in a glibc robust mutex, if locked.
-///
-/// glibc keeps the owner's TID in the low 30 bits of `__data.__lock`, the
-/// first word of the structure; the kernel's robust-futex protocol depends on
-/// this layout, so it is stable.
-pub(crate) fn pthread_mutex_owner(m: *const libc::pthread_mutex_t) -> Option<u32> {
-    // SAFETY: the first 4 bytes of an initialised pthread_mutex_t are the lock
-    // word; we only read it atomically.
-    let word = unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) };
-    let tid = word & 0x3fff_ffff; // FUTEX_TID_MASK
-    (tid != 0).then_some(tid)
-}
-
-/// The whole lock word of a glibc robust mutex (a snapshot): the owner's
-/// TID in the low 30 bits, `FUTEX_OWNER_DIED` (bit 30) once the kernel has
-/// released the lock of a thread that died holding it, `FUTEX_WAITERS`
-/// (bit 31) while threads sleep in the kernel for it. This is the kernel's
-/// robust-futex ABI, so the layout is stable.
-pub(crate) fn pthread_mutex_word(m: *const libc::pthread_mutex_t) -> u32 {
-    // SAFETY: as in `pthread_mutex_owner`: the first 4 bytes of a mutex are
-    // the lock word, read atomically; any bit pattern is a valid u32.
-    unsafe { (*(m as *const AtomicU32)).load(Ordering::Relaxed) }
+    if st.state == b'Z' || st.state == b'X' {
+        return Ok(None);
+    }
+    match read_proc_stat(st.tgid) {
+        Ok(stat) if stat.state == b'Z' || stat.state == b'X' => Ok(None),
+        Ok(stat) => Ok(Some(ProcessId {
+            pid: st.tgid,
+            start_time: stat.start_time,
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The number of runnable threads on the machine right now (the fourth
@@ -382,42 +280,6 @@ pub(crate) fn monotonic_nanos() -> u64 {
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
-}
-
-fn monotonic_timespec(deadline: Instant) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    add_duration(now, deadline.saturating_duration_since(Instant::now()))
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn realtime_timespec(deadline: Instant) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    add_duration(now, deadline.saturating_duration_since(Instant::now()))
-}
-
-// time_t and c_long are i64 on 64-bit targets but i32 on some 32-bit ones.
-#[allow(clippy::useless_conversion)]
-fn add_duration(ts: libc::timespec, d: Duration) -> libc::timespec {
-    let mut sec = i64::from(ts.tv_sec).saturating_add(d.as_secs().min(i64::MAX as u64) as i64);
-    let mut nsec = i64::from(ts.tv_nsec) + i64::from(d.subsec_nanos());
-    if nsec >= 1_000_000_000 {
-        nsec -= 1_000_000_000;
-        sec = sec.saturating_add(1);
-    }
-    libc::timespec {
-        tv_sec: sec as libc::time_t,
-        tv_nsec: nsec as libc::c_long,
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -864,25 +726,73 @@ fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
     }
 }
 
-/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (once);
-/// returns whether it is registered. A registered process may skip the
-/// store-load fence on a hot path whose rare slow path calls
+/// Whether this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`;
+/// the first call starts the registration. A registered process may skip
+/// the store-load fence on a hot path whose rare slow path calls
 /// [`membarrier_global`] instead (an asymmetric Dekker, as userspace RCU does).
+///
+/// Registering is quick in a process with one thread, but in one with
+/// several the kernel waits for an RCU grace period (measured here: ~20 ms,
+/// in every test child and pool worker). So a single-threaded process
+/// registers at once, and any other in a helper thread: until it is done
+/// the answer is `false` and callers keep fencing, which is always correct.
 ///
 /// `IPCKIT_MEMBARRIER=off` in the environment makes it `false` (and
 /// [`membarrier_global`] a no-op), as on a kernel without membarrier: the
 /// switch that tests the fenced fallback.
 pub(crate) fn membarrier_registered() -> bool {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        if membarrier_disabled() {
-            return false;
-        }
-        let supported = membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0);
-        let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
-            as libc::c_long;
-        supported & needed == needed && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok()
-    })
+    use std::sync::atomic::AtomicU8;
+    const UNASKED: u8 = 0;
+    const PENDING: u8 = 1;
+    const YES: u8 = 2;
+    const NO: u8 = 3;
+    // Ordering: YES is stored (Release) after the registration returned and
+    // read with Acquire, so a caller that sees it commits unfenced only
+    // after the kernel registered the process.
+    static STATE: AtomicU8 = AtomicU8::new(UNASKED);
+    fn register() -> bool {
+        let ok = membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok();
+        STATE.store(if ok { YES } else { NO }, Ordering::Release);
+        ok
+    }
+    match STATE.load(Ordering::Acquire) {
+        YES => return true,
+        PENDING | NO => return false,
+        _ => {}
+    }
+    if STATE
+        .compare_exchange(UNASKED, PENDING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return STATE.load(Ordering::Acquire) == YES;
+    }
+    let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+        as libc::c_long;
+    if membarrier_disabled() || membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0) & needed != needed {
+        STATE.store(NO, Ordering::Release);
+        return false;
+    }
+    if own_thread_count().is_ok_and(|n| n == 1) {
+        return register();
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ipckit-membarrier".into())
+        .spawn(|| {
+            register();
+        });
+    if spawned.is_err() {
+        return register();
+    }
+    false
+}
+
+/// How many threads this process has (field 20 of `/proc/self/stat`).
+fn own_thread_count() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/stat")?;
+    text.rfind(')')
+        .and_then(|i| text[i + 1..].split_ascii_whitespace().nth(20 - 3))
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
 }
 
 /// Makes every running thread of every registered process execute a full
@@ -1032,6 +942,17 @@ pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn counts_own_threads() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        // This thread and `t` at least.
+        assert!(own_thread_count().unwrap() >= 2);
+        tx.send(()).unwrap();
+        t.join().unwrap().unwrap();
+    }
 
     #[test]
     fn parses_proc_stat_with_odd_command_names() {

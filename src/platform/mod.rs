@@ -2,11 +2,13 @@
 //!
 //! Everything above this module works with `io::Result`s and the small set of
 //! primitives exported here: POSIX shared memory, `memfd`, mappings, futex
-//! wait/wake on shared (never `FUTEX_PRIVATE_FLAG`) words, process-shared
-//! robust pthread mutexes and process identity — and one CPU hint (`cpu`).
+//! wait/wake on shared (never `FUTEX_PRIVATE_FLAG`) words,
+//! process and thread identity and liveness — and one CPU hint (`cpu`).
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("ipckit currently supports Linux only (it needs futexes, memfd and robust mutexes)");
+compile_error!(
+    "ipckit currently supports Linux only (it needs futexes, memfd, membarrier and /proc)"
+);
 
 mod cpu;
 #[cfg(target_os = "linux")]

@@ -187,6 +187,9 @@ impl RemoteCall {
 /// before parsing arguments, starting threads or printing.
 pub fn init() {
     INIT_CALLED.store(true, Ordering::Relaxed);
+    // Start the membarrier registration now, while the process most
+    // likely has one thread and it is quick (see `platform`).
+    crate::platform::membarrier_registered();
     child::maybe_run_child();
 }
 

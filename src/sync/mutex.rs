@@ -68,7 +68,7 @@ impl<T: ShmSafe> MutexCell<T> {
 /// The layout of a [`Mutex<T>`]: a header, then a [`MutexCell<T>`].
 pub(crate) struct MutexLayout<T>(PhantomData<T>);
 
-// SAFETY: MutexCell<T> is repr(C) of a pthread mutex, an atomic and a
+// SAFETY: MutexCell<T> is repr(C) of a RawMutex (plain atomics) and a
 // ShmSafe T: no pointers, every bit pattern valid, data accessed only under
 // the lock (see its Sync impl). The default length covers it.
 unsafe impl<T: ShmSafe> Layout for MutexLayout<T> {
@@ -221,8 +221,7 @@ impl<T: ShmSafe> Mutex<T> {
 /// Dropping the guard releases the lock; dropping it while its thread
 /// unwinds from a panic poisons the lock first (the next locker gets
 /// [`LockError::OwnerDied`]). A guard is tied to the thread that took the
-/// lock (the kernel tracks robust-lock owners per thread), so it is not
-/// `Send`.
+/// lock (the lock records the holding thread), so it is not `Send`.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
     pub(crate) raw: RawGuard<'a>,

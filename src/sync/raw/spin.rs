@@ -5,11 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
 
-/// How many times a lock polls before it sleeps: std's futex mutex budget.
-/// Locks are held briefly; a holder that is descheduled should not be
-/// waited for by spinning.
-pub(crate) const SPIN_LIMIT: u32 = 100;
-
 /// Whether spinning can help: not in a process confined to one CPU, where
 /// the spinner only delays whatever it waits for. Read once per process.
 /// Measured: see `docs/design-measurements.md`, "No spinning in a process
@@ -17,19 +12,6 @@ pub(crate) const SPIN_LIMIT: u32 = 100;
 pub(crate) fn spin_allowed() -> bool {
     static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALLOWED.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
-/// Spins (without system calls) until `cond` holds or the lock spin budget is
-/// used up; returns whether `cond` held.
-pub(crate) fn spin_until(mut cond: impl FnMut() -> bool) -> bool {
-    let limit = if spin_allowed() { SPIN_LIMIT } else { 0 };
-    for _ in 0..limit {
-        if cond() {
-            return true;
-        }
-        std::hint::spin_loop();
-    }
-    cond()
 }
 
 /// Whether the machine has more runnable threads than CPUs. A waiter that

@@ -1,0 +1,108 @@
+//! Bytes another process wrote into a segment are untrusted (issue 15): a
+//! lock's words are numbers a locker checks, never pointers it follows, so
+//! forged lock bytes make a lock look held by someone dead — it is taken
+//! over and reported — and never make a process write through them or
+//! crash.
+
+mod common;
+
+ipckit::test_support!();
+
+use std::time::{Duration, Instant};
+
+use common::{Ctx, spawn};
+use ipckit::sync::{Event, LockError, Mutex};
+
+/// Where a `Mutex<u64>`'s lock lies in its segment: right after the
+/// 128-byte header (as `ipckit inspect` finds it).
+const LOCK_AT: usize = 128;
+/// A lock's bytes: holder word, flag, padding, the sleepers' cell.
+const LOCK_LEN: usize = 32;
+
+/// Takes the lock (expecting it to be taken over from a forged holder),
+/// returning how long that took.
+fn lock_taken_over(m: &Mutex<u64>) -> (u64, Duration) {
+    let t = Instant::now();
+    match m.lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(g)) => {
+            let v = *g;
+            g.mark_consistent();
+            (v, t.elapsed())
+        }
+        Ok(_) => panic!("a forged holder was not reported"),
+        Err(e) => panic!("the lock was not recovered: {e}"),
+    }
+}
+
+/// Holds the lock until `go`, then writes 8 and unlocks — by then its lock
+/// words were overwritten, so its unlock must write nothing.
+fn child_hold_through_forgery((m, ready, go): (Mutex<u64>, Event, Event)) -> u64 {
+    let mut g = m.lock().unwrap();
+    ready.set();
+    go.wait_timeout(Duration::from_secs(30)).unwrap();
+    *g = 8;
+    drop(g);
+    // The lock is usable afterwards by its victim too.
+    match m.lock() {
+        Ok(g) => *g,
+        Err(LockError::OwnerDied(g)) => *g,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn forged_lock_bytes_under_a_holder_are_taken_over_not_followed() {
+    let ctx = Ctx::new("forged_lock");
+    let name = ctx.name("m");
+    let m = Mutex::create(&name, 7u64).unwrap();
+    let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
+    let child = spawn(
+        child_hold_through_forgery,
+        (m.clone(), ready.clone(), go.clone()),
+    );
+    ready.wait_timeout(Duration::from_secs(30)).unwrap();
+    // Every byte of the lock overwritten while the child holds it: the
+    // holder word names thread 0x41414141, which cannot exist; the
+    // sleepers' cell counts a billion sleepers.
+    m.segment().write_at(LOCK_AT, &[0x41; LOCK_LEN]).unwrap();
+    let (v, took) = lock_taken_over(&m);
+    assert_eq!(v, 7);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The victim's unlock, with the words no longer naming it, writes
+    // nothing; it can lock again afterwards.
+    go.set();
+    assert_eq!(child.join().unwrap(), 8);
+    for _ in 0..1000 {
+        *m.lock().unwrap() += 1;
+    }
+    assert_eq!(*m.lock().unwrap(), 1008);
+}
+
+/// Says it runs, then waits for `go`.
+fn child_wait((ready, go): (Event, Event)) {
+    ready.set();
+    go.wait_timeout(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_holder_word_naming_a_live_thread_of_another_process_is_taken_over() {
+    let ctx = Ctx::new("recycled_tid");
+    let name = ctx.name("m");
+    let m = Mutex::create(&name, 7u64).unwrap();
+    // A live process that holds nothing: its pid is its main thread's id,
+    // so the word names a running thread, but with the wrong process tag
+    // (what a recycled thread id looks like).
+    let ready = Event::new().unwrap();
+    let go = Event::new().unwrap();
+    let sleeper = spawn(child_wait, (ready.clone(), go.clone()));
+    ready.wait_timeout(Duration::from_secs(30)).unwrap();
+    let word = (u64::from(sleeper.pid()) << 32) | 0x0000_0002;
+    m.segment().write_at(LOCK_AT, &word.to_le_bytes()).unwrap();
+    // Not found by the cheap check (the thread exists) but by the full one.
+    assert!(m.try_lock().unwrap_err().is_would_block());
+    let (v, took) = lock_taken_over(&m);
+    assert_eq!(v, 7);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    go.set();
+    sleeper.join().unwrap();
+}
