@@ -89,14 +89,31 @@ pub(crate) fn valid_capacity(cap: u64) -> bool {
     cap.is_power_of_two() && cap >= MIN_CAPACITY as u64 && cap <= MAX_CAPACITY
 }
 
-/// The largest message sent as a single frame: its frame fits in half the ring.
+/// The largest payload of any frame: a header stores the length in 32
+/// bits, so rings of 16 GiB and more (whose half would exceed it) send
+/// longer messages as streams of frames of at most this.
+pub(crate) const MAX_FRAME_PAYLOAD: usize = 1 << 31;
+
+/// The largest message sent as a single frame: its frame fits in half the
+/// ring (and its length in a header).
 pub(crate) const fn max_whole_payload(capacity: usize) -> usize {
-    capacity / 2 - FRAME_HEADER
+    let half = capacity / 2 - FRAME_HEADER;
+    if half < MAX_FRAME_PAYLOAD {
+        half
+    } else {
+        MAX_FRAME_PAYLOAD
+    }
 }
 
-/// Payload bytes per `Cont`/`End` frame of a stream: a quarter of the ring.
+/// Payload bytes per `Cont`/`End` frame of a stream: a quarter of the ring
+/// (at most half of [`MAX_FRAME_PAYLOAD`]).
 pub(crate) const fn chunk_payload(capacity: usize) -> usize {
-    capacity / 4 - FRAME_HEADER
+    let quarter = capacity / 4 - FRAME_HEADER;
+    if quarter < MAX_FRAME_PAYLOAD / 2 {
+        quarter
+    } else {
+        MAX_FRAME_PAYLOAD / 2
+    }
 }
 
 /// Frame kinds; the codes carry a tag so stray bytes are rarely mistaken for a frame.
@@ -152,6 +169,9 @@ pub(crate) enum FrameError {
     Overrun { frame_units: u64, used_units: u64 },
     /// A `Start` frame whose payload is not a length.
     BadStart(u32),
+    /// The positions claim more queued than the ring holds (a forged or
+    /// corrupt head or tail).
+    Positions { used_units: u64, cap_units: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -170,16 +190,35 @@ impl fmt::Display for FrameError {
             FrameError::BadStart(len) => {
                 write!(f, "corrupt frame: a stream start of {len} bytes, not 8")
             }
+            FrameError::Positions {
+                used_units,
+                cap_units,
+            } => write!(
+                f,
+                "corrupt queue: head and tail say {} bytes are queued in a ring of {}",
+                used_units * UNIT as u64,
+                cap_units * UNIT as u64
+            ),
         }
     }
 }
 
-/// Decodes and checks a frame header against the `used_units` queued.
-/// Returns the kind, the payload length and the frame's size in units.
+/// Decodes and checks a frame header against the `used_units` queued in a
+/// ring of `cap_units` (positions come from shared memory: more queued
+/// than the ring holds is corruption, and a frame never exceeds what is
+/// queued, so whatever is copied out lies inside the ring). Returns the
+/// kind, the payload length and the frame's size in units.
 pub(crate) fn decode_header(
     b: [u8; FRAME_HEADER],
     used_units: u64,
+    cap_units: u64,
 ) -> Result<(FrameKind, u32, u64), FrameError> {
+    if used_units > cap_units {
+        return Err(FrameError::Positions {
+            used_units,
+            cap_units,
+        });
+    }
     let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let code = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let kind = FrameKind::from_code(code).ok_or(FrameError::BadKind(code))?;
@@ -228,6 +267,18 @@ mod tests {
         assert!(!valid_capacity(1 << 39));
         assert_eq!(max_whole_payload(4096), 2040);
         assert_eq!(chunk_payload(4096), 1016);
+        // Half a big ring would not fit a header's 32-bit length (a 4 GiB
+        // message in a 16 GiB ring came out as its length modulo 2^32).
+        assert_eq!(max_whole_payload(1 << 32), (1 << 31) - FRAME_HEADER);
+        assert_eq!(max_whole_payload(1 << 33), MAX_FRAME_PAYLOAD);
+        assert_eq!(max_whole_payload(1 << 34), MAX_FRAME_PAYLOAD);
+        assert_eq!(chunk_payload(1 << 35), MAX_FRAME_PAYLOAD / 2);
+        assert_eq!(max_whole_payload(MAX_CAPACITY as usize), MAX_FRAME_PAYLOAD);
+        for cap_log in 12..=38 {
+            let cap = 1usize << cap_log;
+            assert!(max_whole_payload(cap) <= u32::MAX as usize);
+            assert!(chunk_payload(cap) <= max_whole_payload(cap));
+        }
     }
 
     #[test]
@@ -239,33 +290,49 @@ mod tests {
             FrameKind::Abort,
         ] {
             let h = encode_header(kind, 100);
-            assert_eq!(decode_header(h, 14), Ok((kind, 100, 14)));
+            assert_eq!(decode_header(h, 14, 512), Ok((kind, 100, 14)));
             assert!(matches!(
-                decode_header(h, 13),
+                decode_header(h, 13, 512),
                 Err(FrameError::Overrun { .. })
             ));
         }
         assert_eq!(
-            decode_header(encode_header(FrameKind::Start, 8), 2),
+            decode_header(encode_header(FrameKind::Start, 8), 2, 512),
             Ok((FrameKind::Start, 8, 2))
         );
         assert_eq!(
-            decode_header(encode_header(FrameKind::Start, 9), 10),
+            decode_header(encode_header(FrameKind::Start, 9), 10, 512),
             Err(FrameError::BadStart(9))
         );
         assert!(matches!(
-            decode_header([0; 8], 100),
+            decode_header([0; 8], 100, 512),
             Err(FrameError::BadKind(0))
         ));
-        let e = decode_header(encode_header(FrameKind::Whole, u32::MAX), 10).unwrap_err();
+        let e = decode_header(encode_header(FrameKind::Whole, u32::MAX), 10, 512).unwrap_err();
         assert!(e.to_string().contains("only 80 are queued"), "{e}");
+        // A forged tail: 1 MB "queued" in a 4 KiB ring, with a header to match.
+        let e =
+            decode_header(encode_header(FrameKind::Whole, 1_000_000), 125_002, 512).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Positions {
+                used_units: 125_002,
+                cap_units: 512
+            }
+        );
+        assert!(e.to_string().contains("in a ring of 4096"), "{e}");
     }
 
     proptest! {
         #[test]
-        fn any_header_bytes_decode_safely(b in any::<[u8; 8]>(), used in any::<u64>()) {
-            if let Ok((_, len, units)) = decode_header(b, used) {
-                prop_assert!(units <= used);
+        fn any_header_bytes_decode_safely(
+            b in any::<[u8; 8]>(),
+            used in any::<u64>(),
+            cap_log in 9u32..36,
+        ) {
+            let cap = 1u64 << cap_log;
+            if let Ok((_, len, units)) = decode_header(b, used, cap) {
+                prop_assert!(units <= used && used <= cap);
                 prop_assert_eq!(frame_units(len as usize), Some(units));
             }
         }

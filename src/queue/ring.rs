@@ -373,8 +373,9 @@ impl<'a> Ring<'a> {
     /// releasing `prod_lock`) wait for its pending stores, so without the
     /// hint every message pays that transfer in full, one after the other
     /// (64 B messages, 64 KiB ring, full: ~5.5 M/s; with it ~10 M/s; a
-    /// 16 MiB ring, whose lines the consumer no longer holds, is unchanged).
-    /// Only a hint: it changes no memory and the lines stay readable by
+    /// 16 MiB ring, whose lines the consumer no longer holds, is unchanged;
+    /// see `docs/design-measurements.md`, "A producer asks for the ring's
+    /// next lines"). Only a hint: it changes no memory and the lines stay readable by
     /// the consumer until a store takes them.
     fn prefetch_ahead(&self, pos: u64, len: usize) {
         let start = frame::ring_offset(pos, self.cap) + PREFETCH_AHEAD;
@@ -487,12 +488,24 @@ impl<'a> Ring<'a> {
     /// Checks on the producer side from a consumer waiting inside a stream:
     /// if `prod_lock` is free, takes it for a moment, which runs the
     /// dead-producer repair (an `Abort` frame) if its last holder died.
-    fn probe_producer(&self) {
-        if let Ok(locked) = self.s.prod_lock.try_lock() {
-            // SAFETY: we just took the lock on this thread.
-            let _lock = unsafe { RawGuard::new(&self.s.prod_lock) };
-            self.after_producer_lock(locked);
-        }
+    ///
+    /// Returns whether the stream can never continue: the lock was free (a
+    /// streaming producer holds it from the `Start` to the `End`), no
+    /// stream is open, and — read under the lock, so after any frame its
+    /// last holder committed — nothing follows the consumer's position
+    /// `hpos`. Only bytes written by something other than a producer (a
+    /// lone `Start` frame) leave a stream so.
+    fn probe_producer(&self, hpos: u64) -> bool {
+        let Ok(locked) = self.s.prod_lock.try_lock() else {
+            return false;
+        };
+        // SAFETY: we just took the lock on this thread.
+        let _lock = unsafe { RawGuard::new(&self.s.prod_lock) };
+        self.after_producer_lock(locked);
+        // Ordering: the lock's Acquire orders these after its last
+        // holder's commits.
+        self.s.stream_open.load(Ordering::Acquire) == 0
+            && used_units(hpos, unpack(self.s.tail.load(Ordering::Acquire)).0) == 0
     }
 }
 
@@ -527,7 +540,9 @@ impl ProducerGuard<'_> {
         let (tpos, produced) = unpack(tail);
         let fits_after = |head: u64, want: u64| {
             let (hpos, consumed) = unpack(head);
-            let free = r.cap_units - used_units(hpos, tpos);
+            // Saturating: positions come from shared memory (a forged head
+            // reads as a full ring, never as room beyond it).
+            let free = r.cap_units.saturating_sub(used_units(hpos, tpos));
             free >= want && (!item || count_between(consumed, produced) < r.max_items())
         };
         // First against the cached head: no cache miss on the consumer's line.
@@ -598,6 +613,9 @@ impl ProducerGuard<'_> {
         let (pos, count) = unpack(tail);
         let units = frame::frame_units(payload.len()).expect("frame sizes are bounded by the ring");
         r.prefetch_ahead(pos, units as usize * UNIT);
+        // Lengths fit the header's 32 bits: frames are at most
+        // `MAX_FRAME_PAYLOAD` (`max_whole_payload`, `chunk_payload`).
+        debug_assert!(payload.len() <= frame::MAX_FRAME_PAYLOAD);
         r.copy_in(pos, &frame::encode_header(kind, payload.len() as u32));
         r.copy_in(pos + (FRAME_HEADER / UNIT) as u64, payload);
         let new = pack(pos + units, count + u64::from(ends_message));
@@ -717,7 +735,8 @@ impl ConsumerGuard<'_> {
             if used > 0 {
                 let mut hdr = [0u8; FRAME_HEADER];
                 r.copy_out(hpos, &mut hdr);
-                let (kind, len, units) = frame::decode_header(hdr, used).map_err(corrupt)?;
+                let (kind, len, units) =
+                    frame::decode_header(hdr, used, r.cap_units).map_err(corrupt)?;
                 return Ok(Next::Frame {
                     kind,
                     len,
@@ -737,8 +756,14 @@ impl ConsumerGuard<'_> {
             if mid_stream {
                 // Is the stream's producer still there? If the producer lock
                 // is free, the stream ended (its End or Abort is coming), or
-                // its producer died and `probe_producer` just wrote the Abort.
-                r.probe_producer();
+                // its producer died and `probe_producer` just wrote the Abort
+                // — or nothing will ever come (a lone, forged `Start`).
+                if r.probe_producer(hpos) {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        "corrupt stream: it started, but no producer is writing it and nothing follows",
+                    ));
+                }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(timeout("the rest of a message"));
                 }
@@ -767,7 +792,10 @@ impl ConsumerGuard<'_> {
         s.not_full.wake_if(u32::MAX, || {
             let want = s.space_target.load(Ordering::Relaxed);
             let tail = unpack(s.tail.load(Ordering::Acquire)).0;
-            self.ring.cap_units - used_units(new_pos, tail) >= want
+            self.ring
+                .cap_units
+                .saturating_sub(used_units(new_pos, tail))
+                >= want
         });
     }
 
@@ -826,8 +854,10 @@ impl ConsumerGuard<'_> {
                     let total = u64::from_le_bytes(total);
                     self.advance(head, units, false);
                     buf.clear();
+                    // Grown as the chunks arrive past the first ring's worth:
+                    // `total` comes from shared memory.
                     if total <= limit {
-                        buf.reserve(total as usize);
+                        buf.reserve(total.min(r.cap_units * UNIT as u64) as usize);
                     }
                     if let Some(read) = self.read_stream(buf, total, 0, limit, deadline)? {
                         return Ok(Some(read));
@@ -991,7 +1021,8 @@ impl ConsumerGuard<'_> {
         }
         let mut hdr = [0u8; FRAME_HEADER];
         r.copy_out(unpack(head).0, &mut hdr);
-        let Ok((FrameKind::Whole, len, units)) = frame::decode_header(hdr, used) else {
+        let Ok((FrameKind::Whole, len, units)) = frame::decode_header(hdr, used, r.cap_units)
+        else {
             return None;
         };
         if u64::from(len) > limit {
@@ -1061,5 +1092,59 @@ impl Ring<'_> {
             }
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::queue::Queue;
+
+    /// Forges a frame at the tail as a writer that is not a producer would:
+    /// under the producer lock, without `stream_open`.
+    fn forge(q: &Queue<()>, kind: FrameKind, payload: &[u8]) {
+        let ring = q.ring();
+        let p = ring.lock_producer(None).unwrap();
+        let tail = ring.s.tail.load(Ordering::Relaxed);
+        p.commit_frame(tail, kind, payload, false);
+    }
+
+    #[test]
+    fn a_lone_stream_start_is_reported_not_waited_for() {
+        let q = Queue::<()>::new(4096).unwrap();
+        forge(&q, FrameKind::Start, &100_000u64.to_le_bytes());
+        let mut buf = Vec::new();
+        let t = Instant::now();
+        let e = q.try_get_bytes_into(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        forge(&q, FrameKind::Start, &100_000u64.to_le_bytes());
+        let e = q
+            .get_bytes_into_timeout(&mut buf, Duration::from_secs(30))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // The queue goes on.
+        q.put_bytes(b"next").unwrap();
+        assert_eq!(q.get_bytes().unwrap(), b"next");
+    }
+
+    #[test]
+    fn a_forged_tail_is_corruption_not_a_read_past_the_ring() {
+        let q = Queue::<()>::new(4096).unwrap();
+        let ring = q.ring();
+        // A header claiming 1 000 000 bytes and a tail claiming them queued.
+        ring.copy_in(0, &frame::encode_header(FrameKind::Whole, 1_000_000));
+        ring.s.tail.store(
+            pack(frame::frame_units(1_000_000).unwrap(), 1),
+            Ordering::Release,
+        );
+        let mut buf = Vec::new();
+        let e = q.try_get_bytes_into(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("in a ring of 4096"), "{e}");
+        // A producer, too, sees no room beyond the ring (and no panic).
+        assert!(q.try_put_bytes(b"x").is_err());
     }
 }
