@@ -106,3 +106,51 @@ fn a_holder_word_naming_a_live_thread_of_another_process_is_taken_over() {
     go.set();
     sleeper.join().unwrap();
 }
+
+/// Gives the `/dev/shm` object `name` to user `nobody` (65534), as if that
+/// user had planted it; `false` if this process may not (not root).
+fn give_away(name: &str) -> bool {
+    match std::os::unix::fs::chown(format!("/dev/shm/{name}"), Some(65534), Some(65534)) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("skipped: cannot chown a /dev/shm object to another user here ({e})");
+            false
+        }
+        Err(e) => panic!("chown: {e}"),
+    }
+}
+
+#[test]
+fn objects_of_another_user_are_refused_unless_asked_for() {
+    use ipckit::queue::Queue;
+    use ipckit::{CreationMode, ErrorKind, Segment};
+    let ctx = Ctx::new("other_user");
+    let name = ctx.name("q");
+    // Planted: a queue under the name, owned by another user, mode 0666.
+    let planted = Queue::<u64>::create(&name, 4096).unwrap();
+    std::fs::set_permissions(
+        format!("/dev/shm/{name}"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    if !give_away(&name) {
+        return;
+    }
+    planted.put(&666).unwrap();
+    let e = Segment::open(&name).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("belongs to user 65534"), "{e}");
+    let e = Queue::<u64>::open(&name).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // The victim's open_or_create no longer silently uses it.
+    let e = Queue::<u64>::open_or_create(&name, 4096).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // Asked for: opened.
+    let seg = Segment::builder(&name)
+        .creation_mode(CreationMode::OpenExisting)
+        .allow_other_owners(true)
+        .build()
+        .unwrap();
+    let q = Queue::<u64>::open_in(&seg, 0).unwrap();
+    assert_eq!(q.get().unwrap(), 666);
+}

@@ -471,7 +471,11 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
     ) {
         return Ok(());
     }
-    let seg = Segment::open(name)?;
+    // Inspection looks at any user's object it may read (an operator's view).
+    let seg = Segment::builder(name)
+        .creation_mode(crate::CreationMode::OpenExisting)
+        .allow_other_owners(true)
+        .build()?;
     if object::state_at_start(&seg) != Some(STATE_READY) {
         insp.note = Some("the object is not initialised".to_owned());
         return Ok(());

@@ -98,6 +98,7 @@ pub(crate) struct FileStat {
     pub dev: u64,
     pub ino: u64,
     pub mode: u32,
+    pub uid: u32,
 }
 
 /// `fstat(2)`.
@@ -112,7 +113,14 @@ pub(crate) fn fstat(fd: RawFd) -> io::Result<FileStat> {
         dev: st.st_dev,
         ino: st.st_ino,
         mode: st.st_mode,
+        uid: st.st_uid,
     })
+}
+
+/// The effective user id of this process.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Maps `len` bytes of `fd` shared and read-write.

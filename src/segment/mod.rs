@@ -131,6 +131,7 @@ pub struct SegmentBuilder {
     size: Option<usize>,
     mode: u32,
     creation: CreationMode,
+    other_owners: bool,
 }
 
 impl SegmentBuilder {
@@ -150,6 +151,20 @@ impl SegmentBuilder {
     /// What to do if the name exists (default [`CreationMode::CreateExclusive`]).
     pub fn creation_mode(mut self, mode: CreationMode) -> Self {
         self.creation = mode;
+        self
+    }
+
+    /// Whether an existing segment owned by another user may be opened
+    /// (default `false`: refused with [`ErrorKind::PermissionDenied`]).
+    ///
+    /// Anyone who can write a `/dev/shm` object can forge what is in it, and
+    /// a name is first come, first served: another local user may have
+    /// created it before you, mode `0666`, to read what you send or feed you
+    /// what they like. Allow other owners only for an object you expect
+    /// another account to create; then open the objects inside with their
+    /// `open_in`.
+    pub fn allow_other_owners(mut self, allow: bool) -> Self {
+        self.other_owners = allow;
         self
     }
 
@@ -187,7 +202,7 @@ impl SegmentBuilder {
                 Segment::create_posix(&self.name, posix, size, self.mode)
             }
             CreationMode::OpenExisting => {
-                Segment::open_posix(&self.name, posix, self.size.unwrap_or(0))
+                Segment::open_posix(&self.name, posix, self.size.unwrap_or(0), self.other_owners)
             }
             CreationMode::OpenOrCreate => {
                 let size = need_size()?;
@@ -196,7 +211,7 @@ impl SegmentBuilder {
                         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                         other => return other,
                     }
-                    match Segment::open_posix(&self.name, posix.clone(), size) {
+                    match Segment::open_posix(&self.name, posix.clone(), size, self.other_owners) {
                         // Unlinked between our two attempts: try creating again.
                         Err(e) if e.kind() == ErrorKind::NotFound => continue,
                         other => return other,
@@ -237,6 +252,7 @@ impl Segment {
             size: None,
             mode: DEFAULT_MODE,
             creation: CreationMode::default(),
+            other_owners: false,
         }
     }
 
@@ -298,10 +314,30 @@ impl Segment {
         })
     }
 
-    fn open_posix(display: &str, posix: CString, min_size: usize) -> Result<Segment> {
+    fn open_posix(
+        display: &str,
+        posix: CString,
+        min_size: usize,
+        other_owners: bool,
+    ) -> Result<Segment> {
         let ctx = || format!("cannot open segment {display:?}");
         let fd =
             platform::shm_open(&posix, OpenHow::Existing, 0).map_err(|e| Error::io(ctx(), e))?;
+        let owner = platform::fstat(fd.as_raw_fd())
+            .map_err(|e| Error::io(ctx(), e))?
+            .uid;
+        let me = platform::geteuid();
+        if owner != me && !other_owners {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "it belongs to user {owner}, not to this process's user {me} (another \
+                     user may have created it to read or forge what is in it; \
+                     SegmentBuilder::allow_other_owners opens it anyway)"
+                ),
+            )
+            .context(ctx()));
+        }
         // A creator sizes the object right after creating it; wait briefly
         // for that rather than failing on the window in between.
         let deadline = Instant::now() + SIZE_WAIT;
