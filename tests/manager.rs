@@ -606,3 +606,50 @@ fn a_server_that_cannot_start_reports_the_kind_of_its_failure() {
         "{e}"
     );
 }
+
+#[test]
+fn peers_that_never_authenticate_are_capped_and_do_not_hold_the_server() {
+    use std::io::Read;
+    let _t = Ctx::new("mgr_preauth");
+    let m = Manager::builder()
+        .address(Address::parse("127.0.0.1:0").unwrap())
+        .authkey(b"cap key")
+        .start()
+        .unwrap();
+    let Address::Tcp(addr) = m.address().clone() else {
+        unreachable!("a TCP address was asked for")
+    };
+    // 80 peers connect and say nothing.
+    let mut silent: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Those over the cap (64 in the handshake at once) are closed on
+    // arrival: they read EOF, where the others read the server's hello.
+    let mut closed = 0;
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        if s.read(&mut b).unwrap() == 0 {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 80 - 64, "{closed} of 80 closed");
+    // Once they leave, a real client is served.
+    drop(silent);
+    let t = Instant::now();
+    let c = loop {
+        match Manager::connect(m.address().clone(), Some(b"cap key")) {
+            Ok(c) => break c,
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let d = c.dict::<String, u32>().unwrap();
+    d.insert(&"k".to_owned(), &1).unwrap();
+    assert_eq!(d.get(&"k".into()).unwrap(), Some(1));
+    drop(c);
+    m.shutdown().unwrap();
+}

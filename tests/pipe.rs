@@ -316,6 +316,31 @@ fn garbage_silence_and_huge_lengths_in_the_handshake_are_rejected() {
     server.join().unwrap().unwrap();
 }
 
+#[test]
+fn an_oversized_handshake_frame_is_refused_from_its_length_before_its_body() {
+    let t = Ctx::new("listener_prealloc");
+    let path = sock_path(&t, "p");
+    let mut listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    // Long: the refusal must not come from the deadline.
+    listener.set_handshake_timeout(Duration::from_secs(30));
+    let mut raw = UnixStream::connect(&path).unwrap();
+    // A frame announced at 64 MiB (within the normal message limit), of
+    // which a first kilobyte arrives; the peer then stays, silent — what
+    // made an unauthenticated peer cost the server a buffer of that size.
+    raw.write_all(&(64u32 << 20).to_le_bytes()).unwrap();
+    raw.write_all(&[7u8; 1024]).unwrap();
+    let start = Instant::now();
+    let e = listener.accept().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthenticationFailed, "{e}");
+    assert!(e.to_string().contains("oversized handshake frame"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    drop(raw);
+}
+
 /// A raw peer behind a keyless listener, speaking whatever bytes it likes.
 fn raw_peer(t: &Ctx, bytes: &[u8]) -> Connection {
     let path = sock_path(t, "raw");

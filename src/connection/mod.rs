@@ -29,8 +29,12 @@
 //! role labels stop a peer from reflecting one side's answer back to it. A
 //! peer that fails is dropped; both sides report
 //! [`ErrorKind::AuthenticationFailed`]. Handshake frames are limited to
-//! 256 bytes and the handshake to a deadline (10 s by default), so a silent
-//! or garbage-sending peer cannot hold a server.
+//! 256 bytes — refused from their length prefix, before anything is read or
+//! allocated for them — and the handshake to a deadline (10 s by default).
+//! [`Listener::accept`] runs the handshake of each client it accepts before
+//! returning it (as Python's `Listener.accept` does), so a silent peer
+//! delays the next client by up to that deadline; the manager's server
+//! authenticates each client on a thread of its own, at most 64 at once.
 //!
 //! Without a key (`None` on both sides) there is no handshake beyond the
 //! hello; a client with a key refuses a server without one, and a server
@@ -309,20 +313,13 @@ fn auth_failed(why: &str) -> Error {
     )
 }
 
-/// Receives one handshake frame (bounded in size, and in time unless the
-/// deadline is `None`).
+/// Receives one handshake frame (bounded in size — refused from its length
+/// prefix, before anything is read or allocated for it — and in time unless
+/// the deadline is `None`).
 fn recv_small(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let limit_ok = conn.max_message_size() >= HANDSHAKE_FRAME_LIMIT;
-    let r = match deadline {
-        Some(d) => {
-            conn.recv_bytes_into_timeout(&mut out, d.saturating_duration_since(Instant::now()))
-        }
-        None => conn.recv_bytes_into(&mut out),
-    };
-    match r {
-        Ok(()) if out.len() <= HANDSHAKE_FRAME_LIMIT || !limit_ok => Ok(out),
-        Ok(()) => Err(auth_failed("oversized handshake frame")),
+    match conn.recv_bytes_within(&mut out, deadline, HANDSHAKE_FRAME_LIMIT) {
+        Ok(()) => Ok(out),
         Err(e) if e.is_timeout() => Err(Error::new(ErrorKind::Timeout, "the handshake timed out")),
         Err(e) if e.kind() == ErrorKind::LimitExceeded => {
             Err(auth_failed("oversized handshake frame"))

@@ -22,6 +22,10 @@ use crate::codec;
 use crate::connection::{self, Listener};
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Most peers in the handshake at once; more are closed on arrival until
+/// some finish (each has the handshake timeout at most).
+const MAX_PENDING_HANDSHAKES: usize = 64;
 use crate::pipe::Connection;
 
 /// How often a blocked operation checks its client and the shutdown flag.
@@ -297,6 +301,10 @@ impl Server {
     pub(crate) fn serve(self: &Arc<Server>, listener: &Listener) -> Result<()> {
         let (key, handshake_timeout) = listener.authenticator();
         let key: Arc<Option<Vec<u8>>> = Arc::new(key);
+        // Peers not yet authenticated, each on a thread of its own: capped,
+        // so that unauthenticated peers cannot take threads (or, with the
+        // handshake's 256-byte frames, memory) without bound.
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         while !self.shutdown.load(Ordering::Relaxed) {
             let conn = match listener.accept_unauthenticated(Duration::from_millis(100)) {
                 Ok(Some(c)) => c,
@@ -307,16 +315,26 @@ impl Server {
                     continue;
                 }
             };
+            // Ordering: a counter only (Relaxed).
+            if pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                drop(conn);
+                continue;
+            }
             let server = self.clone();
             let key = key.clone();
+            let left = pending.clone();
             let spawned = std::thread::Builder::new()
                 .name("ipckit-manager-client".into())
                 .spawn(move || {
-                    if connection::authenticate(&conn, key.as_deref(), handshake_timeout).is_ok() {
+                    let ok = connection::authenticate(&conn, key.as_deref(), handshake_timeout);
+                    left.fetch_sub(1, Ordering::Relaxed);
+                    if ok.is_ok() {
                         server.client(conn);
                     }
                 });
             if spawned.is_err() {
+                pending.fetch_sub(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         }

@@ -290,7 +290,7 @@ impl Connection {
 
     /// Receives the next message into `out` (replacing its contents).
     pub fn recv_bytes_into(&self, out: &mut Vec<u8>) -> Result<()> {
-        self.recv_until(out, None)
+        self.recv_until(out, None, self.max_message)
     }
 
     /// Receives the next message as raw bytes.
@@ -310,7 +310,7 @@ impl Connection {
     /// would-block error (a message partly arrived stays buffered).
     pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
         let mut out = Vec::new();
-        self.recv_until(&mut out, Some(Instant::now()))
+        self.recv_until(&mut out, Some(Instant::now()), self.max_message)
             .map_err(|e| {
                 if e.is_timeout() {
                     Error::new(ErrorKind::WouldBlock, "no complete message has arrived")
@@ -324,13 +324,26 @@ impl Connection {
     /// Receives the next value, waiting at most `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
         let mut out = Vec::new();
-        self.recv_until(&mut out, deadline_after(timeout))?;
+        self.recv_until(&mut out, deadline_after(timeout), self.max_message)?;
         codec::decode(&out)
     }
 
     /// Receives raw bytes into `out`, waiting at most `timeout`.
     pub fn recv_bytes_into_timeout(&self, out: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-        self.recv_until(out, deadline_after(timeout))
+        self.recv_until(out, deadline_after(timeout), self.max_message)
+    }
+
+    /// Receives raw bytes into `out` until `deadline`, refusing a message
+    /// over `limit` bytes from its length prefix, before reading or
+    /// allocating for it (the handshake's frames, from a peer not yet
+    /// authenticated).
+    pub(crate) fn recv_bytes_within(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        limit: usize,
+    ) -> Result<()> {
+        self.recv_until(out, deadline, limit)
     }
 
     /// Whether a message (or EOF) can be received without waiting longer
@@ -353,7 +366,7 @@ impl Connection {
             .map_err(|e| Error::io("cannot poll the connection", e))
     }
 
-    fn recv_until(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<()> {
+    fn recv_until(&self, out: &mut Vec<u8>, deadline: Option<Instant>, limit: usize) -> Result<()> {
         if !self.readable {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -396,12 +409,11 @@ impl Connection {
                 let mut h = [0u8; HEADER];
                 h.copy_from_slice(&st.buf[st.start..st.start + HEADER]);
                 let len = u32::from_le_bytes(h) as usize;
-                if len > self.max_message {
+                if len > limit {
                     return Err(Error::new(
                         ErrorKind::LimitExceeded,
                         format!(
-                            "the peer sent a message of {len} bytes, over this end's limit of {}",
-                            self.max_message
+                            "the peer sent a message of {len} bytes, over this end's limit of {limit}"
                         ),
                     ));
                 }
