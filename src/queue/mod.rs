@@ -623,7 +623,8 @@ impl<T, F: Flavor> Queue<T, F> {
             match guard.read_message(buf, self.max_message as u64, deadline)? {
                 Some(Read::HeldBy(pid)) => {
                     drop(guard);
-                    if !ring.wait_reader_change(pid, deadline) {
+                    let passed = deadline.is_some_and(|d| Instant::now() >= d);
+                    if passed || !ring.wait_reader_change(pid, deadline) {
                         return Err(Error::new(
                             ErrorKind::Timeout,
                             format!(

@@ -291,9 +291,11 @@ impl<'a> Ring<'a> {
     }
 
     /// Waits until the record of a half-read message no longer names
-    /// `pid`, the queue closes, or `deadline` passes (`false`).
+    /// `pid`, or `deadline` passes (`false`). A close does not end this
+    /// wait: the message at the head stays that process's to continue, and
+    /// the caller would only find it held again (a fuzzer found that loop).
     pub(crate) fn wait_reader_change(&self, pid: u32, deadline: Option<Instant>) -> bool {
-        let changed = || self.reader_pid() != pid || self.is_closed();
+        let changed = || self.reader_pid() != pid;
         // A kept partial is continued when its process reads again, which
         // may be long from now: sleep a slice at a time, and stop waiting
         // when its process is gone (the next locker clears the record).
@@ -502,6 +504,13 @@ impl<'a> Ring<'a> {
         // SAFETY: we just took the lock on this thread.
         let _lock = unsafe { RawGuard::new(&self.s.prod_lock) };
         self.after_producer_lock(locked);
+        // We hold the producer lock, so nobody is writing a stream: a
+        // stream flag still set was not written by a producer (which
+        // clears it before unlocking, or dies and is repaired above).
+        if self.s.stream_open.load(Ordering::Acquire) != 0 {
+            self.s.stream_open.store(0, Ordering::Release);
+            self.s.not_empty.notify(u32::MAX);
+        }
         // Ordering: the lock's Acquire orders these after its last
         // holder's commits.
         self.s.stream_open.load(Ordering::Acquire) == 0
@@ -719,8 +728,10 @@ impl ConsumerGuard<'_> {
         };
         // Outside a stream a close ends the wait too: it is part of the
         // condition, so a close racing with our registration is never
-        // slept through.
-        let ready = || available() || (!mid_stream && r.is_closed());
+        // slept through — unless a stream is still being written, whose
+        // frames are still to come (the close ends the wait once it ends).
+        let closed_for_good = || r.is_closed() && r.s.stream_open.load(Ordering::Acquire) == 0;
+        let ready = || available() || (!mid_stream && closed_for_good());
         let mut spinner = Spinner::new();
         let mut may_spin = None;
         loop {
@@ -744,7 +755,7 @@ impl ConsumerGuard<'_> {
                     head,
                 });
             }
-            if r.is_closed() && !mid_stream && r.s.stream_open.load(Ordering::Acquire) == 0 {
+            if !mid_stream && closed_for_good() {
                 return Ok(Next::Closed);
             }
             // A `try_get` (its deadline already passed) does not spin.
@@ -769,6 +780,12 @@ impl ConsumerGuard<'_> {
                 }
                 r.s.not_empty.wait_once(deadline, available);
                 continue;
+            }
+            if r.is_closed() {
+                // Closed while a stream is open: if its producer is gone,
+                // this takes its lock and ends the stream (an Abort frame),
+                // so that the wait below can end.
+                r.probe_producer(hpos);
             }
             if !r.s.not_empty.wait_until(deadline, Spin::No, ready) {
                 return Err(timeout("a message"));
@@ -1128,6 +1145,32 @@ mod tests {
         // The queue goes on.
         q.put_bytes(b"next").unwrap();
         assert_eq!(q.get_bytes().unwrap(), b"next");
+    }
+
+    /// Found by `fuzz/queue_shared_bytes`: both looped in `try_get`.
+    #[test]
+    fn closed_with_a_stale_stream_flag_or_a_foreign_reader_does_not_loop() {
+        let q = Queue::<()>::new(4096).unwrap();
+        let ring = q.ring();
+        ring.s.closed.store(1, Ordering::Release);
+        ring.s.stream_open.store(1, Ordering::Release);
+        let mut buf = Vec::new();
+        let t = Instant::now();
+        assert!(q.try_get_bytes_into(&mut buf).is_err());
+        assert!(
+            q.get_bytes_into_timeout(&mut buf, Duration::from_millis(200))
+                .is_err()
+        );
+        // The message at the head half read by a live process (pid 1),
+        // on a closed queue.
+        q.ring().s.reader.pid.store(1, Ordering::Release);
+        q.ring().s.reader.start_time.store(0, Ordering::Release);
+        assert!(q.try_get_bytes_into(&mut buf).is_err());
+        assert!(
+            q.get_bytes_into_timeout(&mut buf, Duration::from_millis(200))
+                .is_err()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]
