@@ -640,8 +640,7 @@ fn peers_that_never_authenticate_are_capped_and_do_not_hold_the_server() {
     let c = loop {
         match Manager::connect(m.address().clone(), Some(b"cap key")) {
             Ok(c) => break c,
-            Err(e) if t.elapsed() < Duration::from_secs(10) => {
-                let _ = e;
+            Err(_) if t.elapsed() < Duration::from_secs(10) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("{e}"),

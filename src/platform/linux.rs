@@ -307,6 +307,7 @@ pub(crate) struct ProcessId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ProcStat {
     pub state: u8,
+    pub num_threads: u64,
     pub start_time: u64,
 }
 
@@ -317,10 +318,16 @@ pub(crate) struct ProcStat {
 pub(crate) fn parse_proc_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
-    // After the command: field 3 is the state, field 22 the start time.
+    // After the command: field 3 is the state, field 20 the number of
+    // threads, field 22 the start time.
     let state = fields.next()?.bytes().next()?;
-    let start_time = fields.nth(22 - 4)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    let num_threads = fields.nth(20 - 4)?.parse().ok()?;
+    let start_time = fields.nth(22 - 21)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        num_threads,
+        start_time,
+    })
 }
 
 fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
@@ -794,13 +801,9 @@ pub(crate) fn membarrier_registered() -> bool {
     false
 }
 
-/// How many threads this process has (field 20 of `/proc/self/stat`).
+/// How many threads this process has.
 fn own_thread_count() -> io::Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/stat")?;
-    text.rfind(')')
-        .and_then(|i| text[i + 1..].split_ascii_whitespace().nth(20 - 3))
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
+    read_proc_stat(std::process::id()).map(|s| s.num_threads)
 }
 
 /// Makes every running thread of every registered process execute a full
@@ -967,6 +970,7 @@ mod tests {
         let text = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         let s = parse_proc_stat(text).unwrap();
         assert_eq!(s.state, b'S');
+        assert_eq!(s.num_threads, 1);
         assert_eq!(s.start_time, 98765);
         assert_eq!(parse_proc_stat("garbage"), None);
         assert_eq!(parse_proc_stat("1 (x) S 1 2"), None);

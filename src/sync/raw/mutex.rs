@@ -61,6 +61,12 @@ use crate::platform::{self, ProcessId};
 /// | [`POISON_OWNER_DIED`] (1) | a holder died |
 /// | [`POISON_PANICKED`] (2) | a holder panicked while holding the lock |
 /// | anything else | written by a foreign or corrupt peer; treated as 1 |
+///
+/// Ordering: `owner` is taken with an Acquire CAS and released with a
+/// Release store (SYNC POINT "lock"); every other load of it (the spin's
+/// poll, the relock and holder checks, snapshots) is Relaxed, because it
+/// only decides whether to try the CAS or check a holder — what it reads
+/// orders nothing, and a stale value costs one more look.
 #[repr(C, align(64))]
 pub(crate) struct RawMutex {
     owner: AtomicU64,
@@ -112,9 +118,11 @@ pub(crate) struct Locked {
 /// The low half of an `owner` word: the holder's process, hashed (never 0,
 /// so an owner word is never 0 even for a thread id of 0).
 fn process_tag(p: ProcessId) -> u32 {
-    let h = (p.start_time ^ (u64::from(p.pid) << 40) ^ u64::from(p.pid))
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((h >> 32) as u32) | 1
+    let h = crate::layout::fnv1a_continue(
+        crate::layout::fnv1a(&p.pid.to_le_bytes()),
+        &p.start_time.to_le_bytes(),
+    );
+    ((h >> 32) as u32 ^ h as u32) | 1
 }
 
 /// The calling thread's `owner` word (no system call after the thread's
@@ -177,6 +185,7 @@ impl RawMutex {
         self.owner
             .compare_exchange(dead, me, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
+        // Ordering: written while holding the lock, as `acquired` reads it.
         self.inconsistent
             .store(POISON_OWNER_DIED, Ordering::Relaxed);
         Some(Locked { owner_died: true })
