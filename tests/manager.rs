@@ -652,3 +652,61 @@ fn peers_that_never_authenticate_are_capped_and_do_not_hold_the_server() {
     drop(c);
     m.shutdown().unwrap();
 }
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn hostile_peers_announcing_huge_handshake_frames_cost_the_server_little_memory() {
+    use std::io::Write;
+    let _t = Ctx::new("mgr_preauth_rss");
+    let m = Manager::builder()
+        .address(Address::parse("127.0.0.1:0").unwrap())
+        .authkey(b"rss key")
+        .start()
+        .unwrap();
+    let Address::Tcp(addr) = m.address().clone() else {
+        unreachable!("a TCP address was asked for")
+    };
+    let pid = m.server_pid().expect("this manager owns its server");
+    let before = vm_rss_kib(pid);
+    // Eight peers with no key announce a 60 MiB frame (within the message
+    // limit), send its first 64 KiB, and stay.
+    let peers: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&(60u32 << 20).to_le_bytes()).unwrap();
+            s.write_all(&vec![0x5a; 64 << 10]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = vm_rss_kib(pid);
+    let grew = after.saturating_sub(before);
+    println!("manager server RSS {before} KiB -> {after} KiB with 8 hostile peers");
+    assert!(grew < 32 << 10, "the server grew by {grew} KiB");
+    drop(peers);
+    let c = Manager::connect(m.address().clone(), Some(b"rss key")).unwrap();
+    let d = c.dict::<String, u32>().unwrap();
+    d.insert(&"k".to_owned(), &2).unwrap();
+    drop(c);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn debug_output_never_shows_a_key() {
+    let key = b"hunter2-secret";
+    let shown = format!("{:?}", Manager::builder().authkey(key));
+    let as_numbers = format!("{:?}", &key[..3])
+        .trim_matches(['[', ']'])
+        .to_owned();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains(&as_numbers), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}

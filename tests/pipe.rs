@@ -403,3 +403,123 @@ fn connection_stream(c: &Connection) -> UnixStream {
     // SAFETY: dup() gives a new descriptor owned by the returned stream.
     unsafe { UnixStream::from_raw_fd(libc::dup(c.as_raw_fd())) }
 }
+
+#[test]
+fn silent_peers_do_not_delay_an_honest_client_of_accept() {
+    let t = Ctx::new("listener_silent");
+    let path = sock_path(&t, "s");
+    // The default handshake timeout (10 s): accept used to run handshakes
+    // one after another, so five silent peers held the next client 50 s.
+    let listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    let addr = listener.address().clone();
+    let silent: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    let server = serve_one(listener);
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    let c = Client::connect(addr, Some(b"key")).unwrap();
+    c.send(&"first").unwrap();
+    assert_eq!(c.recv::<String>().unwrap(), "FIRST");
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the honest client took {took:?}"
+    );
+    assert_eq!(server.join().unwrap().unwrap(), "first");
+    drop(silent);
+}
+
+#[test]
+fn accept_runs_at_most_the_cap_of_handshakes_and_closes_the_rest() {
+    use std::io::Read;
+    let t = Ctx::new("listener_cap");
+    let path = sock_path(&t, "c");
+    let mut listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    listener.set_max_pending_handshakes(2);
+    let addr = listener.address().clone();
+    let mut peers: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Nobody authenticates within 300 ms: accept gives up, handshakes go on.
+    assert!(
+        listener
+            .accept_timeout(Duration::from_millis(300))
+            .unwrap()
+            .is_none()
+    );
+    // Two peers got the server's hello; the two beyond the cap read EOF.
+    let mut hello = 0;
+    let mut closed = 0;
+    for p in &mut peers {
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match p.read(&mut b).unwrap() {
+            0 => closed += 1,
+            _ => hello += 1,
+        }
+    }
+    assert_eq!((hello, closed), (2, 2));
+    // When those two hang up, their failures come out of accept and an
+    // honest client is served.
+    drop(peers);
+    let server = std::thread::spawn(move || {
+        let mut failures = 0;
+        loop {
+            match listener.accept() {
+                Ok(c) => {
+                    let s: String = c.recv()?;
+                    c.send(&s)?;
+                    return Ok::<_, ipckit::Error>(failures);
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::AuthenticationFailed, "{e}");
+                    failures += 1;
+                }
+            }
+        }
+    });
+    let start = Instant::now();
+    let c = loop {
+        match Client::connect(addr.clone(), Some(b"key")) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    c.send(&"x").unwrap();
+    assert_eq!(c.recv::<String>().unwrap(), "x");
+    assert_eq!(server.join().unwrap().unwrap(), 2);
+}
+
+#[test]
+fn a_listeners_unix_socket_is_0600_and_an_existing_path_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Ctx::new("listener_mode");
+    // A directory of its own, so no other test's bind is running in it.
+    let dir = std::env::temp_dir().join(t.name("dir"));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("m.sock");
+    let listener = Listener::bind(path.as_path(), None).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let e = Listener::bind(path.as_path(), None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    // Nothing of the private bind directory is left beside it.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["m.sock"]);
+    // The socket works under its linked name.
+    let server = serve_one(listener);
+    let c = Client::connect(path.as_path(), None).unwrap();
+    c.send(&"m").unwrap();
+    assert_eq!(c.recv::<String>().unwrap(), "M");
+    server.join().unwrap().unwrap();
+    assert!(!path.exists());
+    std::fs::remove_dir(&dir).unwrap();
+}

@@ -31,23 +31,33 @@
 //! [`ErrorKind::AuthenticationFailed`]. Handshake frames are limited to
 //! 256 bytes — refused from their length prefix, before anything is read or
 //! allocated for them — and the handshake to a deadline (10 s by default).
-//! [`Listener::accept`] runs the handshake of each client it accepts before
-//! returning it (as Python's `Listener.accept` does), so a silent peer
-//! delays the next client by up to that deadline; the manager's server
-//! authenticates each client on a thread of its own, at most 64 at once.
+//! [`Listener::accept`] returns only authenticated clients (as Python's
+//! `Listener.accept` does), but it runs each handshake on a thread of its
+//! own and returns whichever client finishes first, so silent or slow peers
+//! never delay an honest one; at most 64 handshakes run at once
+//! ([`Listener::set_max_pending_handshakes`]) and a peer arriving beyond
+//! that is closed at once. The manager's server works the same way.
+//!
+//! Keys are held in memory that is zeroized when the last holder drops it,
+//! and no `Debug` output prints one.
 //!
 //! Without a key (`None` on both sides) there is no handshake beyond the
 //! hello; a client with a key refuses a server without one, and a server
 //! with a key refuses a client without one.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
@@ -62,6 +72,45 @@ const WELCOME: &[u8] = b"ipckit-welcome";
 const FAILURE: &[u8] = b"ipckit-auth-failed";
 const CHALLENGE_LEN: usize = 32;
 const HANDSHAKE_FRAME_LIMIT: usize = 256;
+
+/// Handshakes [`Listener::accept`] runs at once unless set otherwise.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// An authentication key: zeroized when the last clone is dropped, shown as
+/// `<redacted>` by `Debug`. Serialised as its bytes (a manager proxy carries
+/// its key to the processes it is sent to); the buffers a message passes
+/// through on the way are the caller's and are not zeroized.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct AuthKey(Arc<Zeroizing<Vec<u8>>>);
+
+impl AuthKey {
+    pub(crate) fn new(key: &[u8]) -> AuthKey {
+        AuthKey(Arc::new(Zeroizing::new(key.to_vec())))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthKey(<redacted>)")
+    }
+}
+
+impl Serialize for AuthKey {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.as_bytes().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bytes = Zeroizing::new(Vec::<u8>::deserialize(d)?);
+        Ok(AuthKey(Arc::new(bytes)))
+    }
+}
 
 /// Where a listener listens: a unix-socket path or a TCP address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,11 +183,69 @@ enum Inner {
 pub struct Listener {
     inner: Inner,
     address: Address,
-    authkey: Option<Vec<u8>>,
+    authkey: Option<AuthKey>,
     handshake_timeout: Duration,
     max_message: usize,
+    max_pending: usize,
+    handshakes: Arc<Handshakes>,
     /// The socket file to remove on drop (we created it).
     owned_path: Option<PathBuf>,
+}
+
+/// The handshakes `accept` started, each on a thread of its own, and the
+/// outcomes not yet returned.
+struct Handshakes {
+    state: Mutex<HandshakeState>,
+    /// A handshake thread writes a byte to `wake_tx` when it finishes;
+    /// `accept` polls `wake_rx` beside the listening socket.
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+}
+
+#[derive(Default)]
+struct HandshakeState {
+    running: usize,
+    done: VecDeque<Result<Connection>>,
+}
+
+impl Handshakes {
+    fn new() -> std::io::Result<Handshakes> {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        Ok(Handshakes {
+            state: Mutex::new(HandshakeState::default()),
+            wake_rx,
+            wake_tx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HandshakeState> {
+        // The state is a counter and a list, consistent after every statement.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes one `accept` (a byte already waiting is as good).
+    fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// The next finished handshake. If more are waiting, another `accept`
+    /// (on another thread) is woken for them: one byte may have stood for
+    /// several outcomes.
+    fn pop(&self) -> Option<Result<Connection>> {
+        let mut st = self.lock();
+        let next = st.done.pop_front()?;
+        if !st.done.is_empty() {
+            self.wake();
+        }
+        Some(next)
+    }
 }
 
 impl fmt::Debug for Listener {
@@ -146,27 +253,23 @@ impl fmt::Debug for Listener {
         f.debug_struct("Listener")
             .field("address", &self.address)
             .field("authenticated", &self.authkey.is_some())
+            .field("handshakes_running", &self.handshakes.lock().running)
             .finish()
     }
 }
 
 impl Listener {
     /// Listens on `address`. A unix-socket file is created with mode 0600
-    /// and removed when the listener is dropped; an existing file is an
-    /// error. For TCP, port 0 picks a free port (see [`address`](Self::address)).
+    /// (never visible with any other mode: it is bound in a fresh private
+    /// directory and linked into place) and removed when the listener is
+    /// dropped; an existing file is an `AlreadyExists` error. For TCP,
+    /// port 0 picks a free port (see [`address`](Self::address)).
     pub fn bind(address: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = address.into();
         let ctx = || format!("cannot listen on {address}");
         let (inner, address, owned_path) = match &address {
             Address::Unix(path) => {
-                let l = UnixListener::bind(path).map_err(|e| Error::io(ctx(), e))?;
-                use std::os::unix::fs::PermissionsExt;
-                if let Err(e) =
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                {
-                    let _ = std::fs::remove_file(path);
-                    return Err(Error::io(ctx(), e));
-                }
+                let l = bind_unix_0600(path).map_err(|e| Error::io(ctx(), e))?;
                 (Inner::Unix(l), address.clone(), Some(path.clone()))
             }
             Address::Tcp(a) => {
@@ -175,12 +278,31 @@ impl Listener {
                 (Inner::Tcp(l), Address::Tcp(bound), None)
             }
         };
+        // Non-blocking, so that an `accept` woken for a client another
+        // thread took first goes back to waiting instead of blocking there.
+        // (Accepted sockets do not inherit it.)
+        let nonblocking = match &inner {
+            Inner::Unix(l) => l.set_nonblocking(true),
+            Inner::Tcp(l) => l.set_nonblocking(true),
+        };
+        let handshakes = nonblocking.and_then(|()| Handshakes::new());
+        let handshakes = match handshakes {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                if let Some(p) = &owned_path {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(Error::io(ctx(), e));
+            }
+        };
         Ok(Listener {
             inner,
             address,
-            authkey: authkey.map(<[u8]>::to_vec),
+            authkey: authkey.map(AuthKey::new),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message: crate::codec::DEFAULT_MAX_MESSAGE,
+            max_pending: DEFAULT_MAX_PENDING_HANDSHAKES,
+            handshakes,
             owned_path,
         })
     }
@@ -200,57 +322,208 @@ impl Listener {
         self.max_message = bytes;
     }
 
+    /// How many handshakes [`accept`](Self::accept) runs at once (default
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES`], at least 1). A peer arriving
+    /// while that many are running is closed at once, so unauthenticated
+    /// peers cannot take threads or memory without bound.
+    pub fn set_max_pending_handshakes(&mut self, n: usize) {
+        self.max_pending = n.max(1);
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.inner {
+            Inner::Unix(l) => l.as_raw_fd(),
+            Inner::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+
+    /// Accepts one waiting peer without any handshake; `None` if another
+    /// thread took it first.
+    fn accept_raw(&self) -> Result<Option<Connection>> {
+        let stream = match &self.inner {
+            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Inner::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+        };
+        match stream {
+            Ok(stream) => {
+                let mut conn = Connection::new(stream, true, true);
+                conn.set_max_message_size(self.max_message);
+                Ok(Some(conn))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io(format!("cannot accept on {}", self.address), e)),
+        }
+    }
+
     /// Waits up to `timeout` for a client and accepts it *without* the
     /// handshake (`None` if none came): servers that authenticate on a
     /// thread of their own, so one slow client cannot hold the others up.
     pub(crate) fn accept_unauthenticated(&self, timeout: Duration) -> Result<Option<Connection>> {
-        use std::os::fd::AsRawFd;
-        let fd = match &self.inner {
-            Inner::Unix(l) => l.as_raw_fd(),
-            Inner::Tcp(l) => l.as_raw_fd(),
-        };
-        let ready = platform::poll_readable(fd, Some(timeout))
+        let ready = platform::poll_readable(self.raw_fd(), Some(timeout))
             .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
         if !ready {
             return Ok(None);
         }
-        let stream = match &self.inner {
-            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Inner::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
-        }
-        .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
-        let mut conn = Connection::new(stream, true, true);
-        conn.set_max_message_size(self.max_message);
-        Ok(Some(conn))
+        self.accept_raw()
     }
 
     /// What [`authenticate`] needs to check a client accepted by
     /// [`accept_unauthenticated`](Self::accept_unauthenticated).
-    pub(crate) fn authenticator(&self) -> (Option<Vec<u8>>, Duration) {
+    pub(crate) fn authenticator(&self) -> (Option<AuthKey>, Duration) {
         (self.authkey.clone(), self.handshake_timeout)
     }
 
-    /// Waits for a client and authenticates it. A client that fails the
-    /// handshake (wrong key, garbage, silence past the deadline) is dropped
-    /// and reported as an error; call `accept` again for the next client.
+    /// Waits for a client and returns it authenticated. Each peer's
+    /// handshake runs on a thread of its own, and the first to finish is
+    /// returned, so a silent or slow peer never delays an honest one. A peer
+    /// that fails the handshake (wrong key, garbage, silence past the
+    /// handshake timeout) is dropped and reported as an error, as Python's
+    /// `Listener.accept` raises `AuthenticationError`; call `accept` again
+    /// for the next client.
     pub fn accept(&self) -> Result<Connection> {
-        let stream = match &self.inner {
-            Inner::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Inner::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
+        loop {
+            if let Some(conn) = self.accept_until(None)? {
+                return Ok(conn);
+            }
         }
-        .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
-        let mut conn = Connection::new(stream, true, true);
-        conn.set_max_message_size(self.max_message);
-        server_handshake(&conn, self.authkey.as_deref(), self.handshake_timeout)
-            .map_err(|e| e.context(format!("rejected a client on {}", self.address)))?;
-        Ok(conn)
     }
+
+    /// Like [`accept`](Self::accept), giving up after `timeout` (`Ok(None)`).
+    /// Handshakes still running then go on, and a later `accept` returns
+    /// their clients.
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Option<Connection>> {
+        self.accept_until(deadline_after(timeout))
+    }
+
+    fn accept_until(&self, deadline: Option<Instant>) -> Result<Option<Connection>> {
+        let rejected = |e: Error| e.context(format!("rejected a client on {}", self.address));
+        loop {
+            if let Some(done) = self.handshakes.pop() {
+                return done.map(Some).map_err(rejected);
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+            };
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.handshakes.wake_rx),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            platform::poll_many(&mut fds, timeout)
+                .map_err(|e| Error::io(format!("cannot accept on {}", self.address), e))?;
+            if fds[1].revents != 0 {
+                self.handshakes.drain();
+            }
+            if fds[0].revents != 0 {
+                if let Some(conn) = self.accept_raw()? {
+                    self.start_handshake(conn);
+                }
+            }
+        }
+    }
+
+    /// Runs `conn`'s handshake on a thread of its own; its outcome joins
+    /// the finished ones. Beyond the cap, `conn` is closed at once.
+    fn start_handshake(&self, conn: Connection) {
+        {
+            let mut st = self.handshakes.lock();
+            if st.running >= self.max_pending {
+                return;
+            }
+            st.running += 1;
+        }
+        let handshakes = self.handshakes.clone();
+        let key = self.authkey.clone();
+        let timeout = self.handshake_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("ipckit-handshake".into())
+            .spawn(move || {
+                let outcome = server_handshake(&conn, key.as_ref().map(AuthKey::as_bytes), timeout)
+                    .map(|()| conn);
+                let mut st = handshakes.lock();
+                st.running -= 1;
+                st.done.push_back(outcome);
+                drop(st);
+                handshakes.wake();
+            });
+        if let Err(e) = spawned {
+            let mut st = self.handshakes.lock();
+            st.running -= 1;
+            st.done
+                .push_back(Err(Error::io("cannot start a handshake thread", e)));
+        }
+    }
+}
+
+/// Binds a unix socket that never exists with a mode other than 0600: it
+/// is bound inside a fresh 0700 directory beside `path`, chmod-ed, then
+/// hard-linked to `path` (which fails, rather than replacing anything, if
+/// `path` exists) and the temporary name removed. Where the temporary path
+/// would be too long for a socket address, it binds `path` directly and
+/// chmods it at once (the socket is then briefly open to the umask).
+fn bind_unix_0600(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut r = [0u8; 8];
+    platform::random_bytes(&mut r)?;
+    let dir = parent.join(format!(
+        ".ipckit-bind-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(r)
+    ));
+    let tmp = dir.join("s");
+    // sun_path holds 108 bytes, the terminating NUL included.
+    if std::os::unix::ffi::OsStrExt::as_bytes(tmp.as_os_str()).len() >= 108 {
+        let l = UnixListener::bind(path)?;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        return Ok(l);
+    }
+    if path.symlink_metadata().is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the socket path exists",
+        ));
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let bound = (|| {
+        let l = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::hard_link(&tmp, path)?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    bound
 }
 
 impl Drop for Listener {
@@ -343,8 +616,12 @@ fn with_handshake_limits<R>(
 
 /// The server's side of the handshake, for connections accepted by
 /// [`Listener::accept_unauthenticated`].
-pub(crate) fn authenticate(conn: &Connection, key: Option<&[u8]>, timeout: Duration) -> Result<()> {
-    server_handshake(conn, key, timeout)
+pub(crate) fn authenticate(
+    conn: &Connection,
+    key: Option<&AuthKey>,
+    timeout: Duration,
+) -> Result<()> {
+    server_handshake(conn, key.map(AuthKey::as_bytes), timeout)
 }
 
 fn server_handshake(conn: &Connection, key: Option<&[u8]>, timeout: Duration) -> Result<()> {

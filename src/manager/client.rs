@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{Hello, PROTOCOL_VERSION, Reply, Request};
 use crate::codec;
-use crate::connection::{Address, Client};
+use crate::connection::{Address, AuthKey, Client};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::Connection;
 use crate::platform;
@@ -68,7 +68,7 @@ pub(crate) fn thread_id() -> u64 {
 /// One manager as seen from this process.
 pub(crate) struct Core {
     pub(crate) address: Address,
-    authkey: Option<Vec<u8>>,
+    authkey: Option<AuthKey>,
     max_message: usize,
     idle: Mutex<Vec<Connection>>,
 }
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Core {
 static CORES: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
 
 impl Core {
-    pub(crate) fn get(address: Address, authkey: Option<Vec<u8>>, max_message: usize) -> Arc<Core> {
+    pub(crate) fn get(address: Address, authkey: Option<AuthKey>, max_message: usize) -> Arc<Core> {
         let mut cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
         cores.retain(|w| w.strong_count() > 0);
         for w in cores.iter() {
@@ -121,7 +121,7 @@ impl Core {
     fn connect(&self) -> Result<Connection> {
         let mut conn = Client::connect_timeout(
             self.address.clone(),
-            self.authkey.as_deref(),
+            self.authkey.as_ref().map(AuthKey::as_bytes),
             Duration::from_secs(10),
         )
         .map_err(|e| match e.kind() {
@@ -204,7 +204,7 @@ impl Core {
 pub(crate) struct Token {
     unix: bool,
     address: Vec<u8>,
-    authkey: Option<Vec<u8>>,
+    authkey: Option<AuthKey>,
     max_message: u64,
     pub(crate) id: u64,
 }

@@ -81,7 +81,7 @@ pub use proxy::{
 pub use crate::collections::{Item, ShareableList, SharedMap};
 
 use crate::codec;
-use crate::connection::{Address, Listener};
+use crate::connection::{Address, AuthKey, Listener};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::{Connection, Pipe};
 use crate::platform;
@@ -120,7 +120,7 @@ impl std::fmt::Debug for Manager {
 #[derive(Debug, Clone)]
 pub struct ManagerBuilder {
     address: Option<Address>,
-    authkey: Option<Vec<u8>>,
+    authkey: Option<AuthKey>,
     max_message: usize,
 }
 
@@ -129,7 +129,7 @@ pub struct ManagerBuilder {
 struct ServerArgs {
     unix: Option<PathBuf>,
     tcp: Option<String>,
-    authkey: Option<Vec<u8>>,
+    authkey: Option<AuthKey>,
     max_message: u64,
     ready: Connection,
 }
@@ -142,7 +142,7 @@ fn server_main(args: ServerArgs) {
         (None, None) => Err(Error::new(ErrorKind::InvalidArgument, "no address")),
     };
     let listener = address.and_then(|a| {
-        let mut l = Listener::bind(a, args.authkey.as_deref())?;
+        let mut l = Listener::bind(a, args.authkey.as_ref().map(AuthKey::as_bytes))?;
         l.set_max_message_size(args.max_message as usize);
         Ok(l)
     });
@@ -188,7 +188,7 @@ impl ManagerBuilder {
     /// [`start`](Self::start): 32 random bytes, inherited by proxies.
     /// Required for TCP.
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
-        self.authkey = Some(key.as_ref().to_vec());
+        self.authkey = Some(AuthKey::new(key.as_ref()));
         self
     }
 
@@ -215,10 +215,10 @@ impl ManagerBuilder {
         let authkey = match self.authkey {
             Some(k) => k,
             None => {
-                let mut k = vec![0u8; 32];
-                platform::random_bytes(&mut k)
+                let mut k = zeroize::Zeroizing::new([0u8; 32]);
+                platform::random_bytes(&mut k[..])
                     .map_err(|e| Error::io("cannot make a manager key", e))?;
-                k
+                AuthKey::new(&k[..])
             }
         };
         let (dir, unix, tcp) = match self.address {
@@ -300,7 +300,7 @@ impl ManagerBuilder {
         let address = self
             .address
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "serve() needs an address"))?;
-        let mut listener = Listener::bind(address, self.authkey.as_deref())?;
+        let mut listener = Listener::bind(address, self.authkey.as_ref().map(AuthKey::as_bytes))?;
         listener.set_max_message_size(self.max_message);
         server::Server::new().serve(&listener)
     }
@@ -422,7 +422,7 @@ impl Manager {
         let m = Manager {
             core: Core::get(
                 address.into(),
-                authkey.map(<[u8]>::to_vec),
+                authkey.map(AuthKey::new),
                 DEFAULT_MAX_MESSAGE,
             ),
             owned: None,

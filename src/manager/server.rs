@@ -300,7 +300,6 @@ impl Server {
     /// thread of its own (authentication included).
     pub(crate) fn serve(self: &Arc<Server>, listener: &Listener) -> Result<()> {
         let (key, handshake_timeout) = listener.authenticator();
-        let key: Arc<Option<Vec<u8>>> = Arc::new(key);
         // Peers not yet authenticated, each on a thread of its own: capped,
         // so that unauthenticated peers cannot take threads (or, with the
         // handshake's 256-byte frames, memory) without bound.
@@ -327,7 +326,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name("ipckit-manager-client".into())
                 .spawn(move || {
-                    let ok = connection::authenticate(&conn, key.as_deref(), handshake_timeout);
+                    let ok = connection::authenticate(&conn, key.as_ref(), handshake_timeout);
                     left.fetch_sub(1, Ordering::Relaxed);
                     if ok.is_ok() {
                         server.client(conn);
