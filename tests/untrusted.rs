@@ -154,3 +154,71 @@ fn objects_of_another_user_are_refused_unless_asked_for() {
     let q = Queue::<u64>::open_in(&seg, 0).unwrap();
     assert_eq!(q.get().unwrap(), 666);
 }
+
+/// What a `Segment` looks like on the wire (the crate's private token, same
+/// variants in the same order), to forge one.
+#[derive(serde::Serialize)]
+#[allow(dead_code)]
+enum ForgedToken {
+    Named {
+        name: String,
+    },
+    AnonymousFd {
+        index: u32,
+        len: u64,
+    },
+    Anonymous {
+        pid: u32,
+        fd: i32,
+        dev: u64,
+        ino: u64,
+        len: u64,
+    },
+}
+
+#[test]
+fn a_segment_token_naming_a_descriptor_that_is_not_a_segment_is_refused() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let t = Ctx::new("forged_token");
+    // A real anonymous segment's token opens (the positive control).
+    let seg = ipckit::Segment::new(4096).unwrap();
+    seg.write_at(0, b"real").unwrap();
+    let bytes = ipckit::codec::encode(&seg).unwrap();
+    let back: ipckit::Segment = ipckit::codec::decode(&bytes).unwrap();
+    let mut b = [0u8; 4];
+    back.read_at(0, &mut b).unwrap();
+    assert_eq!(&b, b"real");
+    // A file this process holds, named by a token that knows its identity:
+    // decoding used to map it read-write as a segment.
+    let path = std::env::temp_dir().join(t.name("victim"));
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&[b'v'; 4096]).unwrap();
+    let meta = file.metadata().unwrap();
+    let forged = |pid: u32, fd: i32, dev: u64, ino: u64, len: u64| {
+        let token = ForgedToken::Anonymous {
+            pid,
+            fd,
+            dev,
+            ino,
+            len,
+        };
+        let bytes = ipckit::codec::encode(&token).unwrap();
+        ipckit::codec::decode::<ipckit::Segment>(&bytes)
+    };
+    let e = forged(
+        std::process::id(),
+        file.as_raw_fd(),
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not an anonymous segment"), "{e}");
+    // Another process's descriptors (init's stdin, say) are not opened either.
+    let e = forged(1, 0, 0, 0, 4096).unwrap_err();
+    assert!(!e.to_string().is_empty());
+    assert_eq!(std::fs::read(&path).unwrap(), vec![b'v'; 4096]);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -128,15 +128,57 @@ pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().len(len).map_raw(fd)
 }
 
-/// Opens another process's descriptor through `/proc/<pid>/fd/<fd>`.
+/// Opens another process's anonymous segment through `/proc/<pid>/fd/<fd>`.
 ///
 /// This is how an anonymous (memfd) segment reaches another process: the
 /// receiver opens the sender's descriptor by path, which gives it a new open
-/// file description of the same memory file.
+/// file description of the same memory file. `pid` and `fd` come from a
+/// message, so they are not trusted: only an ipckit memfd is opened — the
+/// link must name a memfd before anything is opened (no device, FIFO,
+/// socket or file of whatever process the message names is ever opened
+/// read-write), and what was opened must be a regular file sealed against
+/// resizing as ipckit seals its segments, owned by this user. Anything else
+/// is `PermissionDenied`.
 pub(crate) fn open_proc_fd(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("/proc/{pid}/fd/{fd} {why}"),
+        )
+    };
     let path = format!("/proc/{pid}/fd/{fd}");
-    let file = File::options().read(true).write(true).open(path)?;
-    Ok(OwnedFd::from(file))
+    let target = std::fs::read_link(&path)?;
+    if !target
+        .as_os_str()
+        .as_bytes()
+        .starts_with(b"/memfd:ipckit-anonymous")
+    {
+        return Err(refuse("is not an anonymous segment"));
+    }
+    // Non-blocking and no controlling terminal, should the descriptor have
+    // been swapped for something else between the look and the open.
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let fd_now = OwnedFd::from(file);
+    let st = fstat(fd_now.as_raw_fd())?;
+    if st.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(refuse("is not a regular file"));
+    }
+    if st.uid != geteuid() {
+        return Err(refuse(&format!("belongs to uid {}", st.uid)));
+    }
+    // SAFETY: F_GET_SEALS takes no argument; `fd_now` is open.
+    let seals = unsafe { libc::fcntl(fd_now.as_raw_fd(), libc::F_GET_SEALS) };
+    let wanted = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    if seals < 0 || seals & wanted != wanted {
+        return Err(refuse("is not a sealed ipckit segment"));
+    }
+    Ok(fd_now)
 }
 
 // ---------------------------------------------------------------------------

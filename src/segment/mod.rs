@@ -84,7 +84,11 @@ pub enum CreationMode {
 /// descriptor (passed with SCM_RIGHTS); in any other value (a queue message,
 /// say) as a reference to the sender's descriptor, which the receiver opens
 /// through `/proc/<pid>/fd/<n>` — so there the sender must keep its handle
-/// until the receiver has decoded it.
+/// until the receiver has decoded it. The pid and descriptor number come
+/// from the message, so the receiver opens only what is an ipckit anonymous
+/// segment of its own user (a sealed memfd of that name); a token naming
+/// any other descriptor is refused (`PermissionDenied`) without opening it
+/// or, should it be swapped in between, without mapping it.
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
