@@ -521,3 +521,43 @@ fn errors_and_usage_have_distinct_exit_codes() {
     assert_eq!(code, 0);
     assert!(out.contains("clean"), "{out}");
 }
+
+#[test]
+fn inspecting_an_object_another_process_keeps_truncating_never_dies() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ctx = Ctx::new("cli_truncated");
+    let name = ctx.name("q");
+    let q = Queue::<u32>::create(&name, 4096).unwrap();
+    let path = Path::new("/dev/shm").join(&name);
+    let full = std::fs::metadata(&path).unwrap().len();
+    // Another process of this user (a thread here) empties it and restores its length,
+    // again and again. `inspect` reads with pread, so it reports what it
+    // finds; a mapping read past the end of the file is SIGBUS.
+    let stop = AtomicBool::new(false);
+    let mut described = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                f.set_len(0).unwrap();
+                f.set_len(full).unwrap();
+            }
+        });
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(1) {
+            if ipckit::admin::inspect(&name).is_ok() {
+                described += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(described > 0);
+    let text = ok(&["inspect", &name]);
+    assert!(
+        text.contains(&format!("name:              {name}")),
+        "{text}"
+    );
+    // This process's mapping saw its pages dropped: never touch it again.
+    std::mem::forget(q);
+    ipckit::Segment::unlink(&name).unwrap();
+}

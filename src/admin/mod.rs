@@ -43,11 +43,13 @@
 //!
 //! # Reading other processes' memory
 //!
-//! Headers are read with `pread` (never mapped) when listing. [`inspect`]
-//! maps the object and reads its shared words with atomic loads only: it
-//! takes no lock and writes nothing, and every value read is validated
-//! before use, so a corrupt object gives an error or odd numbers, never a
-//! panic or undefined behaviour.
+//! Objects are never mapped: headers are read with `pread` when listing,
+//! and [`inspect`] (and so `ipckit watch`) reads the start of the object —
+//! its header, queue state or lock — with `pread` into a private copy and
+//! decodes that. So it takes no lock and writes nothing, another process
+//! truncating the object cannot kill the tool with SIGBUS, and every value
+//! read is validated before use: a corrupt object gives an error or odd
+//! numbers, never a panic or undefined behaviour.
 //!
 //! [`Segment`]: crate::Segment
 
@@ -454,43 +456,56 @@ fn lock_offset(header: &Header) -> Option<usize> {
     (end as u64 <= header.total_len).then_some(offset)
 }
 
-/// Reads the details of a ready object through a mapping.
+/// Reads the details of a ready object from a private copy of its start,
+/// read with `pread`: the object is never mapped, so another process
+/// truncating it cannot kill this one with SIGBUS, and nothing read can
+/// change while it is decoded.
 fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
     let Some(file_header) = info.header else {
         return Ok(());
     };
-    if !matches!(
-        file_header.kind(),
-        Some(
-            ObjectKind::Queue
-                | ObjectKind::JoinableQueue
-                | ObjectKind::Mutex
-                | ObjectKind::Value
-                | ObjectKind::Array
-        )
-    ) {
+    let need = match file_header.kind() {
+        Some(ObjectKind::Queue | ObjectKind::JoinableQueue) => crate::queue::SNAPSHOT_LEN,
+        Some(ObjectKind::Mutex | ObjectKind::Value | ObjectKind::Array) => {
+            match lock_offset(&file_header) {
+                Some(off) => off + std::mem::size_of::<RawMutex>(),
+                None => {
+                    insp.note = Some("the header does not describe a valid lock layout".to_owned());
+                    return Ok(());
+                }
+            }
+        }
+        _ => return Ok(()),
+    };
+    let mut bytes = vec![0u8; need];
+    let (read, entry) = platform::read_shm_start(name, &mut bytes)
+        .map_err(|e| Error::io(format!("cannot read {name:?} in /dev/shm"), e))?;
+    if read < need {
+        insp.note = Some(format!(
+            "the object holds {read} bytes, fewer than its header describes"
+        ));
         return Ok(());
     }
-    // Inspection looks at any user's object it may read (an operator's view).
-    let seg = Segment::builder(name)
-        .creation_mode(crate::CreationMode::OpenExisting)
-        .allow_other_owners(true)
-        .build()?;
+    // The copy: an anonymous segment, so the decoders below read it as
+    // they would read the object (atomics at aligned offsets).
+    let seg = Segment::new(need)?;
+    seg.write_at(0, &bytes)?;
     if object::state_at_start(&seg) != Some(STATE_READY) {
         insp.note = Some("the object is not initialised".to_owned());
         return Ok(());
     }
-    let mut bytes = [0u8; HEADER_LEN];
-    seg.read_at(0, &mut bytes)?;
-    let header =
-        Header::decode(&bytes).map_err(|e| Error::new(ErrorKind::Corrupt, e.to_string()))?;
-    if header != file_header || header.total_len > seg.len() as u64 {
+    let head: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "shorter than a header"))?;
+    let header = Header::decode(head).map_err(|e| Error::new(ErrorKind::Corrupt, e.to_string()))?;
+    if header != file_header || header.total_len > entry.size {
         insp.note = Some("the object changed while being inspected".to_owned());
         return Ok(());
     }
     match header.kind() {
         Some(ObjectKind::Queue | ObjectKind::JoinableQueue) => {
-            let s = crate::queue::snapshot(&seg, &header)?;
+            let s = crate::queue::snapshot(&seg, &header, entry.size)?;
             insp.queue = Some(QueueInfo {
                 capacity: s.capacity,
                 max_items: s.max_items,

@@ -195,9 +195,16 @@ pub(crate) struct Snapshot {
 /// Acquire load) is `header`. Takes no lock and writes nothing; every
 /// value is checked before it is used, so a corrupt queue gives an error
 /// or odd numbers, never undefined behaviour.
+/// How many leading bytes of a queue's segment [`snapshot`] reads.
+pub(crate) const SNAPSHOT_LEN: usize = RING_AT;
+
+/// A queue's state from `segment`, which holds at least the first
+/// [`SNAPSHOT_LEN`] bytes of a queue object of `object_len` bytes (the
+/// object itself, or a private copy of its start).
 pub(crate) fn snapshot(
     segment: &Segment,
     header: &crate::layout::header::Header,
+    object_len: u64,
 ) -> Result<Snapshot> {
     let corrupt = |why: String| Error::new(ErrorKind::Corrupt, why);
     let joinable = match header.kind() {
@@ -215,12 +222,11 @@ pub(crate) fn snapshot(
     }
     let cap = usize::try_from(header.param).map_err(|_| corrupt("capacity too large".into()))?;
     match total_len(cap) {
-        Some(len) if len as u64 == header.total_len && len <= segment.len() => {}
+        Some(len) if len as u64 == header.total_len && len as u64 <= object_len => {}
         _ => {
             return Err(corrupt(format!(
-                "header length {} does not match a queue of {cap} bytes in a segment of {}",
+                "header length {} does not match a queue of {cap} bytes in a segment of {object_len}",
                 header.total_len,
-                segment.len()
             )));
         }
     }
