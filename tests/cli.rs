@@ -561,3 +561,33 @@ fn inspecting_an_object_another_process_keeps_truncating_never_dies() {
     std::mem::forget(q);
     ipckit::Segment::unlink(&name).unwrap();
 }
+
+#[test]
+fn ls_and_inspect_show_owner_and_mode() {
+    let ctx = Ctx::new("cli_owner");
+    let name = ctx.name("v");
+    let v = Value::create(&name, 1u32).unwrap();
+    let uid = std::fs::metadata(Path::new("/dev/shm").join(&name))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    let table = ok(&["ls"]);
+    assert!(
+        table.lines().next().unwrap().contains("OWNER  MODE"),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.starts_with(&name)).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[3..5], [uid.to_string().as_str(), "0600"], "{row}");
+    let json = ok(&["ls", "--json"]);
+    let line = json_line(&json, &name).unwrap();
+    assert!(
+        line.contains(&format!("\"uid\":{uid},\"mode\":\"0600\"")),
+        "{line}"
+    );
+    let text = ok(&["inspect", &name]);
+    assert!(
+        text.contains(&format!("owner:             uid {uid}, mode 0600")),
+        "{text}"
+    );
+    drop(v);
+}

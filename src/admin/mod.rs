@@ -103,6 +103,9 @@ pub struct ObjectInfo {
     pub size: u64,
     /// The owning user id.
     pub uid: u32,
+    /// The permission bits (ipckit creates objects `0600`; anything wider
+    /// is shared with other users on purpose or by someone else).
+    pub mode: u32,
     /// Whether the entry is a valid, a corrupt, or no ipckit object.
     pub health: Health,
     /// The decoded header ([`Health::Ready`] and [`Health::Initializing`]).
@@ -239,6 +242,7 @@ fn describe(entry: ShmEntry, bytes: &[u8], users: &ShmUsers, now: u64) -> Object
         name: entry.name,
         size: entry.size,
         uid: entry.uid,
+        mode: entry.mode,
         health,
         header,
         creator,

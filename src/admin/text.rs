@@ -79,10 +79,12 @@ fn status_cell(o: &ObjectInfo) -> String {
 
 /// The `ls` table: a header line and one line per object.
 pub fn table(objects: &[ObjectInfo]) -> String {
-    let mut rows: Vec<[String; 7]> = vec![[
+    let mut rows: Vec<[String; 9]> = vec![[
         "NAME".into(),
         "KIND".into(),
         "SIZE".into(),
+        "OWNER".into(),
+        "MODE".into(),
         "CREATOR".into(),
         "USERS".into(),
         "AGE".into(),
@@ -93,13 +95,15 @@ pub fn table(objects: &[ObjectInfo]) -> String {
             o.name.escape_debug().to_string(),
             o.kind_name(),
             size(o.size),
+            o.uid.to_string(),
+            format!("{:04o}", o.mode),
             creator_cell(o),
             o.users.len().to_string(),
             o.age.map_or_else(|| "-".to_owned(), age),
             status_cell(o),
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 9];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -142,7 +146,7 @@ pub fn object_json(o: &ObjectInfo) -> String {
     };
     format!(
         concat!(
-            "{{\"name\":{},\"kind\":{},\"type\":{},\"size\":{},\"uid\":{},",
+            "{{\"name\":{},\"kind\":{},\"type\":{},\"size\":{},\"uid\":{},\"mode\":\"{:04o}\",",
             "\"ipckit\":{},\"status\":{},\"corrupt\":{},\"creator_pid\":{},",
             "\"creator_alive\":{},\"users\":{},\"stale\":{},\"age_secs\":{}}}"
         ),
@@ -152,6 +156,7 @@ pub fn object_json(o: &ObjectInfo) -> String {
             .map_or_else(|| "null".to_owned(), |t| json_string(&t)),
         o.size,
         o.uid,
+        o.mode,
         o.is_ipckit(),
         json_string(o.status()),
         corrupt,
@@ -298,6 +303,7 @@ pub fn inspection_text(i: &Inspection) -> String {
     line("kind", o.kind_name());
     line("status", status_cell(o));
     line("size", format!("{} bytes", o.size));
+    line("owner", format!("uid {}, mode {:04o}", o.uid, o.mode));
     if let Some(t) = o.type_name() {
         line("element type", t);
     }
@@ -433,6 +439,7 @@ mod tests {
             name: name.to_owned(),
             size: 8192,
             uid: 1000,
+            mode: 0o600,
             health,
             creator: header.map(|_| Creator {
                 pid: 42,
@@ -508,11 +515,14 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(
-            lines[0].starts_with("NAME         KIND   SIZE  CREATOR   USERS  AGE    STATUS"),
+            lines[0].starts_with(
+                "NAME         KIND   SIZE  OWNER  MODE  CREATOR   USERS  AGE    STATUS"
+            ),
             "{t}"
         );
         assert!(
-            lines[1].starts_with("jobs         Queue  8.0K  42 alive  2      1m15s  live"),
+            lines[1]
+                .starts_with("jobs         Queue  8.0K  1000   0600  42 alive  2      1m15s  live"),
             "{t}"
         );
         assert!(lines[2].ends_with("42 dead   0      1m15s  stale"), "{t}");
@@ -528,7 +538,7 @@ mod tests {
         assert_eq!(
             j,
             concat!(
-                "{\"name\":\"a\\\"b\",\"kind\":\"Queue\",\"type\":\"u64\",\"size\":8192,\"uid\":1000,",
+                "{\"name\":\"a\\\"b\",\"kind\":\"Queue\",\"type\":\"u64\",\"size\":8192,\"uid\":1000,\"mode\":\"0600\",",
                 "\"ipckit\":true,\"status\":\"orphaned\",\"corrupt\":null,\"creator_pid\":42,",
                 "\"creator_alive\":false,\"users\":[3,4],\"stale\":false,\"age_secs\":75}"
             )

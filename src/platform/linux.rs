@@ -469,6 +469,8 @@ pub(crate) struct ShmEntry {
     pub regular: bool,
     pub size: u64,
     pub uid: u32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
     pub dev: u64,
     pub ino: u64,
 }
@@ -481,6 +483,7 @@ fn shm_entry(name: std::ffi::OsString, m: &std::fs::Metadata) -> ShmEntry {
         regular: m.file_type().is_file(),
         size: m.len(),
         uid: m.uid(),
+        mode: m.mode() & 0o7777,
         dev: m.dev(),
         ino: m.ino(),
     }
