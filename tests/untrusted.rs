@@ -11,6 +11,7 @@ ipckit::test_support!();
 use std::time::{Duration, Instant};
 
 use common::{Ctx, spawn};
+use ipckit::queue::Queue;
 use ipckit::sync::{Event, LockError, Mutex};
 
 /// Where a `Mutex<u64>`'s lock lies in its segment: right after the
@@ -221,4 +222,178 @@ fn a_segment_token_naming_a_descriptor_that_is_not_a_segment_is_refused() {
     assert!(!e.to_string().is_empty());
     assert_eq!(std::fs::read(&path).unwrap(), vec![b'v'; 4096]);
     std::fs::remove_file(&path).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Every word of every kind of object, overwritten
+// ---------------------------------------------------------------------------
+
+#[path = "support/forge.rs"]
+mod forge;
+
+use forge::{HEADER, KINDS, Object, PATTERNS, Rng, STATE_OFFSET};
+
+/// How long each waiting operation may wait.
+const STEP: Duration = Duration::from_millis(2);
+
+/// In a child: for every 8-byte word of a `kind` object and every pattern,
+/// a fresh object with that word overwritten is used through its open
+/// handle, then opened afresh and used again. Returns (cases, the longest
+/// single operation in µs).
+fn child_forge_every_word(kind: usize) -> (u32, u64) {
+    let len = Object::create(kind).1.len();
+    let mut longest = Duration::ZERO;
+    let mut cases = 0;
+    for at in (0..len).step_by(8) {
+        // A state word that is not "ready" is an object still being
+        // created: opening waits for it (2 s), tested elsewhere.
+        if at == STATE_OFFSET {
+            continue;
+        }
+        for p in PATTERNS {
+            let (obj, seg) = Object::create(kind);
+            forge::forge(&seg, at, 8, p);
+            longest = longest.max(obj.exercise(STEP));
+            if let Some(again) = Object::open(kind, &seg) {
+                longest = longest.max(again.exercise(STEP));
+            }
+            cases += 1;
+        }
+    }
+    (cases, longest.as_micros() as u64)
+}
+
+/// In a child: `rounds` objects of `kind`, each with 1–4 random words after
+/// the header overwritten with random values (seeded), used and reopened.
+fn child_forge_random_words((kind, seed, rounds): (usize, u64, u32)) -> u64 {
+    let mut rng = Rng(seed);
+    let mut longest = Duration::ZERO;
+    for _ in 0..rounds {
+        let (obj, seg) = Object::create(kind);
+        let words = (seg.len() - HEADER) / 8;
+        for _ in 0..=rng.next() % 4 {
+            let at = HEADER + (rng.next() as usize % words) * 8;
+            forge::forge(&seg, at, 8, rng.next());
+        }
+        longest = longest.max(obj.exercise(STEP));
+        if let Some(again) = Object::open(kind, &seg) {
+            longest = longest.max(again.exercise(STEP));
+        }
+    }
+    longest.as_micros() as u64
+}
+
+#[test]
+fn every_word_of_every_kind_overwritten_gives_values_or_errors_in_time() {
+    let _t = Ctx::with_limit("forge_every_word", Duration::from_secs(300));
+    // One child per kind, all at once; a child that dies by a signal, or
+    // panics, fails its join.
+    let children: Vec<_> = (0..KINDS.len())
+        .map(|k| spawn(child_forge_every_word, k))
+        .collect();
+    for (k, mut child) in children.into_iter().enumerate() {
+        let (cases, longest_us) = child
+            .join_timeout(Duration::from_secs(240))
+            .unwrap_or_else(|e| panic!("{}: {e}", KINDS[k]));
+        println!(
+            "{}: {cases} forged words, longest operation {longest_us} us",
+            KINDS[k]
+        );
+        assert!(cases > 0);
+        assert!(
+            longest_us < 2_000_000,
+            "{}: an operation took {longest_us} us",
+            KINDS[k]
+        );
+    }
+}
+
+#[test]
+fn random_words_of_every_kind_overwritten_with_many_seeds() {
+    let _t = Ctx::with_limit("forge_random", Duration::from_secs(300));
+    let children: Vec<_> = (0..KINDS.len())
+        .flat_map(|k| (0..8u64).map(move |seed| (k, seed)))
+        .map(|(k, seed)| {
+            (
+                k,
+                seed,
+                spawn(child_forge_random_words, (k, 0x9e37 + seed * 7919, 400)),
+            )
+        })
+        .collect();
+    for (k, seed, mut child) in children {
+        let longest_us = child
+            .join_timeout(Duration::from_secs(240))
+            .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", KINDS[k]));
+        assert!(
+            longest_us < 2_000_000,
+            "{} seed {seed}: an operation took {longest_us} us",
+            KINDS[k]
+        );
+    }
+}
+
+/// Locks `m`, says so on `locked`, waits for a word on `go`, unlocks (its
+/// object was overwritten meanwhile), again for each word that comes; the
+/// rounds it managed.
+fn child_hold_while_forged((m, locked, go): (Mutex<u64>, Queue<u32>, Queue<u32>)) -> u32 {
+    let mut rounds = 0;
+    loop {
+        let g = match m.lock_timeout(Duration::from_secs(10)) {
+            Ok(g) => g,
+            Err(LockError::OwnerDied(g)) => {
+                g.mark_consistent();
+                g
+            }
+            Err(e) => panic!("round {rounds}: {e}"),
+        };
+        locked.put(&rounds).unwrap();
+        let word = go.get_timeout(Duration::from_secs(30)).unwrap();
+        drop(g);
+        if word == u32::MAX {
+            return rounds;
+        }
+        rounds += 1;
+    }
+}
+
+#[test]
+fn every_word_of_a_mutex_overwritten_while_another_process_holds_it() {
+    let _t = Ctx::with_limit("forge_held", Duration::from_secs(300));
+    let m = Mutex::new(3u64).unwrap();
+    let (locked, go) = (
+        Queue::<u32>::new(4096).unwrap(),
+        Queue::<u32>::new(4096).unwrap(),
+    );
+    let mut child = spawn(
+        child_hold_while_forged,
+        (m.clone(), locked.clone(), go.clone()),
+    );
+    let len = m.segment().len();
+    let mut longest = Duration::ZERO;
+    let mut rounds = 0;
+    for at in (HEADER..len).step_by(8) {
+        for p in PATTERNS {
+            locked.get_timeout(Duration::from_secs(30)).unwrap();
+            forge::forge(m.segment(), at, 8, p);
+            go.put(&0).unwrap();
+            // While and after the child unlocks: values or errors, in time.
+            let t = Instant::now();
+            match m.lock_timeout(Duration::from_millis(50)) {
+                Ok(g) => drop(g),
+                Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+                Err(_) => {}
+            }
+            longest = longest.max(t.elapsed());
+            rounds += 1;
+        }
+    }
+    locked.get_timeout(Duration::from_secs(30)).unwrap();
+    go.put(&u32::MAX).unwrap();
+    let survived = child.join_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(survived, rounds, "the holder went through every round");
+    assert!(longest < Duration::from_secs(2), "{longest:?}");
+    // The object still works for both.
+    *m.lock().unwrap() = 11;
+    assert_eq!(*m.lock().unwrap(), 11);
 }

@@ -239,6 +239,12 @@ impl ProcessPoolBuilder {
 fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> {
     let generation = st.next_generation;
     st.next_generation += 1;
+    // TRUST: the worker *calls* the code offsets it reads from this queue
+    // (`RemoteCall::run`). That is sound only because the queue is
+    // anonymous — a memfd with no name, handed by descriptor to this one
+    // worker at its spawn and to nobody else — so its only writers are this
+    // pool and the worker, the same executable. Never make it named or
+    // pass it on: whoever can write it chooses what code the worker runs.
     let tasks = Queue::<()>::new(TASK_QUEUE)?;
     let claim = Claim::new()?;
     let args = WorkerArgs {

@@ -161,6 +161,10 @@ impl RemoteCall {
         // SAFETY: `trampoline` was computed by `RemoteCall::new`/`chunked` in
         // a process running this same executable (checked at the worker's
         // start by `run_child`), so the address is that trampoline here.
+        // The call arrives through a pool's private, anonymous task queue,
+        // written only by that pool (see `spawn_worker`): no other process
+        // can put offsets there. A `RemoteCall` from anywhere else must
+        // never reach `run`.
         let tramp: child::Trampoline =
             unsafe { std::mem::transmute::<usize, child::Trampoline>(at(self.trampoline)) };
         let function = at(self.function);

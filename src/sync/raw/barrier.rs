@@ -94,7 +94,10 @@ impl RawBarrier {
             if broken {
                 return BarrierOutcome::Broken;
             }
-            let next = if count + 1 >= parties {
+            // Saturating: the count is read from shared memory, where
+            // another process may have written anything (a count at or
+            // past `parties` just completes the generation).
+            let next = if count.saturating_add(1) >= parties {
                 pack(0, generation.wrapping_add(1), false)
             } else {
                 pack(count + 1, generation, false)
@@ -110,7 +113,7 @@ impl RawBarrier {
                 Err(actual) => cur = actual,
             }
         };
-        if index + 1 >= parties {
+        if index.saturating_add(1) >= parties {
             self.wake_all();
             return BarrierOutcome::Passed(index);
         }
