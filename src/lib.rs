@@ -553,6 +553,9 @@ pub mod collections;
 pub mod connection;
 mod deadline;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handoff;
 pub mod layout;
 mod loom;

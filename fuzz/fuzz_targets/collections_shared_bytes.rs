@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
         let m = SharedMap::<u64, u64>::new(16).unwrap();
         let _ = m.insert(1, 2);
         let seg = m.segment();
-        seg.write_at(HEADER, &cycle(data, seg.len() - HEADER)).unwrap();
+        seg.write_at(HEADER, &cycle(data, seg.len() - HEADER))
+            .unwrap();
         for k in 0..4u64 {
             let _ = m.get(&k);
             let _ = m.insert(k, k);
@@ -56,7 +57,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let l = ShareableList::new([1i64, 2, 3]).unwrap();
         let seg = l.segment();
-        seg.write_at(HEADER, &cycle(data, seg.len() - HEADER)).unwrap();
+        seg.write_at(HEADER, &cycle(data, seg.len() - HEADER))
+            .unwrap();
         for i in 0..4 {
             let _ = l.get(i);
             let _ = l.set(i, i as i64);

@@ -673,7 +673,11 @@ fn server_handshake(conn: &Connection, key: Option<&[u8]>, timeout: Duration) ->
     })
 }
 
-fn client_handshake(conn: &Connection, key: Option<&[u8]>, timeout: Duration) -> Result<()> {
+pub(crate) fn client_handshake(
+    conn: &Connection,
+    key: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<()> {
     with_handshake_limits(conn, timeout, |deadline| {
         let hello = recv_small(conn, deadline).map_err(|e| {
             if e.is_closed() {

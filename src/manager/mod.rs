@@ -63,6 +63,23 @@ mod protocol;
 mod proxy;
 mod server;
 
+/// A client's hello, as the fuzz target's client sends it first.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_hello() -> Vec<u8> {
+    codec::encode(&protocol::Hello {
+        protocol: protocol::PROTOCOL_VERSION,
+        client: 7,
+    })
+    .expect("a hello encodes")
+}
+
+/// Serves one already-authenticated connection on a fresh server, as a
+/// manager's client thread does, until it ends.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_serve(conn: Connection) {
+    server::Server::new().serve_one(conn);
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

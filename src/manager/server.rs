@@ -340,6 +340,13 @@ impl Server {
         Ok(())
     }
 
+    /// Serves one authenticated connection until it ends (the fuzz
+    /// target's way in).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn serve_one(self: &Arc<Server>, conn: Connection) {
+        self.client(conn);
+    }
+
     /// Serves one connection until it closes.
     fn client(self: &Arc<Server>, conn: Connection) {
         let mut buf = Vec::new();

@@ -97,7 +97,7 @@ impl Stream {
         }
     }
 
-    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // One part: a plain write, cheaper in the kernel than writev.
         match (self, bufs) {
             (Stream::Unix(s), [one]) => (&*s).write(one),

@@ -34,6 +34,9 @@ mod task;
 mod thread_pool;
 mod worker;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use worker::{FromWorker, ToWorker};
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
