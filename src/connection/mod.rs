@@ -382,8 +382,12 @@ impl Listener {
 
     /// What [`authenticate`] needs to check a client accepted by
     /// [`accept_unauthenticated`](Self::accept_unauthenticated).
-    pub(crate) fn authenticator(&self) -> (Option<AuthKey>, Duration) {
-        (self.authkey.clone(), self.handshake_timeout)
+    pub(crate) fn authenticator(&self) -> (Option<AuthKey>, Duration, usize) {
+        (
+            self.authkey.clone(),
+            self.handshake_timeout,
+            self.max_pending,
+        )
     }
 
     /// Waits for a client and returns it authenticated. Each peer's

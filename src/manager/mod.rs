@@ -139,6 +139,7 @@ pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<AuthKey>,
     max_message: usize,
+    max_pending: usize,
 }
 
 /// What the server process receives.
@@ -148,6 +149,7 @@ struct ServerArgs {
     tcp: Option<String>,
     authkey: Option<AuthKey>,
     max_message: u64,
+    max_pending: u64,
     ready: Connection,
 }
 
@@ -161,6 +163,7 @@ fn server_main(args: ServerArgs) {
     let listener = address.and_then(|a| {
         let mut l = Listener::bind(a, args.authkey.as_ref().map(AuthKey::as_bytes))?;
         l.set_max_message_size(args.max_message as usize);
+        l.set_max_pending_handshakes(usize::try_from(args.max_pending).unwrap_or(usize::MAX));
         Ok(l)
     });
     let listener = match listener {
@@ -189,6 +192,7 @@ impl Default for ManagerBuilder {
             address: None,
             authkey: None,
             max_message: DEFAULT_MAX_MESSAGE,
+            max_pending: crate::connection::DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 }
@@ -213,6 +217,15 @@ impl ManagerBuilder {
     /// [`DEFAULT_MAX_MESSAGE`], 1 GiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
+        self
+    }
+
+    /// How many peers may be in the handshake at once (default
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES`](crate::connection::DEFAULT_MAX_PENDING_HANDSHAKES),
+    /// 64); a peer arriving beyond that is closed at once, so peers that
+    /// never authenticate cannot take the server's threads or memory.
+    pub fn max_pending_handshakes(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
         self
     }
 
@@ -265,6 +278,7 @@ impl ManagerBuilder {
             tcp,
             authkey: Some(authkey.clone()),
             max_message: self.max_message as u64,
+            max_pending: self.max_pending as u64,
             ready: ready_tx,
         };
         let server = match Process::builder()
@@ -319,6 +333,7 @@ impl ManagerBuilder {
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "serve() needs an address"))?;
         let mut listener = Listener::bind(address, self.authkey.as_ref().map(AuthKey::as_bytes))?;
         listener.set_max_message_size(self.max_message);
+        listener.set_max_pending_handshakes(self.max_pending);
         server::Server::new().serve(&listener)
     }
 }

@@ -23,9 +23,6 @@ use crate::connection::{self, Listener};
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Most peers in the handshake at once; more are closed on arrival until
-/// some finish (each has the handshake timeout at most).
-const MAX_PENDING_HANDSHAKES: usize = 64;
 use crate::pipe::Connection;
 
 /// How often a blocked operation checks its client and the shutdown flag.
@@ -299,7 +296,9 @@ impl Server {
     /// Accepts clients until a `Shutdown` request; each is served on a
     /// thread of its own (authentication included).
     pub(crate) fn serve(self: &Arc<Server>, listener: &Listener) -> Result<()> {
-        let (key, handshake_timeout) = listener.authenticator();
+        // At most `max_pending` peers in the handshake at once; more are closed
+        // on arrival until some finish (each has the handshake timeout at most).
+        let (key, handshake_timeout, max_pending) = listener.authenticator();
         // Peers not yet authenticated, each on a thread of its own: capped,
         // so that unauthenticated peers cannot take threads (or, with the
         // handshake's 256-byte frames, memory) without bound.
@@ -315,7 +314,7 @@ impl Server {
                 }
             };
             // Ordering: a counter only (Relaxed).
-            if pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
+            if pending.fetch_add(1, Ordering::Relaxed) >= max_pending {
                 pending.fetch_sub(1, Ordering::Relaxed);
                 drop(conn);
                 continue;
