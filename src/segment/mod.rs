@@ -158,8 +158,10 @@ impl SegmentBuilder {
         self
     }
 
-    /// Whether an existing segment owned by another user may be opened
-    /// (default `false`: refused with [`ErrorKind::PermissionDenied`]).
+    /// Whether an existing segment owned by another user, or writable by
+    /// other users (group or others have write permission), may be opened
+    /// (default `false`: refused with [`ErrorKind::PermissionDenied`],
+    /// naming the owner and the mode).
     ///
     /// Anyone who can write a `/dev/shm` object can forge what is in it, and
     /// a name is first come, first served: another local user may have
@@ -327,17 +329,28 @@ impl Segment {
         let ctx = || format!("cannot open segment {display:?}");
         let fd =
             platform::shm_open(&posix, OpenHow::Existing, 0).map_err(|e| Error::io(ctx(), e))?;
-        let owner = platform::fstat(fd.as_raw_fd())
-            .map_err(|e| Error::io(ctx(), e))?
-            .uid;
+        let st = platform::fstat(fd.as_raw_fd()).map_err(|e| Error::io(ctx(), e))?;
+        let owner = st.uid;
         let me = platform::geteuid();
         if owner != me && !other_owners {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
                 format!(
-                    "it belongs to user {owner}, not to this process's user {me} (another \
-                     user may have created it to read or forge what is in it; \
-                     SegmentBuilder::allow_other_owners opens it anyway)"
+                    "it belongs to user {owner} (mode {:04o}), not to this process's user \
+                     {me} (another user may have created it to read or forge what is in \
+                     it; SegmentBuilder::allow_other_owners opens it anyway)",
+                    st.mode & 0o7777
+                ),
+            )
+            .context(ctx()));
+        }
+        if st.mode & 0o022 != 0 && !other_owners {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "it is writable by other users (owner {owner}, mode {:04o}): any of them \
+                     may forge what is in it; SegmentBuilder::allow_other_owners opens it anyway",
+                    st.mode & 0o7777
                 ),
             )
             .context(ctx()));
@@ -703,6 +716,25 @@ mod tests {
             .unwrap();
         let st = platform::fstat(s2.inner.fd.as_raw_fd()).unwrap();
         assert_eq!(st.mode & 0o777, 0o640);
+        // Readable by the group is fine to open; writable by it is not,
+        // unless asked for.
+        assert!(Segment::open(&name2).is_ok());
+        let name3 = unique("mode3");
+        let _s3 = Segment::builder(&name3)
+            .size(10)
+            .mode(0o660)
+            .build()
+            .unwrap();
+        let e = Segment::open(&name3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("mode 0660"), "{e}");
+        assert!(
+            Segment::builder(&name3)
+                .creation_mode(CreationMode::OpenExisting)
+                .allow_other_owners(true)
+                .build()
+                .is_ok()
+        );
         let e = Segment::builder(&unique("badmode"))
             .size(1)
             .mode(0o4777)
