@@ -577,3 +577,35 @@ fn a_task_sent_ahead_runs_once_when_its_worker_dies() {
     let got: Vec<u64> = pool.map(square, 0..n).map(|r| r.unwrap()).collect();
     assert_eq!(got, (0..n).map(|x| x * x).collect::<Vec<_>>());
 }
+
+fn text_len(s: String) -> usize {
+    s.len()
+}
+
+#[test]
+fn a_large_task_for_a_worker_that_died_idle_returns_in_time() {
+    let _t = Ctx::new("pool_dead_idle");
+    let pool = ProcessPool::new(1).unwrap();
+    // Four times the worker's task queue; a string, which encodes with one
+    // copy (fast even in a debug build, so the window below is not missed).
+    let big = "x".repeat(4 << 20);
+    for round in 0..20 {
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        let pid = pool.worker_pids()[0];
+        // SAFETY: kill(2) on a worker process we own.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // At once, before the collector (every 10 ms) notices: the task
+        // goes to the dead worker and streams into its queue, which nobody
+        // reads. That send used to wait for room for ever.
+        let t = Instant::now();
+        let mut handle = pool.submit(text_len, big.clone()).unwrap();
+        let outcome = handle.result_timeout(Duration::from_secs(10));
+        let took = t.elapsed();
+        match outcome {
+            Ok(n) => assert_eq!(n, 4 << 20),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ProcessDied, "round {round}: {e}"),
+        }
+        assert!(took < Duration::from_secs(5), "round {round}: {took:?}");
+    }
+    assert_eq!(pool.apply(text_len, big).unwrap(), 4 << 20);
+}

@@ -21,7 +21,7 @@ use super::{Executor, TaskValue};
 use crate::codec;
 use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{Process, RemoteCall, Report, describe_status};
+use crate::process::{Liveness, Process, RemoteCall, Report, describe_status};
 use crate::queue::Queue;
 use crate::sync::raw::deadline_passed;
 
@@ -273,9 +273,13 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
     })
 }
 
+/// A message for a worker's task queue, to send without the state lock;
+/// the worker's liveness bounds the send.
+type WorkerSend = (Queue<()>, Vec<u8>, Liveness);
+
 /// Gives pending tasks to idle workers, then one more to each busy worker
 /// (`Worker::next`). Returns the sends to make after the lock is released.
-fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
+fn dispatch(st: &mut State) -> Vec<WorkerSend> {
     let mut sends = Vec::new();
     if st.broken.is_some() {
         return sends;
@@ -308,7 +312,7 @@ fn dispatch(st: &mut State) -> Vec<(Queue<()>, Vec<u8>)> {
                 prefetched: extra,
             };
             match codec::encode(&msg) {
-                Ok(bytes) => sends.push((w.tasks.clone(), bytes)),
+                Ok(bytes) => sends.push((w.tasks.clone(), bytes, w.process.liveness())),
                 Err(e) => {
                     job.slot.fail(e);
                     continue;
@@ -379,10 +383,14 @@ impl Worker {
     }
 }
 
-fn send_all(sends: Vec<(Queue<()>, Vec<u8>)>) {
-    for (q, bytes) in sends {
-        // A worker that died meanwhile: the collector fails its task.
-        let _ = q.put_bytes(&bytes);
+/// Sends tasks to workers. A send waits for room only while its worker
+/// lives (a task larger than the queue streams through it as the worker
+/// reads): one that died meanwhile ends the send at once (its queue is
+/// never read again), and the collector fails its task. So neither
+/// `submit` nor the collector ever waits on a dead worker.
+fn send_all(sends: Vec<WorkerSend>) {
+    for (q, bytes, worker) in sends {
+        let _ = q.put_bytes_while(&bytes, &|| worker.is_alive());
     }
 }
 

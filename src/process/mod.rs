@@ -527,6 +527,17 @@ enum Outcome<R> {
     Failed(Error),
 }
 
+/// Whether a child still runs, askable from any thread (see
+/// `Process::liveness`).
+#[derive(Clone)]
+pub(crate) struct Liveness(Arc<ChildShared>);
+
+impl Liveness {
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.try_reap().is_none()
+    }
+}
+
 /// A running (or finished) child process, and the way to its result.
 ///
 /// Obtained from [`Process::spawn`] or [`Builder::spawn`].
@@ -784,6 +795,12 @@ impl<R> Process<R> {
     /// Whether the child is still running.
     pub fn is_alive(&self) -> bool {
         self.shared.try_reap().is_none()
+    }
+
+    /// A handle that answers [`is_alive`](Self::is_alive) for this child
+    /// from any thread, without the `Process`.
+    pub(crate) fn liveness(&self) -> Liveness {
+        Liveness(self.shared.clone())
     }
 
     /// How the child ended (exit code or signal), once it has.

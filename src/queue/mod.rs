@@ -583,8 +583,26 @@ impl<T, F: Flavor> Queue<T, F> {
         let deadline = wait.deadline();
         let ring = self.ring();
         let guard = ring.lock_producer(deadline);
-        let r = guard.and_then(|g| g.put(bytes, deadline));
+        let r = guard.and_then(|g| g.put(bytes, deadline, None));
         r.map_err(|e| would_block(e, wait, "the queue is full"))
+            .map_err(self.ctx("put into"))
+    }
+
+    /// Puts raw bytes, blocking while the queue is full — but only while
+    /// `reader_alive` says the one process that reads this queue lives
+    /// (asked every 10 ms of waiting): then `Closed`, the message not
+    /// queued (a stream is aborted). For queues with a single known reader,
+    /// such as a pool worker's task queue.
+    pub(crate) fn put_bytes_while(
+        &self,
+        bytes: &[u8],
+        reader_alive: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        self.check_size(bytes.len()).map_err(self.ctx("put into"))?;
+        let ring = self.ring();
+        let guard = ring.lock_producer(None);
+        guard
+            .and_then(|g| g.put(bytes, None, Some(reader_alive)))
             .map_err(self.ctx("put into"))
     }
 
@@ -765,7 +783,7 @@ impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
         for v in values {
             codec::encode_into(v, &mut buf).map_err(self.ctx("put into"))?;
             self.check_size(buf.len()).map_err(self.ctx("put into"))?;
-            guard.put(&buf, None).map_err(self.ctx("put into"))?;
+            guard.put(&buf, None, None).map_err(self.ctx("put into"))?;
             n += 1;
         }
         Ok(n)

@@ -84,6 +84,9 @@ const POLL_PACE: std::time::Duration = std::time::Duration::from_micros(1);
 /// of it to be free before it settles for one frame (bounds the delay a
 /// consumer that stops consuming can cause; see `wait_space`).
 const HYSTERESIS_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// How often a put waiting on a queue with one known reader asks whether
+/// that reader still lives (see `ProducerGuard::put`).
+const CONSUMER_CHECK_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How far ahead of the frame it writes a producer asks for the ring's
 /// lines (`Ring::prefetch_ahead`), and for how much of a frame at most.
@@ -543,7 +546,13 @@ fn closed() -> Error {
 impl ProducerGuard<'_> {
     /// Waits until `units` are free (and, if `item`, the item limit allows
     /// one more message). Returns the current tail word.
-    fn wait_space(&self, units: u64, item: bool, deadline: Option<Instant>) -> Result<u64> {
+    fn wait_space(
+        &self,
+        units: u64,
+        item: bool,
+        deadline: Option<Instant>,
+        consumer_alive: Option<&dyn Fn() -> bool>,
+    ) -> Result<u64> {
         let r = &self.ring;
         let tail = r.s.tail.load(Ordering::Relaxed);
         let (tpos, produced) = unpack(tail);
@@ -609,8 +618,30 @@ impl ProducerGuard<'_> {
             }
         }
         let ready = || fits() || r.is_closed();
-        if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
-            return Err(timeout("space in the queue"));
+        match consumer_alive {
+            None => {
+                if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
+                    return Err(timeout("space in the queue"));
+                }
+            }
+            // Sliced: between slices, the caller says whether the one
+            // process that reads this queue still lives.
+            Some(alive) => loop {
+                let slice = Instant::now() + CONSUMER_CHECK_SLICE;
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                if r.s.not_full.wait_until(Some(until), Spin::No, ready) {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(timeout("space in the queue"));
+                }
+                if !alive() {
+                    return Err(Error::new(
+                        ErrorKind::Closed,
+                        "the process reading the queue is gone",
+                    ));
+                }
+            },
         }
         if fits() { Ok(tail) } else { Err(closed()) }
     }
@@ -637,21 +668,31 @@ impl ProducerGuard<'_> {
 
     /// Puts one message. `deadline` bounds the waits for space; a stream
     /// that runs out of time is ended with an `Abort` frame.
-    pub(crate) fn put(&self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+    ///
+    /// With `consumer_alive`, waits for space are sliced and end with a
+    /// `Closed` error (a stream with an `Abort` frame) once it says the
+    /// queue's one reader is gone: for queues with a single known reader
+    /// (a pool worker's task queue), so that a put never waits on the dead.
+    pub(crate) fn put(
+        &self,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        consumer_alive: Option<&dyn Fn() -> bool>,
+    ) -> Result<()> {
         let r = &self.ring;
         if r.is_closed() {
             return Err(closed());
         }
         if msg.len() <= frame::max_whole_payload(r.cap) {
             let units = frame::frame_units(msg.len()).expect("bounded above");
-            let tail = self.wait_space(units, true, deadline)?;
+            let tail = self.wait_space(units, true, deadline, consumer_alive)?;
             self.commit_frame(tail, FrameKind::Whole, msg, true);
             r.s.not_empty.wake(1);
             return Ok(());
         }
         // A stream: Start (total length), Cont..., End.
         let start_units = frame::frame_units(8).expect("small") + ABORT_RESERVE;
-        let mut tail = self.wait_space(start_units, true, deadline)?;
+        let mut tail = self.wait_space(start_units, true, deadline, consumer_alive)?;
         // Set before the Start frame is committed, cleared after the End:
         // a recoverer that sees it set ends the stream with Abort (harmless
         // if the Start or the End was never or already committed).
@@ -668,7 +709,7 @@ impl ProducerGuard<'_> {
         while !rest.is_empty() {
             let n = rest.len().min(chunk);
             let units = frame::frame_units(n).expect("bounded") + ABORT_RESERVE;
-            match self.wait_space(units, false, deadline) {
+            match self.wait_space(units, false, deadline, consumer_alive) {
                 Ok(t) => tail = t,
                 Err(e) => {
                     tail = r.s.tail.load(Ordering::Relaxed);
