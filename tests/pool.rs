@@ -609,3 +609,47 @@ fn a_large_task_for_a_worker_that_died_idle_returns_in_time() {
     }
     assert_eq!(pool.apply(text_len, big).unwrap(), 4 << 20);
 }
+
+fn text_of(n: usize) -> String {
+    "r".repeat(n)
+}
+
+#[test]
+fn an_oversized_result_fails_its_task_and_the_pool_goes_on() {
+    let _t = Ctx::new("pool_oversized");
+    let pool = ProcessPool::builder()
+        .workers(2)
+        .max_message_size(1 << 20)
+        .build()
+        .unwrap();
+    // A result over the limit: its task fails (it used to stay running
+    // for ever, its worker given nothing more).
+    let mut big = pool.submit(text_of, 2 << 20).unwrap();
+    let e = big.result_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    assert!(
+        e.to_string().contains("over the pool's message limit"),
+        "{e}"
+    );
+    // An argument over it is refused by submit itself.
+    let e = pool.submit(text_len, "a".repeat(2 << 20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    // The next 100 tasks are served, by both workers.
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| (i, pool.submit(sleep_then_pid, i).unwrap()))
+        .collect();
+    let mut pids = HashSet::new();
+    for (i, mut h) in handles {
+        let (n, pid) = h.result_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(n, i);
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 2, "both workers served: {pids:?}");
+    // Just under the limit still goes through.
+    assert_eq!(pool.apply(text_of, 1000).unwrap().len(), 1000);
+}
+
+fn sleep_then_pid(i: u64) -> (u64, u32) {
+    std::thread::sleep(Duration::from_millis(2));
+    (i, std::process::id())
+}

@@ -110,7 +110,11 @@ struct Config {
     size: usize,
     initializer: Option<(RemoteCall, Vec<u8>)>,
     max_tasks: Option<u64>,
+    max_message: usize,
 }
+
+/// What a task message adds to its argument (id, call, length prefix, flag).
+const TASK_ENVELOPE: usize = 64;
 
 struct Shared {
     state: Mutex<State>,
@@ -156,6 +160,7 @@ pub struct ProcessPoolBuilder {
     initializer: Option<(RemoteCall, Vec<u8>)>,
     init_error: Option<Error>,
     max_tasks: Option<u64>,
+    max_message: usize,
 }
 
 impl ProcessPoolBuilder {
@@ -188,6 +193,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// The largest encoded task argument and result, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE`](crate::codec::DEFAULT_MAX_MESSAGE), 1 GiB). A
+    /// larger argument is refused by `submit` (`LimitExceeded`); a task
+    /// whose result is larger fails with `LimitExceeded`, and its worker
+    /// goes on with the next task.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message = bytes.max(1024);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPool> {
         if let Some(e) = self.init_error {
@@ -207,13 +222,18 @@ impl ProcessPoolBuilder {
             }),
             driving: AtomicBool::new(false),
             collector: OnceLock::new(),
-            results: Queue::new(RESULT_QUEUE)
-                .map_err(|e| e.context("cannot start a process pool"))?,
+            results: {
+                let mut q = Queue::new(RESULT_QUEUE)
+                    .map_err(|e| e.context("cannot start a process pool"))?;
+                q.set_max_message_size(self.max_message);
+                q
+            },
             config: Config {
                 name: self.name,
                 size,
                 initializer: self.initializer,
                 max_tasks: self.max_tasks,
+                max_message: self.max_message,
             },
         });
         {
@@ -255,6 +275,7 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
         generation,
         initializer: shared.config.initializer.clone(),
         max_tasks: shared.config.max_tasks,
+        max_message: shared.config.max_message as u64,
     };
     let process = Process::builder()
         .name(format!("{}-{slot}", shared.config.name))
@@ -410,7 +431,9 @@ fn collect(shared: Arc<Shared>) {
             {
                 Ok(()) => handle_message(&shared, &buf),
                 Err(e) if e.is_timeout() => {}
-                Err(_) => {}
+                // Unreadable: no task can be told it failed, so every task
+                // is, rather than one waiting for ever.
+                Err(e) => results_failed(&shared, e),
             }
         }
         let mut st = lock(&shared.state);
@@ -464,8 +487,17 @@ impl Drive for Shared {
         let mut buf = Vec::new();
         let mut spinner = crate::sync::raw::Spinner::new();
         while !done() && !deadline_passed(deadline) {
-            if !self.results.is_empty() && self.results.try_get_bytes_into(&mut buf).is_ok() {
-                handle_message(self, &buf);
+            let got = if self.results.is_empty() {
+                None
+            } else {
+                Some(self.results.try_get_bytes_into(&mut buf))
+            };
+            if let Some(got) = got {
+                match got {
+                    Ok(()) => handle_message(self, &buf),
+                    Err(e) if e.is_would_block() => {}
+                    Err(e) => results_failed(self, e),
+                }
                 let sends = dispatch(&mut lock(&self.state));
                 send_all(sends);
             } else if !spinner.spin() {
@@ -478,6 +510,16 @@ impl Drive for Shared {
             self.unpark_collector();
         }
         true
+    }
+}
+
+/// The results queue gave an error other than a timeout (a report too
+/// large for the pool's limit, corrupt bytes): the pool breaks with it,
+/// failing every task, since the one it belonged to cannot be known.
+fn results_failed(shared: &Shared, e: Error) {
+    let mut st = lock(&shared.state);
+    if st.broken.is_none() {
+        break_pool(&mut st, e.context("cannot read a worker's report"));
     }
 }
 
@@ -684,6 +726,7 @@ impl ProcessPool {
             initializer: None,
             init_error: None,
             max_tasks: None,
+            max_message: crate::codec::DEFAULT_MAX_MESSAGE,
         }
     }
 
@@ -693,6 +736,17 @@ impl ProcessPool {
         arg: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<TaskHandle<R>> {
+        let limit = self.shared.config.max_message;
+        if arg.len().saturating_add(TASK_ENVELOPE) > limit {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "cannot submit: the argument encodes to {} bytes, over the pool's message \
+                     limit of {limit} (ProcessPoolBuilder::max_message_size)",
+                    arg.len()
+                ),
+            ));
+        }
         let task = Task::<R>::new();
         let job = Job {
             id: task.id,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::process::{RemoteCall, Report};
 use crate::queue::Queue;
 use crate::segment::Segment;
@@ -72,6 +72,8 @@ pub(crate) struct WorkerArgs {
     pub generation: u64,
     pub initializer: Option<(RemoteCall, Vec<u8>)>,
     pub max_tasks: Option<u64>,
+    /// The pool's limit on an encoded argument or result.
+    pub max_message: u64,
 }
 
 /// Pool → worker.
@@ -105,12 +107,60 @@ pub(crate) enum FromWorker {
     },
 }
 
+impl FromWorker {
+    /// The same message with its report replaced by the failure `why`.
+    fn failed_instead(&self, why: Error) -> FromWorker {
+        match self {
+            FromWorker::Done {
+                slot,
+                generation,
+                id,
+                retiring,
+                ..
+            } => FromWorker::Done {
+                slot: *slot,
+                generation: *generation,
+                id: *id,
+                report: Report::Failed(why),
+                retiring: *retiring,
+            },
+            FromWorker::InitFailed {
+                slot, generation, ..
+            } => FromWorker::InitFailed {
+                slot: *slot,
+                generation: *generation,
+                report: Report::Failed(why),
+            },
+        }
+    }
+}
+
 /// The worker process's main function (run through `Process::spawn`).
-pub(crate) fn worker_main(args: WorkerArgs) {
+pub(crate) fn worker_main(mut args: WorkerArgs) {
+    let limit = usize::try_from(args.max_message).unwrap_or(usize::MAX);
+    args.tasks.set_max_message_size(limit);
+    args.results.set_max_message_size(limit);
     let send = |msg: &FromWorker| {
         let bytes = codec::encode(msg).expect("worker messages encode");
         // If the pool is gone, so are we soon (daemon); nothing to report to.
-        let _ = args.results.put_bytes(&bytes);
+        match args.results.put_bytes(&bytes) {
+            Err(e) if e.kind() == ErrorKind::LimitExceeded => {
+                // Too large to send: the task fails with that instead (a
+                // lost report would leave it running for ever).
+                let why = Error::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "its result encodes to {} bytes, over the pool's message limit of \
+                         {limit} (ProcessPoolBuilder::max_message_size)",
+                        bytes.len()
+                    ),
+                );
+                if let Ok(bytes) = codec::encode(&msg.failed_instead(why)) {
+                    let _ = args.results.put_bytes(&bytes);
+                }
+            }
+            _ => {}
+        }
     };
     if let Some((call, arg)) = &args.initializer {
         let report = call.run(arg);
