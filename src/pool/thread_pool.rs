@@ -1,6 +1,8 @@
 //! A pool of threads with the same interface as [`ProcessPool`](super::ProcessPool).
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +17,34 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sync::raw::Spinner;
 
 type Job = Box<dyn FnOnce() + Send>;
-/// Cancels a queued job's task; true if it was still pending.
-type Canceller = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A queued job's task, seen without its type.
+trait Pending: Send + Sync {
+    /// Cancels it; true if it was still pending.
+    fn cancel(&self) -> bool;
+    /// Fails it with `e` (the pool broke).
+    fn fail(&self, e: Error);
+}
+
+impl<R: Send + 'static> Pending for Task<R> {
+    fn cancel(&self) -> bool {
+        Task::cancel(self)
+    }
+    fn fail(&self, e: Error) {
+        self.complete(Err(e));
+    }
+}
 
 struct State {
-    jobs: VecDeque<(u64, Job, Canceller)>,
+    jobs: VecDeque<(u64, Job, Arc<dyn Pending>)>,
     shutdown: bool,
-    threads: Vec<JoinHandle<()>>,
+    /// Why the pool is broken (an initializer panicked): every task fails
+    /// with it, as in a `ProcessPool`.
+    broken: Option<Error>,
+    /// Each thread's handle, by its sequence number. A thread that retires
+    /// (`max_tasks_per_child`) is joined by its successor.
+    threads: HashMap<u64, JoinHandle<()>>,
+    next_thread: u64,
     /// Workers asleep on `Shared::cv` (std's notify is a system call even
     /// when nobody sleeps).
     sleeping: usize,
@@ -36,6 +59,8 @@ struct Shared {
     name: String,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
     max_tasks: Option<usize>,
+    /// The one thread that enforces task timeouts, started with the first.
+    timer: Mutex<Option<Arc<Timer>>>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -122,7 +147,9 @@ impl ThreadPoolBuilder {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 shutdown: false,
-                threads: Vec::new(),
+                broken: None,
+                threads: HashMap::new(),
+                next_thread: 0,
                 sleeping: 0,
             }),
             cv: Condvar::new(),
@@ -130,33 +157,118 @@ impl ThreadPoolBuilder {
             name: self.name,
             initializer: self.initializer,
             max_tasks: self.max_tasks,
+            timer: Mutex::new(None),
         });
-        for i in 0..workers {
-            start_thread(&shared, i)?;
+        if shared.initializer.is_some() {
+            install_panic_hook();
         }
-        Ok(ThreadPool { shared, workers })
+        let pool = ThreadPool { shared, workers };
+        for i in 0..workers {
+            // On failure, dropping `pool` stops the threads already started.
+            start_thread(&pool.shared, i, None)?;
+        }
+        Ok(pool)
     }
 }
 
-fn start_thread(shared: &Arc<Shared>, i: usize) -> Result<()> {
+/// Starts worker thread `i`; `predecessor` is the retiring thread it
+/// replaces, which it joins first.
+fn start_thread(shared: &Arc<Shared>, i: usize, predecessor: Option<u64>) -> Result<()> {
     let s = shared.clone();
+    // Spawned with the lock held, so the handle is in the map before the
+    // thread (or a successor of it) can look for it.
+    let mut st = lock(&shared.state);
+    let seq = st.next_thread;
+    st.next_thread += 1;
     let t = std::thread::Builder::new()
         .name(format!("{}-{i}", shared.name))
-        .spawn(move || worker(s, i))
+        .spawn(move || worker(s, i, seq, predecessor))
         .map_err(|e| Error::io("cannot start a pool thread", e))?;
-    lock(&shared.state).threads.push(t);
+    st.threads.insert(seq, t);
     Ok(())
 }
 
-fn worker(shared: Arc<Shared>, i: usize) {
+thread_local! {
+    /// Set while this thread runs a pool initializer: the panic hook then
+    /// records where a panic happened.
+    static INIT_PANIC: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+/// Chains a panic hook that records the location of a panic inside a
+/// thread-pool initializer (the message comes with the unwind; the location
+/// only to a hook), then calls the previous hook. Installed once, when the
+/// first pool with an initializer is built.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            INIT_PANIC.with(|p| {
+                if let Some(at) = p.borrow_mut().as_mut() {
+                    *at = info.location().map(|l| l.to_string());
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
+/// Runs the initializer; the error that breaks the pool if it panics.
+fn run_initializer(init: &(dyn Fn() + Send + Sync)) -> Option<Error> {
+    INIT_PANIC.with(|p| *p.borrow_mut() = Some(None));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(init));
+    let location = INIT_PANIC.with(|p| p.borrow_mut().take()).flatten();
+    let payload = outcome.err()?;
+    let message = panic_message(&payload);
+    Some(Error::new(
+        ErrorKind::Panicked,
+        match location {
+            Some(at) => format!("the initializer panicked at {at}: {message}"),
+            None => format!("the initializer panicked: {message}"),
+        },
+    ))
+}
+
+/// Marks the pool broken by `why` and fails every queued task with it.
+fn break_pool(shared: &Shared, why: Error) {
+    let mut st = lock(&shared.state);
+    if st.broken.is_some() {
+        return;
+    }
+    for (_, _, task) in st.jobs.drain(..) {
+        task.fail(broken_error(&why));
+    }
+    st.broken = Some(why);
+    drop(st);
+    shared.cv.notify_all();
+}
+
+fn broken_error(why: &Error) -> Error {
+    why.clone_error().context("the thread pool is broken")
+}
+
+fn worker(shared: Arc<Shared>, i: usize, seq: u64, predecessor: Option<u64>) {
+    if let Some(p) = predecessor {
+        // It returns right after starting us: a short wait.
+        let handle = lock(&shared.state).threads.remove(&p);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
     if let Some(init) = &shared.initializer {
-        init();
+        if let Some(why) = run_initializer(init.as_ref()) {
+            break_pool(&shared, why);
+            return;
+        }
     }
     let mut done = 0usize;
     loop {
         let job = {
             let mut st = lock(&shared.state);
             loop {
+                if st.broken.is_some() {
+                    break None;
+                }
                 if let Some((_, job, _)) = st.jobs.pop_front() {
                     break Some(job);
                 }
@@ -177,7 +289,7 @@ fn worker(shared: Arc<Shared>, i: usize) {
                     }
                 }
                 st = lock(&shared.state);
-                if pushed || !st.jobs.is_empty() || st.shutdown {
+                if pushed || !st.jobs.is_empty() || st.shutdown || st.broken.is_some() {
                     continue;
                 }
                 st.sleeping += 1;
@@ -189,22 +301,152 @@ fn worker(shared: Arc<Shared>, i: usize) {
         job();
         done += 1;
         if shared.max_tasks.is_some_and(|m| done >= m) && !lock(&shared.state).shutdown {
-            // Recycle: a fresh thread takes this one's place.
-            let _ = start_thread(&shared, i);
-            return;
+            // Recycle: a fresh thread takes this one's place and joins this
+            // one. If none can be started, this one goes on.
+            if start_thread(&shared, i, Some(seq)).is_ok() {
+                return;
+            }
+            done = 0;
         }
     }
 }
 
-fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
-    };
-    Error::new(ErrorKind::Panicked, format!("the task panicked: {message}"))
+    }
+}
+
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    Error::new(
+        ErrorKind::Panicked,
+        format!("the task panicked: {}", panic_message(&payload)),
+    )
+}
+
+// -- task timeouts: one timer thread per pool --------------------------------
+
+/// A task with a time limit, seen without its type: `expire` fails it with
+/// `Timeout` unless it is done.
+trait Timed: Send + Sync {
+    fn expire(&self);
+}
+
+struct Expiring<R: Send + 'static> {
+    task: Arc<Task<R>>,
+    timeout: Duration,
+}
+
+impl<R: Send + 'static> Timed for Expiring<R> {
+    fn expire(&self) {
+        if !self.task.state().is_done() {
+            self.task.complete(Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "task {} overran its timeout of {:?}",
+                    self.task.id, self.timeout
+                ),
+            )));
+        }
+    }
+}
+
+#[derive(Default)]
+struct TimerState {
+    /// Deadlines, soonest first; the sequence number keeps equal deadlines
+    /// apart (and `Arc<dyn Timed>` out of the ordering).
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    entries: HashMap<u64, Arc<dyn Timed>>,
+    next: u64,
+    stop: bool,
+}
+
+/// The thread that fails tasks which overrun their time limit: one per pool
+/// however many tasks have limits.
+struct Timer {
+    state: Mutex<TimerState>,
+    cv: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Timer {
+    fn start(name: &str) -> Result<Arc<Timer>> {
+        let timer = Arc::new(Timer {
+            state: Mutex::new(TimerState::default()),
+            cv: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let t = timer.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("{name}-timer"))
+            .spawn(move || t.run())
+            .map_err(|e| Error::io("cannot start the pool's timer thread", e))?;
+        *timer.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(timer)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TimerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, deadline: Instant, what: Arc<dyn Timed>) {
+        let mut st = self.lock();
+        let n = st.next;
+        st.next += 1;
+        let sooner = st.due.peek().is_none_or(|Reverse((d, _))| deadline < *d);
+        st.due.push(Reverse((deadline, n)));
+        st.entries.insert(n, what);
+        drop(st);
+        if sooner {
+            self.cv.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            while let Some(Reverse((d, n))) = st.due.peek().copied() {
+                if d > now {
+                    break;
+                }
+                st.due.pop();
+                if let Some(what) = st.entries.remove(&n) {
+                    drop(st);
+                    what.expire();
+                    st = self.lock();
+                }
+            }
+            if st.stop {
+                return;
+            }
+            st = match st.due.peek() {
+                Some(Reverse((d, _))) => {
+                    let wait = d.saturating_duration_since(Instant::now());
+                    self.cv
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Stops the thread: limits not yet reached are dropped (their tasks
+    /// finished, or were cancelled by the shutdown).
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.cv.notify_one();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 impl ThreadPool {
@@ -223,6 +465,17 @@ impl ThreadPool {
         }
     }
 
+    /// The pool's timer, started on first use.
+    fn timer(&self) -> Result<Arc<Timer>> {
+        let mut t = self.shared.timer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(timer) = &*t {
+            return Ok(timer.clone());
+        }
+        let timer = Timer::start(&self.shared.name)?;
+        *t = Some(timer.clone());
+        Ok(timer)
+    }
+
     fn enqueue<R: Send + 'static>(
         &self,
         run: impl FnOnce() -> Result<R> + Send + 'static,
@@ -237,16 +490,23 @@ impl ThreadPool {
                 t.complete(r);
             }
         });
+        // A timeout too long to make a deadline of is never enforced.
+        let limit = timeout.and_then(|t| deadline_after(t).map(|deadline| (t, deadline)));
+        let timer = match limit {
+            Some(_) => Some(self.timer()?),
+            None => None,
+        };
         let mut st = lock(&self.shared.state);
+        if let Some(why) = &st.broken {
+            return Err(broken_error(why));
+        }
         if st.shutdown {
             return Err(Error::new(
                 ErrorKind::Closed,
                 "cannot submit: the pool is shut down",
             ));
         }
-        let c = task.clone();
-        st.jobs
-            .push_back((task.id, job, Arc::new(move || c.cancel())));
+        st.jobs.push_back((task.id, job, task.clone()));
         // Ordering: Relaxed; only a hint to stop polling, the job itself
         // is published by the state lock the worker takes next.
         self.shared.pushed.fetch_add(1, Ordering::Relaxed);
@@ -255,24 +515,14 @@ impl ThreadPool {
         if sleeping > 0 {
             self.shared.cv.notify_one();
         }
-        // A timeout too long to make a deadline of is never enforced.
-        if let Some((timeout, deadline)) =
-            timeout.and_then(|t| deadline_after(t).map(|deadline| (t, deadline)))
-        {
-            let t = task.clone();
-            std::thread::spawn(move || {
-                while !t.state().is_done() {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        t.complete(Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!("task {} overran its timeout of {timeout:?}", t.id),
-                        )));
-                        return;
-                    }
-                    std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
-                }
-            });
+        if let (Some((timeout, deadline)), Some(timer)) = (limit, timer) {
+            timer.add(
+                deadline,
+                Arc::new(Expiring {
+                    task: task.clone(),
+                    timeout,
+                }),
+            );
         }
         let shared = self.shared.clone();
         let hook_task = task.clone();
@@ -322,18 +572,18 @@ impl Executor for ThreadPool {
             let mut st = lock(&self.shared.state);
             st.shutdown = true;
             if cancel_pending {
-                for (_, _, cancel) in st.jobs.drain(..) {
-                    cancel();
+                for (_, _, task) in st.jobs.drain(..) {
+                    task.cancel();
                 }
             }
             if wait {
                 std::mem::take(&mut st.threads)
             } else {
-                Vec::new()
+                HashMap::new()
             }
         };
         self.shared.cv.notify_all();
-        for t in threads {
+        for (_, t) in threads {
             let _ = t.join();
         }
         if wait {
@@ -343,9 +593,18 @@ impl Executor for ThreadPool {
                 if more.is_empty() {
                     break;
                 }
-                for t in more {
+                for (_, t) in more {
                     let _ = t.join();
                 }
+            }
+            let timer = self
+                .shared
+                .timer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(timer) = timer {
+                timer.stop();
             }
         }
     }
