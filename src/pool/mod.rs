@@ -149,9 +149,9 @@ pub trait Executor {
             f,
             args: args.into_iter(),
             in_flight: DEFAULT_BUFFER_PER_WORKER * self.workers().max(1),
-            tasks: Vec::new(),
+            tasks: std::collections::HashMap::new(),
+            submitted: 0,
             listener: Listener::new(),
-            live: 0,
             exhausted: false,
         }
     }
@@ -374,9 +374,10 @@ pub struct MapUnordered<'p, P, A, R, I> {
     f: fn(A) -> R,
     args: I,
     in_flight: usize,
-    tasks: Vec<Option<TaskHandle<R>>>,
+    /// The tasks in flight, by submission number (delivered ones removed).
+    tasks: std::collections::HashMap<u64, TaskHandle<R>>,
+    submitted: u64,
     listener: Arc<Listener>,
-    live: usize,
     exhausted: bool,
 }
 
@@ -386,14 +387,14 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        while !self.exhausted && self.live < self.in_flight {
+        while !self.exhausted && self.tasks.len() < self.in_flight {
             match self.args.next() {
                 None => self.exhausted = true,
                 Some(a) => match self.pool.submit(self.f, a) {
                     Ok(h) => {
-                        h.add_listener(&self.listener, self.tasks.len() as u64);
-                        self.tasks.push(Some(h));
-                        self.live += 1;
+                        h.add_listener(&self.listener, self.submitted);
+                        self.tasks.insert(self.submitted, h);
+                        self.submitted += 1;
                     }
                     Err(e) => {
                         self.exhausted = true;
@@ -402,7 +403,7 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
                 },
             }
         }
-        if self.live == 0 {
+        if self.tasks.is_empty() {
             return None;
         }
         let index = {
@@ -418,12 +419,9 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
                     .wait(fired)
                     .unwrap_or_else(|e| e.into_inner());
             }
-            fired.remove(0)
+            fired.pop_front().expect("not empty")
         };
-        self.live -= 1;
-        let h = self.tasks[index as usize]
-            .take()
-            .expect("each task fires once");
+        let h = self.tasks.remove(&index).expect("each task fires once");
         Some(h.result())
     }
 }
@@ -567,6 +565,6 @@ impl Iterator for AsCompleted {
             }
         }
         self.remaining -= 1;
-        Some(Ok(fired.remove(0) as usize))
+        Some(Ok(fired.pop_front().expect("not empty") as usize))
     }
 }

@@ -60,14 +60,14 @@ type Callback = Box<dyn FnOnce(&TaskEvent) + Send>;
 /// Something waiting for any of several tasks (`wait`, `as_completed`).
 #[doc(hidden)]
 pub struct Listener {
-    pub(crate) fired: Mutex<Vec<u64>>,
+    pub(crate) fired: Mutex<std::collections::VecDeque<u64>>,
     pub(crate) cv: Condvar,
 }
 
 impl Listener {
     pub(crate) fn new() -> Arc<Listener> {
         Arc::new(Listener {
-            fired: Mutex::new(Vec::new()),
+            fired: Mutex::new(std::collections::VecDeque::new()),
             cv: Condvar::new(),
         })
     }
@@ -193,7 +193,7 @@ impl<R> Task<R> {
         }
         for (l, index) in listeners {
             if let Some(l) = l.upgrade() {
-                lock(&l.fired).push(index);
+                lock(&l.fired).push_back(index);
                 l.cv.notify_all();
             }
         }
@@ -269,9 +269,14 @@ impl<R> Task<R> {
         let mut i = lock(&self.inner);
         if i.state.is_done() {
             drop(i);
-            lock(&l.fired).push(index);
+            lock(&l.fired).push_back(index);
             l.cv.notify_all();
         } else {
+            // Listeners of waits that ended (a `wait` with a timeout, an
+            // `as_completed` dropped early) are dropped here, so repeated
+            // polling of a long task keeps one entry per live waiter, not
+            // one per call.
+            i.listeners.retain(|(w, _)| w.strong_count() > 0);
             i.listeners.push((Arc::downgrade(l), index));
         }
     }
