@@ -711,3 +711,93 @@ fn debug_output_never_shows_a_key() {
     assert!(!shown.contains(&as_numbers), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
 }
+
+/// Holds the manager lock, then makes a call that fails (its reply is over
+/// the size limit), says so (through shared memory: another call would open
+/// a connection and hide the loss of the first), and stays.
+fn hold_lock_through_a_failed_call(args: (LockProxy, ListProxy<String>, ipckit::sync::Event)) {
+    let (lock, list, failed) = args;
+    lock.acquire().unwrap().forget();
+    let e = list.to_vec().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    failed.set();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_lock_stays_held_across_a_failed_call_and_goes_with_its_holders_death() {
+    let _t = Ctx::new("mgr_failed_call");
+    let m = Manager::builder()
+        .max_message_size(1 << 20)
+        .start()
+        .unwrap();
+    let lock = m.lock().unwrap();
+    let list = m.list::<String>().unwrap();
+    // Two items of 600 kB: each fits, the list as one reply does not.
+    list.push(&"x".repeat(600_000)).unwrap();
+    list.push(&"y".repeat(600_000)).unwrap();
+    let failed = ipckit::sync::Event::new().unwrap();
+    let mut child = spawn(
+        hold_lock_through_a_failed_call,
+        (lock.clone(), list.clone(), failed.clone()),
+    );
+    failed.wait_timeout(Duration::from_secs(30)).unwrap();
+    // The failed call closed its connection; the holder lives, so the lock
+    // stays held (it used to be released, and taken here mid-section).
+    std::thread::sleep(Duration::from_millis(200));
+    let e = lock.try_acquire().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    // Its death releases it.
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc::kill(child.pid() as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let g = lock.acquire_timeout(Duration::from_secs(5)).unwrap();
+    println!("released {:?} after the holder's SIGKILL", t.elapsed());
+    drop(g);
+    let _ = child.join_timeout(Duration::from_secs(10));
+    m.shutdown().unwrap();
+}
+
+/// Waits on the condition (holding its lock first) until killed.
+fn doomed_condition_waiter((cond, waiting): (ConditionProxy, EventProxy)) {
+    let g = cond.acquire().unwrap();
+    waiting.set().unwrap();
+    let _ = g.wait_timeout(Duration::from_secs(60));
+}
+
+#[test]
+fn notify_one_skips_a_waiter_that_just_died() {
+    let _t = Ctx::new("mgr_notify_dead");
+    let m = Manager::start().unwrap();
+    let cond = m.condition().unwrap();
+    for _ in 0..5 {
+        // The first waiter: a child, killed 1 ms before the notify.
+        let first = m.event().unwrap();
+        let mut doomed = spawn(doomed_condition_waiter, (cond.clone(), first.clone()));
+        first.wait_timeout(Duration::from_secs(30)).unwrap();
+        // Its wait has reached the server once the lock is free again.
+        drop(cond.acquire_timeout(Duration::from_secs(30)).unwrap());
+        // The second: a thread here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = cond.clone();
+        let live = std::thread::spawn(move || {
+            let g = c.acquire().unwrap();
+            tx.send(()).unwrap();
+            g.wait_timeout(Duration::from_secs(10)).unwrap()
+        });
+        rx.recv().unwrap();
+        drop(cond.acquire_timeout(Duration::from_secs(30)).unwrap());
+        // SAFETY: kill(2) on a child we own.
+        unsafe { libc::kill(doomed.pid() as i32, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(1));
+        let g = cond.acquire().unwrap();
+        // The dead waiter is first in line; the notification must reach the
+        // living one (it used to go to the dead, and the living wait ran
+        // out).
+        assert_eq!(g.notify(1).unwrap(), 1);
+        drop(g);
+        assert!(live.join().unwrap(), "the living waiter was not notified");
+        let _ = doomed.join_timeout(Duration::from_secs(10));
+    }
+    m.shutdown().unwrap();
+}

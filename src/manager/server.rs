@@ -13,6 +13,7 @@
 //!   wedge the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::deadline::deadline_after;
 use crate::error::{Error, ErrorKind, Result};
 
 use crate::pipe::Connection;
+use crate::platform;
 
 /// How often a blocked operation checks its client and the shutdown flag.
 const SLICE: Duration = Duration::from_millis(50);
@@ -170,7 +172,11 @@ enum State {
     Condition {
         lock: LockState,
         next_ticket: u64,
-        waiting: VecDeque<u64>,
+        /// Tickets of waiters, oldest first, each with its client's
+        /// connection: a notify skips waiters whose client hung up (the
+        /// descriptor stays open while its ticket is queued, since the
+        /// waiting thread removes the ticket before it returns).
+        waiting: VecDeque<(u64, RawFd)>,
         woken: HashSet<u64>,
     },
     Barrier {
@@ -657,7 +663,7 @@ impl Server {
         *l = LockState::default();
         let ticket = *next_ticket;
         *next_ticket += 1;
-        waiting.push_back(ticket);
+        waiting.push_back((ticket, conn.as_raw_fd()));
         o.cv.notify_all();
         let w = Waiter::new(wait, conn, self);
         let notified = loop {
@@ -671,7 +677,7 @@ impl Server {
                 Ok(g) => st = g,
                 Err((mut g, e)) => {
                     if let State::Condition { waiting, woken, .. } = &mut *g {
-                        waiting.retain(|&t| t != ticket);
+                        waiting.retain(|&(t, _)| t != ticket);
                         // A notification that raced with the timeout counts.
                         if woken.remove(&ticket) {
                             st = g;
@@ -970,7 +976,16 @@ fn immediate(o: &Object, st: &mut State, who: Owner, op: Op) -> Result<(Reply, b
             };
             let mut woke = 0;
             while woke < n {
-                let Some(t) = waiting.pop_front() else { break };
+                let Some((t, fd)) = waiting.pop_front() else {
+                    break;
+                };
+                // A waiter has one request in flight: anything readable on
+                // its connection is its client's hang-up. Such a waiter
+                // would only find out at its next slice; it is not counted
+                // (and leaves when it does find out).
+                if platform::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) {
+                    continue;
+                }
                 woken.insert(t);
                 woke += 1;
             }
