@@ -16,6 +16,12 @@
 //!   (`hit_*`), a present key removed and inserted again (`remove_reinsert_*`),
 //!   and an insert of a new key plus its removal (`insert_remove_*`).
 //!
+//! - `manager_many_threads`: 100 threads of one client process, each doing
+//!   `insert` + `get` pairs on one dict; throughput is pairs per second for
+//!   all of them, and each sample prints the spread of the threads'
+//!   times (slowest ÷ fastest): with too few connections kept, most calls
+//!   reconnect and some threads starve.
+//!
 //! Run: `cargo bench --bench manager` (`-- shared_map_churn` for the last).
 
 mod common;
@@ -142,10 +148,67 @@ fn shared_map_churn(c: &mut Criterion) {
     g.finish();
 }
 
+const THREADS: u64 = 100;
+/// Pairs per thread at least, so that connecting is not most of a sample.
+const MIN_PER_THREAD: u64 = 200;
+
+/// `pairs` insert+get pairs split over [`THREADS`] threads; the time for
+/// all, and the slowest thread's time over the fastest's.
+fn many_threads_round(m: &Manager, pairs: u64) -> (Duration, f64) {
+    let d = m.dict::<u64, u64>().unwrap();
+    let per = pairs.div_ceil(THREADS).max(MIN_PER_THREAD);
+    let barrier = std::sync::Barrier::new(THREADS as usize);
+    let start = std::time::Instant::now();
+    let times: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let d = d.clone();
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let t0 = std::time::Instant::now();
+                    for i in 0..per {
+                        let k = t * 1_000_000 + i % 10;
+                        d.insert(&k, &i).unwrap();
+                        d.get(&k).unwrap();
+                    }
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all = start.elapsed();
+    let min = times.iter().min().unwrap().as_secs_f64();
+    let max = times.iter().max().unwrap().as_secs_f64();
+    (all, max / min.max(1e-9))
+}
+
+fn many_threads(c: &mut Criterion) {
+    let m = Manager::start().unwrap();
+    let mut g = c.benchmark_group("manager_many_threads");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    g.bench_function("ipckit_manager_unix_100_threads", |b| {
+        b.iter_custom(|iters| {
+            let (all, spread) = many_threads_round(&m, iters);
+            let done = iters.div_ceil(THREADS).max(MIN_PER_THREAD) * THREADS;
+            eprintln!(
+                "manager_many_threads: {done} pairs by {THREADS} threads in {all:?} \
+                 ({:.0} pairs/s), slowest/fastest thread {spread:.2}x",
+                done as f64 / all.as_secs_f64()
+            );
+            // Per pair, as criterion counts `iters` of them.
+            all.mul_f64(iters as f64 / done as f64)
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(20);
-    targets = dict_insert_get, shared_map_churn
+    targets = dict_insert_get, shared_map_churn, many_threads
 }
 
 fn main() {

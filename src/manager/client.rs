@@ -34,7 +34,10 @@ pub(crate) const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// Polls `conn` for up to [`POLL_BEFORE_SLEEP`] (not in a process confined
 /// to one CPU, where polling only delays the peer); true if readable.
 pub(crate) fn poll_briefly(conn: &Connection) -> bool {
-    if !crate::sync::raw::spin_allowed() {
+    // Nor on a machine with more runnable threads than CPUs (a server with
+    // a hundred busy clients is one): polling would take the CPU from the
+    // threads that make progress.
+    if !crate::sync::raw::spin_allowed() || crate::sync::raw::machine_busy() {
         return false;
     }
     let start = std::time::Instant::now();

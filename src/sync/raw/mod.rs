@@ -28,5 +28,5 @@ pub(crate) use condvar::RawCondvar;
 pub(crate) use event::RawEvent;
 pub(crate) use mutex::{LockSnapshot, Locked, RawGuard, RawMutex};
 pub(crate) use semaphore::{PermitSlot, RawSemaphore, SemRef, UNBOUNDED};
-pub(crate) use spin::{Spinner, deadline_passed, spin_allowed};
+pub(crate) use spin::{Spinner, deadline_passed, machine_busy, spin_allowed};
 pub(crate) use wait::{Spin, WaitCell};
