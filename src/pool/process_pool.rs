@@ -91,8 +91,10 @@ struct Worker {
     /// retires first, giving it to another worker.
     next: Option<Job>,
     claim: Claim,
-    /// Why the pool killed it, reported for its task instead of "died".
-    kill_reason: Option<Error>,
+    /// Why the pool killed it, and for which task: reported for that task
+    /// instead of "died". (By the time the worker dies it may have moved on
+    /// to the task sent ahead, which then fails as killed, not timed out.)
+    kill_reason: Option<(u64, Error)>,
     stopping: bool,
 }
 
@@ -607,12 +609,15 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
     for w in st.workers.iter_mut().flatten() {
         if let Some((job, Some(deadline))) = &w.current {
             if now >= *deadline && w.kill_reason.is_none() {
-                w.kill_reason = Some(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "task {} overran its timeout of {:?}; its worker was killed",
-                        job.id,
-                        job.timeout.unwrap_or_default()
+                w.kill_reason = Some((
+                    job.id,
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "task {} overran its timeout of {:?}; its worker was killed",
+                            job.id,
+                            job.timeout.unwrap_or_default()
+                        ),
                     ),
                 ));
                 let _ = w.process.kill();
@@ -661,20 +666,24 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
             w.current = Some((job, None));
         }
         if let Some((job, _)) = w.current {
-            let e = w.kill_reason.unwrap_or_else(|| {
-                Error::new(
+            let e = match w.kill_reason {
+                Some((id, e)) if id == job.id => e,
+                other => Error::new(
                     ErrorKind::ProcessDied,
                     format!(
-                        "task {} failed: worker {} (pid {}) died: {}",
+                        "task {} failed: worker {} (pid {}) died: {}{}",
                         job.id,
                         w.process.name(),
                         w.process.pid(),
                         w.process
                             .exit_status()
-                            .map_or_else(|| "exit status unknown".to_owned(), describe_status)
+                            .map_or_else(|| "exit status unknown".to_owned(), describe_status),
+                        other.map_or_else(String::new, |(_, why)| format!(
+                            " (the pool killed it: {why})"
+                        ))
                     ),
-                )
-            });
+                ),
+            };
             job.slot.fail(e);
         }
         if replace {
@@ -877,7 +886,7 @@ fn cancel(shared: &Shared, id: u64, running: bool) -> bool {
             // Complete the task now, so `cancelled()` holds when this
             // returns; the collector's later report of the death is ignored.
             job.slot.fail(e());
-            w.kill_reason = Some(e());
+            w.kill_reason = Some((id, e()));
             let _ = w.process.kill();
             return true;
         }
