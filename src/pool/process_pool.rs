@@ -96,6 +96,10 @@ struct Worker {
     /// to the task sent ahead, which then fails as killed, not timed out.)
     kill_reason: Option<(u64, Error)>,
     stopping: bool,
+    /// When it was started, and whether it ever reported a task: a worker
+    /// that dies young without one counts towards `State::early_deaths`.
+    started: Instant,
+    reported: bool,
 }
 
 struct State {
@@ -105,7 +109,16 @@ struct State {
     /// Why the pool is broken: every task fails with this error's kind.
     broken: Option<Error>,
     next_generation: u64,
+    /// Workers that died in a row soon after starting, before reporting
+    /// anything: past [`MAX_EARLY_DEATHS`] the pool breaks instead of
+    /// starting more (a program that kills its workers as they start).
+    early_deaths: u32,
 }
+
+/// Young deaths in a row after which the pool stops replacing workers.
+const MAX_EARLY_DEATHS: u32 = 6;
+/// How young a worker's death counts as early.
+const EARLY: Duration = Duration::from_secs(2);
 
 struct Config {
     name: String,
@@ -221,6 +234,7 @@ impl ProcessPoolBuilder {
                 shutdown: false,
                 broken: None,
                 next_generation: 1,
+                early_deaths: 0,
             }),
             driving: AtomicBool::new(false),
             collector: OnceLock::new(),
@@ -293,6 +307,8 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
         claim,
         kill_reason: None,
         stopping: false,
+        started: Instant::now(),
+        reported: false,
     })
 }
 
@@ -369,6 +385,7 @@ impl Worker {
     /// report for `next` means `current` is done too (the worker runs them
     /// in order) and its report is on its way.
     fn finished(&mut self, id: u64, report: Report, retiring: bool, pending: &mut VecDeque<Job>) {
+        self.reported = true;
         let who = || {
             format!(
                 "worker {} (pid {})",
@@ -640,6 +657,30 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
         let Some(mut w) = st.workers[i].take() else {
             continue;
         };
+        // A worker that could not even start its function (the child
+        // protocol failed: a program whose main does not call
+        // ipckit::init(), another executable) reported why: every
+        // replacement would fail the same way.
+        let failed_to_start = match w.process.try_join() {
+            Err(e) if !matches!(e.kind(), ErrorKind::ProcessDied | ErrorKind::WouldBlock) => {
+                Some(e)
+            }
+            _ => None,
+        };
+        let young = !w.reported && w.kill_reason.is_none() && w.started.elapsed() < EARLY;
+        st.early_deaths = if young { st.early_deaths + 1 } else { 0 };
+        if let Some(e) = &failed_to_start {
+            // Its tasks fail with the reason, as every later one will.
+            let why = e.clone_error().context("a pool worker could not start");
+            for job in w
+                .next
+                .take()
+                .into_iter()
+                .chain(w.current.take().map(|(j, _)| j))
+            {
+                job.slot.fail(broken_error(&why));
+            }
+        }
         // Not started (see `Worker::next`): it runs elsewhere. Started: it
         // is what the worker was running when it died.
         let replace = !st.shutdown && st.broken.is_none();
@@ -685,6 +726,28 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
                 ),
             };
             job.slot.fail(e);
+        }
+        if let Some(e) = failed_to_start {
+            if st.broken.is_none() {
+                break_pool(st, e.context("a pool worker could not start"));
+            }
+            continue;
+        }
+        if replace && st.early_deaths >= MAX_EARLY_DEATHS {
+            break_pool(
+                st,
+                Error::new(
+                    ErrorKind::ProcessDied,
+                    format!(
+                        "{MAX_EARLY_DEATHS} workers in a row died within {EARLY:?} of starting, \
+                         before running anything (the last: {}); no more are started",
+                        w.process
+                            .exit_status()
+                            .map_or_else(|| "exit status unknown".to_owned(), describe_status)
+                    ),
+                ),
+            );
+            continue;
         }
         if replace {
             match spawn_worker(shared, st, i) {

@@ -255,6 +255,33 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
     std::process::exit(code);
 }
 
+/// This process was started as an ipckit child, but its `main` never
+/// called `ipckit::init()`, so it ran the program again instead of the
+/// function it was started for — and has now reached a spawn (which would
+/// start the same again: a storm). Tells the parent why, through the
+/// channel the function's result would have taken, and exits.
+pub(crate) fn report_missing_init() -> ! {
+    let error = Error::new(
+        ErrorKind::Unsupported,
+        "the child process ran the program's main again instead of its function: the program \
+         never calls ipckit::init(), which must be the first line of main (in tests: \
+         ipckit::test_support!() at the root of the test file)",
+    );
+    let fd = std::env::var_os(FD_ENV)
+        .and_then(|v| v.to_str().and_then(|s| s.parse::<RawFd>().ok()))
+        .filter(|fd| *fd >= 0);
+    match fd {
+        // SAFETY: the parent passed this descriptor (its socket end, kept
+        // open across exec) in FD_ENV, and nothing in this process took it:
+        // `init()`, which would have, never ran.
+        Some(fd) => fail(&mut unsafe { UnixStream::from_raw_fd(fd) }, error),
+        None => {
+            eprintln!("ipckit child {}: {error}", std::process::id());
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Reads `FD_ENV` and, if set, runs the child. Removes the variable so that
 /// this process's own subprocesses do not mistake themselves for children.
 pub(crate) fn maybe_run_child() {

@@ -396,11 +396,10 @@ impl Builder {
     {
         static COUNTER: AtomicU64 = AtomicU64::new(1);
         if std::env::var_os(FD_ENV).is_some() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "cannot spawn: this process was started as an ipckit child but never called \
-                 ipckit::init() (it must be the first line of main)",
-            ));
+            // Started as a child, yet running main (init() was never
+            // called): report that to the parent and exit, rather than
+            // start another copy that would do the same.
+            child::report_missing_init();
         }
         let name = self
             .name
