@@ -653,3 +653,31 @@ fn sleep_then_pid(i: u64) -> (u64, u32) {
     std::thread::sleep(Duration::from_millis(2));
     (i, std::process::id())
 }
+
+#[test]
+fn pythons_as_completed_loops_on_a_process_pool() {
+    let _t = Ctx::new("pool_completed");
+    let pool = ProcessPool::new(3).unwrap();
+    // Every worker up and idle first.
+    let warm: Vec<_> = (0..3).map(|_| pool.submit(sleep_ms, 20).unwrap()).collect();
+    for h in warm {
+        h.result().unwrap();
+    }
+    // Longest first, one per worker: completion order is not submission order.
+    let handles: Vec<_> = [400u64, 200, 0]
+        .iter()
+        .map(|&ms| pool.submit(sleep_ms, ms).unwrap())
+        .collect();
+    let order: Vec<(usize, u64)> = ipckit::pool::completed(handles)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(order, [(2, 0), (1, 200), (0, 400)]);
+    // Handles kept, results taken by index.
+    let mut handles: Vec<_> = (0..5).map(|i| pool.submit(square, i).unwrap()).collect();
+    for i in as_completed(&handles, Some(Duration::from_secs(30))) {
+        let i = i.unwrap();
+        assert_eq!(handles[i].take_result().unwrap(), (i * i) as u64);
+        assert!(handles[i].take_result().is_err(), "taken once");
+    }
+}

@@ -18,6 +18,56 @@
 //! }
 //! ```
 //!
+//! # Python's futures loops
+//!
+//! `for f in as_completed(fs): f.result()` — results in the order they
+//! finish, each with the index of its handle:
+//!
+//! ```
+//! use ipckit::pool::{completed, Executor, ThreadPool};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! # fn main() -> ipckit::Result<()> {
+//! let pool = ThreadPool::new(4)?;
+//! let handles = (0..10).map(|x| pool.submit(square, x)).collect::<ipckit::Result<Vec<_>>>()?;
+//! let mut total = 0;
+//! for (i, result) in completed(handles) {
+//!     let r = result?;
+//!     assert_eq!(r, (i * i) as u64);
+//!     total += r;
+//! }
+//! assert_eq!(total, 285);
+//! # Ok(()) }
+//! ```
+//!
+//! Keeping the handles (to cancel some, or to wait with a deadline), take
+//! each result by index through `&mut` — [`TaskHandle::take_result`] — as
+//! [`as_completed`] yields indices:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipckit::pool::{as_completed, wait, Executor, ReturnWhen, ThreadPool};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! # fn main() -> ipckit::Result<()> {
+//! let pool = ThreadPool::new(4)?;
+//! let mut handles = (0..10).map(|x| pool.submit(square, x)).collect::<ipckit::Result<Vec<_>>>()?;
+//! // concurrent.futures.wait(fs, timeout=5, return_when=ALL_COMPLETED)
+//! let (done, not_done) = wait(&handles, Some(Duration::from_secs(5)), ReturnWhen::AllCompleted);
+//! assert_eq!((done.len(), not_done.len()), (10, 0));
+//! // for f in as_completed(fs, timeout=5): f.result()
+//! for i in as_completed(&handles, Some(Duration::from_secs(5))) {
+//!     let i = i?; // a timeout error if the time runs out
+//!     assert_eq!(handles[i].take_result()?, (i * i) as u64);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `wait` returns its two lists directly, as Python's does: running out of
+//! time is one of its answers, not an error.
+//!
 //! # Crashes
 //!
 //! A process worker that dies while running a task — SIGKILL, the OOM
@@ -498,6 +548,59 @@ pub fn wait<W: Waitable>(
             }
         }
         fired.clear();
+    }
+}
+
+/// Yields each task's index and result in the order the tasks complete,
+/// taking the handles: Python's `for f in as_completed(fs): f.result()`.
+/// See the [module docs](self) for the loop, and [`as_completed`] to keep
+/// the handles or set a deadline.
+pub fn completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> Completed<R> {
+    let handles: Vec<Option<TaskHandle<R>>> = handles.into_iter().map(Some).collect();
+    let listener = Listener::new();
+    for (i, h) in handles.iter().enumerate() {
+        if let Some(h) = h {
+            h.add_listener(&listener, i as u64);
+        }
+    }
+    Completed { handles, listener }
+}
+
+/// The iterator [`completed`] returns.
+pub struct Completed<R> {
+    handles: Vec<Option<TaskHandle<R>>>,
+    listener: Arc<Listener>,
+}
+
+impl<R> Iterator for Completed<R> {
+    type Item = (usize, Result<R>);
+
+    fn next(&mut self) -> Option<(usize, Result<R>)> {
+        loop {
+            if self.handles.iter().all(Option::is_none) {
+                return None;
+            }
+            let index = {
+                let mut fired = self
+                    .listener
+                    .fired
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(i) = fired.pop_front() {
+                        break i as usize;
+                    }
+                    fired = self
+                        .listener
+                        .cv
+                        .wait(fired)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            if let Some(h) = self.handles.get_mut(index).and_then(Option::take) {
+                return Some((index, h.result()));
+            }
+        }
     }
 }
 

@@ -343,6 +343,15 @@ impl<R> TaskHandle<R> {
         self.task.take(i)
     }
 
+    /// Like [`result`](Self::result), through `&mut self`, for handles kept
+    /// in a `Vec` and taken by index (`handles[i].take_result()?` in an
+    /// [`as_completed`](super::as_completed) loop). The result can be taken
+    /// once; a second call is an error.
+    pub fn take_result(&mut self) -> Result<R> {
+        let i = self.task.wait_done(None, self.drive.as_deref())?;
+        self.task.take(i)
+    }
+
     /// Like [`result`](Self::result), waiting at most `timeout`; on timeout
     /// the task goes on and the handle stays usable.
     pub fn result_timeout(&mut self, timeout: Duration) -> Result<R> {
