@@ -519,7 +519,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `cli` | on | builds the `ipckit` command-line tool (`cargo install ipckit`); pulls in `clap`. The library, [`admin`] included, does not need it: `default-features = false` keeps a dependent's build lean. |
-//! | `progress` | off | `.progress(label)` on the iterator of [`Executor::map`](pool::Executor::map): a progress bar on stderr for inputs of known length. No dependency. |
+//! | `progress` | off | `.progress(label)` on the iterators of [`Executor::map`](pool::Executor::map), [`map_unordered`](pool::Executor::map_unordered), [`completed`](pool::completed) and [`as_completed`](pool::as_completed): a bar with count, rate and time left on stderr, drawn by `indicatif`, hidden when stderr is not a terminal. |
 //! | `bench-iceoryx2` | off | adds iceoryx2 (zero-copy shared-memory pub/sub) as a row of `cargo bench --bench transports`. Not used by the library. |
 //!
 //! ## Platform
@@ -545,6 +545,7 @@
 //! measurements behind design constants).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;

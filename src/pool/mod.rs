@@ -203,6 +203,8 @@ pub trait Executor {
             submitted: 0,
             listener: Listener::new(),
             exhausted: false,
+            #[cfg(feature = "progress")]
+            progress: None,
         }
     }
 }
@@ -323,98 +325,95 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
 }
 
 #[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 impl<P, A, R, I: Iterator> Map<'_, P, A, R, I> {
-    /// Draws a progress bar on stderr as results are consumed (feature
-    /// `progress`). The total is the input's length as known before any
-    /// task is submitted: its `size_hint` when exact (ranges, vectors,
-    /// slices); otherwise only a count is shown.
+    /// Shows a progress bar on stderr as results are consumed: count, rate
+    /// and time left (feature `progress`; hidden when stderr is not a
+    /// terminal). The total is the input's length as known before any task
+    /// is submitted: its `size_hint` when exact (ranges, vectors, slices);
+    /// otherwise a count and a rate.
     pub fn progress(mut self, label: &str) -> Self {
-        let total = match self.args.size_hint() {
-            (low, Some(high)) if low == high => Some(low + self.ready.len()),
-            _ => None,
-        };
+        let total = exact_len(&self.args).map(|n| n + self.ready.len());
         self.progress = Some(Progress::new(label, total));
         self
     }
 }
 
-/// A minimal progress bar on stderr (feature `progress`).
 #[cfg(feature = "progress")]
-struct Progress {
-    label: String,
-    total: Option<usize>,
-    done: usize,
-    drawn: usize,
-    start: Instant,
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+impl<P, A, R, I: Iterator> MapUnordered<'_, P, A, R, I> {
+    /// Shows a progress bar on stderr as results come (see [`Map::progress`]).
+    pub fn progress(mut self, label: &str) -> Self {
+        let total = exact_len(&self.args).map(|n| n + self.tasks.len());
+        self.progress = Some(Progress::new(label, total));
+        self
+    }
 }
+
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+impl<R> Completed<R> {
+    /// Shows a progress bar on stderr as tasks complete (see [`Map::progress`]).
+    pub fn progress(mut self, label: &str) -> Self {
+        let total = self.handles.iter().filter(|h| h.is_some()).count();
+        self.progress = Some(Progress::new(label, Some(total)));
+        self
+    }
+}
+
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+impl AsCompleted {
+    /// Shows a progress bar on stderr as tasks complete (see [`Map::progress`]).
+    pub fn progress(mut self, label: &str) -> Self {
+        self.progress = Some(Progress::new(label, Some(self.remaining)));
+        self
+    }
+}
+
+#[cfg(feature = "progress")]
+fn exact_len<I: Iterator>(i: &I) -> Option<usize> {
+    match i.size_hint() {
+        (low, Some(high)) if low == high => Some(low),
+        _ => None,
+    }
+}
+
+/// A progress bar on stderr, drawn by indicatif (feature `progress`):
+/// label, bar, count, rate and time left; a spinner with count and rate
+/// when the total is unknown. indicatif hides it when stderr is not a
+/// terminal, and limits redraws to a few per second.
+#[cfg(feature = "progress")]
+struct Progress(indicatif::ProgressBar);
 
 #[cfg(feature = "progress")]
 impl Progress {
     fn new(label: &str, total: Option<usize>) -> Progress {
-        let p = Progress {
-            label: label.to_owned(),
-            total,
-            done: 0,
-            drawn: usize::MAX,
-            start: Instant::now(),
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        let bar = match total {
+            Some(n) => ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr())
+                .with_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} ({elapsed})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("#>-"),
+                ),
+            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+                ProgressStyle::with_template("{msg} {spinner} {pos} done, {per_sec} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
         };
-        p.draw();
-        p
-    }
-
-    /// Bar width in characters for `done` of `total` (0..=40).
-    fn width(&self) -> usize {
-        match self.total {
-            Some(0) => 40,
-            Some(t) => (self.done * 40 / t).min(40),
-            // Unknown length: redraw every 64 results.
-            None => self.done / 64,
-        }
+        bar.set_message(label.to_owned());
+        Progress(bar)
     }
 
     fn tick(&mut self) {
-        self.done += 1;
-        let width = self.width();
-        if width != self.drawn || Some(self.done) == self.total {
-            self.drawn = width;
-            self.draw();
-        }
+        self.0.inc(1);
     }
 
-    /// Ends the line of a bar whose total was unknown.
     fn finish(self) {
-        if self.total.is_none() {
-            self.draw();
-            eprintln!();
-        }
-    }
-
-    fn draw(&self) {
-        use std::io::Write;
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let mut err = std::io::stderr().lock();
-        match self.total {
-            Some(total) => {
-                let width = self.width();
-                let _ = write!(
-                    err,
-                    "\r{} [{}{}] {}/{} {:.1}s",
-                    self.label,
-                    "#".repeat(width),
-                    " ".repeat(40 - width),
-                    self.done,
-                    total,
-                    elapsed
-                );
-                if self.done >= total {
-                    let _ = writeln!(err);
-                }
-            }
-            None => {
-                let _ = write!(err, "\r{} {} done {:.1}s", self.label, self.done, elapsed);
-            }
-        }
-        let _ = err.flush();
+        self.0.finish();
     }
 }
 
@@ -429,6 +428,8 @@ pub struct MapUnordered<'p, P, A, R, I> {
     submitted: u64,
     listener: Arc<Listener>,
     exhausted: bool,
+    #[cfg(feature = "progress")]
+    progress: Option<Progress>,
 }
 
 impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
@@ -454,6 +455,10 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
             }
         }
         if self.tasks.is_empty() {
+            #[cfg(feature = "progress")]
+            if let Some(p) = self.progress.take() {
+                p.finish();
+            }
             return None;
         }
         let index = {
@@ -472,6 +477,10 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
             fired.pop_front().expect("not empty")
         };
         let h = self.tasks.remove(&index).expect("each task fires once");
+        #[cfg(feature = "progress")]
+        if let Some(p) = &mut self.progress {
+            p.tick();
+        }
         Some(h.result())
     }
 }
@@ -563,13 +572,20 @@ pub fn completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> Complet
             h.add_listener(&listener, i as u64);
         }
     }
-    Completed { handles, listener }
+    Completed {
+        handles,
+        listener,
+        #[cfg(feature = "progress")]
+        progress: None,
+    }
 }
 
 /// The iterator [`completed`] returns.
 pub struct Completed<R> {
     handles: Vec<Option<TaskHandle<R>>>,
     listener: Arc<Listener>,
+    #[cfg(feature = "progress")]
+    progress: Option<Progress>,
 }
 
 impl<R> Iterator for Completed<R> {
@@ -578,6 +594,10 @@ impl<R> Iterator for Completed<R> {
     fn next(&mut self) -> Option<(usize, Result<R>)> {
         loop {
             if self.handles.iter().all(Option::is_none) {
+                #[cfg(feature = "progress")]
+                if let Some(p) = self.progress.take() {
+                    p.finish();
+                }
                 return None;
             }
             let index = {
@@ -598,6 +618,10 @@ impl<R> Iterator for Completed<R> {
                 }
             };
             if let Some(h) = self.handles.get_mut(index).and_then(Option::take) {
+                #[cfg(feature = "progress")]
+                if let Some(p) = &mut self.progress {
+                    p.tick();
+                }
                 return Some((index, h.result()));
             }
         }
@@ -617,6 +641,8 @@ pub fn as_completed<W: Waitable>(tasks: &[W], timeout: Option<Duration>) -> AsCo
         remaining: tasks.len(),
         deadline: timeout.and_then(deadline_after),
         timed_out: false,
+        #[cfg(feature = "progress")]
+        progress: None,
     }
 }
 
@@ -626,6 +652,8 @@ pub struct AsCompleted {
     remaining: usize,
     deadline: Option<Instant>,
     timed_out: bool,
+    #[cfg(feature = "progress")]
+    progress: Option<Progress>,
 }
 
 impl Iterator for AsCompleted {
@@ -668,6 +696,15 @@ impl Iterator for AsCompleted {
             }
         }
         self.remaining -= 1;
+        #[cfg(feature = "progress")]
+        if let Some(p) = &mut self.progress {
+            p.tick();
+            if self.remaining == 0 {
+                if let Some(p) = self.progress.take() {
+                    p.finish();
+                }
+            }
+        }
         Some(Ok(fired.pop_front().expect("not empty") as usize))
     }
 }
