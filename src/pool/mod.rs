@@ -176,6 +176,7 @@ pub trait Executor {
             queue: VecDeque::new(),
             ready: VecDeque::new(),
             exhausted: false,
+            delivered: 0,
             #[cfg(feature = "progress")]
             progress: None,
         }
@@ -251,6 +252,8 @@ pub struct Map<'p, P, A, R, I> {
     queue: VecDeque<Pending<R>>,
     ready: VecDeque<Result<R>>,
     exhausted: bool,
+    /// The input index of the next result handed out.
+    delivered: usize,
     #[cfg(feature = "progress")]
     progress: Option<Progress>,
 }
@@ -298,7 +301,10 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
                 if let Some(p) = &mut self.progress {
                     p.tick();
                 }
-                return Some(r);
+                let index = self.delivered;
+                self.delivered += 1;
+                // An error names the input it belongs to.
+                return Some(r.map_err(|e| e.context(format!("map input {index}"))));
             }
             self.refill();
             let Some(next) = self.queue.pop_front() else {
@@ -481,7 +487,11 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
         if let Some(p) = &mut self.progress {
             p.tick();
         }
-        Some(h.result())
+        // An error names the input it belongs to.
+        Some(
+            h.result()
+                .map_err(|e| e.context(format!("map input {index}"))),
+        )
     }
 }
 

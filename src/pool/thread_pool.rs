@@ -159,9 +159,7 @@ impl ThreadPoolBuilder {
             max_tasks: self.max_tasks,
             timer: Mutex::new(None),
         });
-        if shared.initializer.is_some() {
-            install_panic_hook();
-        }
+        install_panic_hook();
         let pool = ThreadPool { shared, workers };
         for i in 0..workers {
             // On failure, dropping `pool` stops the threads already started.
@@ -189,37 +187,46 @@ fn start_thread(shared: &Arc<Shared>, i: usize, predecessor: Option<u64>) -> Res
 }
 
 thread_local! {
-    /// Set while this thread runs a pool initializer: the panic hook then
-    /// records where a panic happened.
-    static INIT_PANIC: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+    /// Set while this thread runs a pool initializer or task: the panic
+    /// hook then records where a panic happened, and prints nothing (the
+    /// panic is the task's result, as in a `ProcessPool`).
+    static IN_POOL_CALL: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
 }
 
-/// Chains a panic hook that records the location of a panic inside a
-/// thread-pool initializer (the message comes with the unwind; the location
-/// only to a hook), then calls the previous hook. Installed once, when the
-/// first pool with an initializer is built.
+/// Chains a panic hook that, for a panic inside a thread-pool initializer
+/// or task, records its location (the message comes with the unwind; the
+/// location only to a hook) and prints nothing; every other panic goes to
+/// the previous hook. Installed once, when the first pool is built.
 fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            INIT_PANIC.with(|p| {
-                if let Some(at) = p.borrow_mut().as_mut() {
+            let ours = IN_POOL_CALL.with(|p| match p.borrow_mut().as_mut() {
+                Some(at) => {
                     *at = info.location().map(|l| l.to_string());
+                    true
                 }
+                None => false,
             });
-            previous(info);
+            if !ours {
+                previous(info);
+            }
         }));
     });
 }
 
+/// Runs `f`, catching a panic: its message and, from the hook, location.
+fn call_catching<T>(f: impl FnOnce() -> T) -> std::result::Result<T, (String, Option<String>)> {
+    IN_POOL_CALL.with(|p| *p.borrow_mut() = Some(None));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+    let location = IN_POOL_CALL.with(|p| p.borrow_mut().take()).flatten();
+    outcome.map_err(|payload| (panic_message(&payload), location))
+}
+
 /// Runs the initializer; the error that breaks the pool if it panics.
 fn run_initializer(init: &(dyn Fn() + Send + Sync)) -> Option<Error> {
-    INIT_PANIC.with(|p| *p.borrow_mut() = Some(None));
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(init));
-    let location = INIT_PANIC.with(|p| p.borrow_mut().take()).flatten();
-    let payload = outcome.err()?;
-    let message = panic_message(&payload);
+    let (message, location) = call_catching(init).err()?;
     Some(Error::new(
         ErrorKind::Panicked,
         match location {
@@ -321,10 +328,17 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+/// A task's panic as its error, worded as a `ProcessPool`'s.
+fn panic_error(id: u64, message: String, location: Option<String>) -> Error {
+    let who = std::thread::current()
+        .name()
+        .map_or_else(|| "a pool thread".to_owned(), |n| format!("thread {n}"));
     Error::new(
         ErrorKind::Panicked,
-        format!("the task panicked: {}", panic_message(&payload)),
+        match location {
+            Some(at) => format!("task {id} panicked in {who} at {at}: {message}"),
+            None => format!("task {id} panicked in {who}: {message}"),
+        },
     )
 }
 
@@ -485,8 +499,9 @@ impl ThreadPool {
         let t = task.clone();
         let job: Job = Box::new(move || {
             if t.start() {
-                let r = std::panic::catch_unwind(AssertUnwindSafe(run))
-                    .unwrap_or_else(|p| Err(panic_error(p)));
+                let id = t.id;
+                let r = call_catching(run)
+                    .unwrap_or_else(|(message, location)| Err(panic_error(id, message, location)));
                 t.complete(r);
             }
         });
