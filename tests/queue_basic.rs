@@ -235,3 +235,30 @@ fn joinable_queue_in_one_process() {
     q.join().unwrap();
     assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::LimitExceeded);
 }
+
+#[test]
+fn queue_edges_a_newcomer_meets() {
+    // Python's Queue(0) means unbounded; a ring cannot be: a clear error.
+    let e = Queue::<u32>::new(0).unwrap_err();
+    assert_eq!(e.kind(), ipckit::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("capacity"), "{e}");
+    // One thread, no consumer, a message over half the ring: it would be
+    // streamed and wait for a reader. put_timeout gives up, and the queue
+    // is as before — nothing counted, no bytes held.
+    let q = Queue::<()>::new(4096).unwrap();
+    assert_eq!(q.max_whole_message(), 2040);
+    let big = vec![7u8; 10_000];
+    let e = q
+        .put_bytes_timeout(&big, Duration::from_millis(50))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(
+        (q.len(), q.used_bytes()),
+        (0, 0),
+        "the aborted stream is taken back"
+    );
+    // The queue works on.
+    q.put_bytes(b"small").unwrap();
+    assert_eq!(q.get_bytes().unwrap(), b"small");
+    assert_eq!((q.len(), q.used_bytes()), (0, 0));
+}

@@ -347,7 +347,17 @@ impl<T, F: Flavor> QueueBuilder<T, F> {
     }
 
     /// The ring's capacity after rounding (a power of two, at least 4 KiB).
+    /// Zero is refused: Python's `Queue(0)` means "unbounded", which a ring
+    /// in shared memory cannot be.
     fn rounded_capacity(&self) -> Result<usize> {
+        if self.capacity == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a queue needs a capacity in bytes (Python's Queue(0), unbounded, has no \
+                 shared-memory equivalent): choose the ring's size, e.g. 1 << 20, and limit \
+                 the number of messages with max_items",
+            ));
+        }
         frame::round_capacity(self.capacity).ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -525,6 +535,12 @@ impl<T, F: Flavor> Queue<T, F> {
     pub fn is_full(&self) -> bool {
         let r = self.ring();
         r.len() >= r.max_items() || r.used_bytes() + 16 > self.capacity() as u64
+    }
+
+    /// The largest message that travels whole; a larger one is streamed
+    /// through the ring (see [`put`](Self::put)).
+    pub fn max_whole_message(&self) -> usize {
+        frame::max_whole_payload(self.capacity())
     }
 
     /// Bytes of the ring in use (a snapshot).
@@ -722,6 +738,15 @@ impl<T: Serialize + DeserializeOwned, F: Flavor> Queue<T, F> {
     }
 
     /// Puts a value, blocking while the queue is full.
+    ///
+    /// A message whose frame takes more than half the ring is streamed
+    /// through it (see the [module docs](self)): `put` then returns only
+    /// once a consumer has read all but the last part of it. So a thread
+    /// that puts such a message with nobody getting — a single-threaded
+    /// program putting before it gets, say — waits for ever; use a larger
+    /// ring ([`Queue::max_whole_message`] says what fits whole), a consumer
+    /// in another thread or process, or [`put_timeout`](Self::put_timeout),
+    /// which ends the stream and queues nothing if time runs out.
     pub fn put(&self, value: &T) -> Result<()> {
         self.put_with(value, Blocking::Forever)
     }

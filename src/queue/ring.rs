@@ -666,6 +666,40 @@ impl ProducerGuard<'_> {
         new
     }
 
+    /// Ends a stream that ran out of time by taking it back whole — the
+    /// tail returns to `before_start`, so the queue's bytes and message
+    /// count agree again, as if it was never put — if no consumer has
+    /// started on it: the consumer lock is free (taken here, so none can
+    /// start meanwhile) and the head has not passed the `Start` frame.
+    /// Otherwise `false`, and the caller ends it with an `Abort` frame that
+    /// consumers skip.
+    fn take_back_stream(&self, before_start: u64) -> bool {
+        let r = &self.ring;
+        let Ok(locked) = r.s.cons_lock.try_lock() else {
+            return false;
+        };
+        // SAFETY: this thread has just taken the lock.
+        let _guard = unsafe { RawGuard::new(&r.s.cons_lock) };
+        if locked.owner_died {
+            // A consumer died holding it: it may have been mid-stream.
+            return false;
+        }
+        let (start_pos, _) = unpack(before_start);
+        // SYNC POINT "head": a consumer commits its position with Release.
+        let (hpos, _) = unpack(r.s.head.load(Ordering::Acquire));
+        if hpos != start_pos {
+            return false;
+        }
+        // Ordering: Release, as every tail commit; consumers, none of which
+        // can read now, Acquire-load it. No frame after `before_start` is
+        // reachable once it is the tail again.
+        r.s.tail.store(before_start, Ordering::Release);
+        r.s.stream_open.store(0, Ordering::Release);
+        // Producers waiting for space may go on (we held their lock).
+        r.s.not_full.wake(u32::MAX);
+        true
+    }
+
     /// Puts one message. `deadline` bounds the waits for space; a stream
     /// that runs out of time is ended with an `Abort` frame.
     ///
@@ -693,6 +727,7 @@ impl ProducerGuard<'_> {
         // A stream: Start (total length), Cont..., End.
         let start_units = frame::frame_units(8).expect("small") + ABORT_RESERVE;
         let mut tail = self.wait_space(start_units, true, deadline, consumer_alive)?;
+        let before_start = tail;
         // Set before the Start frame is committed, cleared after the End:
         // a recoverer that sees it set ends the stream with Abort (harmless
         // if the Start or the End was never or already committed).
@@ -712,6 +747,9 @@ impl ProducerGuard<'_> {
             match self.wait_space(units, false, deadline, consumer_alive) {
                 Ok(t) => tail = t,
                 Err(e) => {
+                    if self.take_back_stream(before_start) {
+                        return Err(e);
+                    }
                     tail = r.s.tail.load(Ordering::Relaxed);
                     self.commit_frame(tail, FrameKind::Abort, &[], false);
                     r.s.stream_open.store(0, Ordering::Release);
