@@ -746,8 +746,16 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 /// Runs in a freshly forked child, before `exec`: keeps `fd` across exec,
 /// and for a daemon asks for SIGKILL when the parent dies. Only
 /// async-signal-safe calls.
-pub(crate) fn child_pre_exec(fd: RawFd, daemon: bool, parent: u32) -> io::Result<()> {
+pub(crate) fn child_pre_exec(
+    fd: RawFd,
+    also_keep: Option<RawFd>,
+    daemon: bool,
+    parent: u32,
+) -> io::Result<()> {
     set_cloexec(fd, false)?;
+    if let Some(k) = also_keep {
+        set_cloexec(k, false)?;
+    }
     if daemon {
         // SAFETY: prctl with integer arguments.
         cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;

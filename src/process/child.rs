@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FD_ENV, IDENTITY, ProcessInfo};
+use super::{FD_ENV, IDENTITY, ProcessInfo, STDOUT_ENV};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform;
@@ -123,6 +123,29 @@ fn fail(stream: &mut UnixStream, error: Error) -> ! {
     std::process::exit(2);
 }
 
+/// In a child of a test binary, the harness ran with stdout on /dev/null
+/// (its "running 1 test" chatter, once per child, is noise); the function
+/// gets the parent's stdout back.
+fn restore_harness_stdout() {
+    let Some(fd) = std::env::var_os(STDOUT_ENV)
+        .and_then(|v| v.to_str().and_then(|s| s.parse::<RawFd>().ok()))
+        .filter(|fd| *fd > 2)
+    else {
+        return;
+    };
+    // SAFETY: single-threaded still (the function has not run), as
+    // `maybe_run_child` is.
+    unsafe { std::env::remove_var(STDOUT_ENV) };
+    let _ = std::io::stdout().flush();
+    // SAFETY: the parent passed `fd` (a duplicate of its stdout, kept open
+    // across exec) for this; after dup2 it is closed and never used again.
+    unsafe {
+        if libc::dup2(fd, 1) >= 0 {
+            libc::close(fd);
+        }
+    }
+}
+
 /// Runs the function the parent asked for and exits. Never returns.
 pub(crate) fn run_child(fd: RawFd) -> ! {
     // SAFETY: the parent passed this descriptor (its socket end, kept open
@@ -177,6 +200,7 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         );
     }
     let _ = IDENTITY.set((payload.name.clone(), Some(payload.parent.clone())));
+    restore_harness_stdout();
 
     // Capture the main function's panic (message and location). With
     // panic=abort nothing runs after the hook, so the hook reports it itself.
@@ -205,7 +229,28 @@ pub(crate) fn run_child(fd: RawFd) -> ! {
         }
         // Relaxed: only the main thread stores the flag, and only the main
         // thread's own panics are silenced.
-        if !(on_main && IN_POOL_TASK.load(std::sync::atomic::Ordering::Relaxed)) {
+        if on_main && IN_POOL_TASK.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if on_main {
+            // The function's panic goes to the parent as its result; say
+            // so here in one line (with the backtrace if one was asked
+            // for), so that an expected panic does not read as a crash.
+            let name = IDENTITY.get().map_or("?", |(n, _)| n.as_str());
+            let at = info
+                .location()
+                .map_or_else(String::new, |l| format!(" at {l}"));
+            eprintln!(
+                "ipckit child {name:?} (pid {}) panicked{at}: {}; its parent's join gets it as a \
+                 Panicked error",
+                std::process::id(),
+                panic_message(info)
+            );
+            let bt = std::backtrace::Backtrace::capture();
+            if bt.status() == std::backtrace::BacktraceStatus::Captured {
+                eprintln!("{bt}");
+            }
+        } else {
             previous(info);
         }
     }));

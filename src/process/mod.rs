@@ -77,6 +77,9 @@ use registry::ChildShared;
 
 /// Environment variable naming the child's end of the parent socket.
 const FD_ENV: &str = "IPCKIT_PROCESS_FD";
+/// In a child started by a test binary: a duplicate of the parent's stdout,
+/// restored as the child's own before its function runs (see `spawn`).
+const STDOUT_ENV: &str = "IPCKIT_PROCESS_STDOUT";
 
 /// The test that `test_support!()` defines, run in test binaries' children.
 #[doc(hidden)]
@@ -434,8 +437,11 @@ impl Builder {
         if let Some(arg0) = std::env::args_os().next() {
             cmd.arg0(arg0);
         }
-        if !INIT_CALLED.load(Ordering::Relaxed) {
-            // A test harness: run only the entry `test_support!()` defines.
+        // A test harness: run only the entry `test_support!()` defines. The
+        // harness prints its "running 1 test" before that entry runs: its
+        // stdout goes to /dev/null, and the child gets the real one back
+        // (a duplicate passed in STDOUT_ENV) before running the function.
+        let harness_stdout = if !INIT_CALLED.load(Ordering::Relaxed) {
             cmd.args([
                 TEST_ENTRY,
                 "--exact",
@@ -443,7 +449,14 @@ impl Builder {
                 "--test-threads=1",
                 "-q",
             ]);
-        }
+            if self.stdout.is_none() {
+                platform::dup(1).ok()
+            } else {
+                None
+            }
+        } else {
+            None
+        };
         if self.env_clear {
             cmd.env_clear();
         }
@@ -458,6 +471,11 @@ impl Builder {
         if let Some(s) = self.stdout {
             cmd.stdout(s);
         }
+        let kept_stdout = harness_stdout.as_ref().map(|fd| fd.as_raw_fd());
+        if let Some(fd) = kept_stdout {
+            cmd.env(STDOUT_ENV, fd.to_string());
+            cmd.stdout(Stdio::null());
+        }
         if let Some(s) = self.stderr {
             cmd.stderr(s);
         }
@@ -466,7 +484,7 @@ impl Builder {
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe calls (fcntl, prctl, getppid, _exit).
         unsafe {
-            cmd.pre_exec(move || platform::child_pre_exec(theirs_fd, daemon, parent));
+            cmd.pre_exec(move || platform::child_pre_exec(theirs_fd, kept_stdout, daemon, parent));
         }
         let child = if daemon {
             // PR_SET_PDEATHSIG fires when the *thread* that forked dies, so
@@ -477,6 +495,7 @@ impl Builder {
         }
         .map_err(|e| Error::io(ctx(), e))?;
         drop(theirs);
+        drop(harness_stdout);
         let pid = child.id();
         let pidfd = platform::pidfd_open(pid).ok();
         let shared = Arc::new(ChildShared::new(pid, name.clone()));
