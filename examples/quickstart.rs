@@ -85,6 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(total, 2 * INCREMENTS, "no increment may be lost");
 
     // A producer and a consumer process, 256 MiB in 64 KiB messages.
+    println!(
+        "[parent {pid}] a one-shot measurement (one run each, no warm-up; a busy machine can \
+         flip it): `cargo bench --bench transports` measures properly, with min/median/max"
+    );
     let queue = Queue::<()>::new(16 << 20)?;
     let consumer = Process::spawn(consume, queue.clone())?;
     let producer = Process::spawn(produce, queue.clone())?;
@@ -154,7 +158,7 @@ fn consume_stdin(_: ()) -> (u64, f64) {
 fn report(what: &str, bytes: u64, secs: f64) {
     let secs = secs.max(Duration::from_nanos(1).as_secs_f64());
     println!(
-        "[parent] {what:<16} {:.0} MiB in {:6.1} ms: {:8.0} msgs/s of 64 KiB, {:5.2} GB/s",
+        "[parent] measured: {what:<16} {:.0} MiB in {:6.1} ms: {:8.0} msgs/s of 64 KiB, {:5.2} GB/s",
         bytes as f64 / (1u64 << 20) as f64,
         secs * 1e3,
         bytes as f64 / MESSAGE as f64 / secs,

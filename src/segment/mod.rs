@@ -89,6 +89,21 @@ pub enum CreationMode {
 /// segment of its own user (a sealed memfd of that name); a token naming
 /// any other descriptor is refused (`PermissionDenied`) without opening it
 /// or, should it be swapped in between, without mapping it.
+///
+/// # With Python
+///
+/// A named segment is the object Python's
+/// `multiprocessing.shared_memory.SharedMemory(name)` attaches to. Python
+/// 3.11 and 3.12 unlink every segment a process *attached* to when that
+/// process exits (its resource tracker; fixed by `track=False` in 3.13), so
+/// a Rust-owned segment vanishes from `/dev/shm` shortly after the Python
+/// side ends — new opens then fail. Unregister it after attaching:
+///
+/// ```python
+/// from multiprocessing import shared_memory, resource_tracker
+/// shm = shared_memory.SharedMemory("jobs")       # created by Rust
+/// resource_tracker.unregister(shm._name, "shared_memory")
+/// ```
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
