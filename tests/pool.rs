@@ -684,3 +684,72 @@ fn pythons_as_completed_loops_on_a_process_pool() {
         assert!(handles[i].take_result().is_err(), "taken once");
     }
 }
+
+#[test]
+fn stats_show_pending_running_outcomes_and_workers() {
+    let _t = Ctx::new("pool_stats");
+    let release = ipckit::sync::Event::new().unwrap();
+    // Process pool: two workers held busy by tasks waiting on an event.
+    let pool = ProcessPool::new(2).unwrap();
+    let warm: Vec<_> = (0..2).map(|i| pool.submit(square, i).unwrap()).collect();
+    for h in warm {
+        h.result().unwrap();
+    }
+    let busy: Vec<_> = (0..2)
+        .map(|_| pool.submit(wait_for_event, release.clone()).unwrap())
+        .collect();
+    let queued: Vec<_> = (0..5).map(|i| pool.submit(square, i).unwrap()).collect();
+    assert!(common::eventually(Duration::from_secs(30), || pool
+        .stats()
+        .running
+        == 2));
+    let s = pool.stats();
+    assert_eq!((s.pending, s.running, s.completed), (5, 2, 2), "{s:?}");
+    assert_eq!(s.workers.len(), 2);
+    let pids: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    for w in &s.workers {
+        assert!(pids.contains(&w.pid.unwrap()), "{s:?}");
+        assert!(busy.iter().any(|h| Some(h.id()) == w.running), "{s:?}");
+    }
+    queued[4].cancel();
+    release.set();
+    for h in busy {
+        assert_eq!(h.result().unwrap(), 1);
+    }
+    for h in queued.into_iter().take(4) {
+        h.result().unwrap();
+    }
+    let e = pool.submit(fail_if, 3).unwrap().result().unwrap_err();
+    assert!(e.is_panicked());
+    let s = pool.stats();
+    assert_eq!((s.pending, s.running), (0, 0), "{s:?}");
+    assert_eq!((s.completed, s.failed, s.cancelled), (8, 1, 1), "{s:?}");
+    // A thread pool answers the same way.
+    let threads = ThreadPool::new(2).unwrap();
+    release.clear();
+    let busy: Vec<_> = (0..2)
+        .map(|_| threads.submit(wait_for_event, release.clone()).unwrap())
+        .collect();
+    let _queued = threads.submit(square, 9).unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || threads
+        .stats()
+        .running
+        == 2));
+    let s = threads.stats();
+    assert_eq!((s.pending, s.running, s.workers.len()), (1, 2, 2), "{s:?}");
+    assert!(
+        s.workers
+            .iter()
+            .all(|w| w.pid.is_none() && w.running.is_some()),
+        "{s:?}"
+    );
+    release.set();
+    for h in busy {
+        h.result().unwrap();
+    }
+}
+
+fn wait_for_event(e: ipckit::sync::Event) -> u32 {
+    e.wait();
+    1
+}

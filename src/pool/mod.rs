@@ -130,6 +130,36 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use process_pool::{ProcessPool, ProcessPoolBuilder};
+
+/// A pool's activity now ([`ProcessPool::stats`], [`ThreadPool::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Tasks submitted and not started (including those sent ahead to a
+    /// busy worker).
+    pub pending: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks that returned a value, since the pool started.
+    pub completed: u64,
+    /// Tasks that failed (panicked, died with their worker, timed out, or
+    /// whose result could not be sent or decoded).
+    pub failed: u64,
+    /// Tasks cancelled, before or while running.
+    pub cancelled: u64,
+    /// Each worker: its process (none for a thread) and the task it runs.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One worker of a pool, in [`PoolStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// The worker's process id (`None` for a `ThreadPool` thread).
+    pub pid: Option<u32>,
+    /// The id ([`TaskHandle::id`]) of the task it runs, if any.
+    pub running: Option<u64>,
+}
 pub use task::{TaskEvent, TaskHandle, TaskState, Waitable};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 

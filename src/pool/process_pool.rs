@@ -141,6 +141,7 @@ struct Shared {
     driving: AtomicBool,
     /// The collector thread, to unpark.
     collector: OnceLock<std::thread::Thread>,
+    counters: Arc<super::task::TaskCounters>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -238,6 +239,7 @@ impl ProcessPoolBuilder {
             }),
             driving: AtomicBool::new(false),
             collector: OnceLock::new(),
+            counters: Arc::default(),
             results: {
                 let mut q = Queue::new(RESULT_QUEUE)
                     .map_err(|e| e.context("cannot start a process pool"))?;
@@ -819,7 +821,7 @@ impl ProcessPool {
                 ),
             ));
         }
-        let task = Task::<R>::new();
+        let task = Task::<R>::counted(&self.shared.counters);
         let job = Job {
             id: task.id,
             call,
@@ -896,6 +898,38 @@ impl ProcessPool {
             }
         }
         self.join_collector();
+    }
+
+    /// What the pool is doing: tasks pending and running, outcomes so far,
+    /// and each worker's process and task.
+    pub fn stats(&self) -> super::PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = lock(&self.shared.state);
+        let workers: Vec<super::WorkerStats> = st
+            .workers
+            .iter()
+            .flatten()
+            .map(|w| super::WorkerStats {
+                pid: Some(w.process.pid()),
+                running: w.current.as_ref().map(|(job, _)| job.id),
+            })
+            .collect();
+        let ahead = st
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| w.next.is_some())
+            .count();
+        let c = &self.shared.counters;
+        super::PoolStats {
+            pending: st.pending.iter().filter(|j| j.slot.pending()).count() + ahead,
+            running: workers.iter().filter(|w| w.running.is_some()).count(),
+            // Ordering: counters only (Relaxed).
+            completed: c.completed.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            cancelled: c.cancelled.load(Relaxed),
+            workers,
+        }
     }
 
     /// The pids of the current workers (for monitoring, or tests).

@@ -87,9 +87,18 @@ struct Inner<R> {
     sleepers: usize,
 }
 
+/// Outcomes counted for a pool's [`stats`](super::ProcessPool::stats).
+#[derive(Default)]
+pub(crate) struct TaskCounters {
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+}
+
 /// The shared part of a task.
 pub(crate) struct Task<R> {
     pub(crate) id: u64,
+    counters: Option<Arc<TaskCounters>>,
     inner: Mutex<Inner<R>>,
     cv: Condvar,
     /// Set (Release) once the state is done, under `inner`'s lock: a
@@ -100,9 +109,21 @@ pub(crate) struct Task<R> {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl<R> Task<R> {
+    /// A task counted nowhere (the unit tests').
+    #[cfg(test)]
     pub(crate) fn new() -> Arc<Task<R>> {
+        Self::make(None)
+    }
+
+    /// A task whose outcome is counted in `counters` (its pool's).
+    pub(crate) fn counted(counters: &Arc<TaskCounters>) -> Arc<Task<R>> {
+        Self::make(Some(counters.clone()))
+    }
+
+    fn make(counters: Option<Arc<TaskCounters>>) -> Arc<Task<R>> {
         Arc::new(Task {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            counters,
             inner: Mutex::new(Inner {
                 state: TaskState::Pending,
                 result: None,
@@ -172,6 +193,15 @@ impl<R> Task<R> {
 
     /// Wakes everyone waiting on the task and runs its callbacks, outside the lock.
     fn finish(&self, mut i: MutexGuard<'_, Inner<R>>) {
+        if let Some(c) = &self.counters {
+            let n = match i.state {
+                TaskState::Finished => &c.completed,
+                TaskState::Cancelled => &c.cancelled,
+                _ => &c.failed,
+            };
+            // Ordering: counters only (Relaxed).
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         let callbacks = std::mem::take(&mut i.callbacks);
         let wakers = std::mem::take(&mut i.wakers);
         let listeners = std::mem::take(&mut i.listeners);

@@ -45,6 +45,8 @@ struct State {
     /// (`max_tasks_per_child`) is joined by its successor.
     threads: HashMap<u64, JoinHandle<()>>,
     next_thread: u64,
+    /// The task each thread runs now, by the thread's sequence number.
+    running: HashMap<u64, u64>,
     /// Workers asleep on `Shared::cv` (std's notify is a system call even
     /// when nobody sleeps).
     sleeping: usize,
@@ -61,6 +63,7 @@ struct Shared {
     max_tasks: Option<usize>,
     /// The one thread that enforces task timeouts, started with the first.
     timer: Mutex<Option<Arc<Timer>>>,
+    counters: Arc<super::task::TaskCounters>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -150,6 +153,7 @@ impl ThreadPoolBuilder {
                 broken: None,
                 threads: HashMap::new(),
                 next_thread: 0,
+                running: HashMap::new(),
                 sleeping: 0,
             }),
             cv: Condvar::new(),
@@ -158,6 +162,7 @@ impl ThreadPoolBuilder {
             initializer: self.initializer,
             max_tasks: self.max_tasks,
             timer: Mutex::new(None),
+            counters: Arc::default(),
         });
         install_panic_hook();
         let pool = ThreadPool { shared, workers };
@@ -276,7 +281,8 @@ fn worker(shared: Arc<Shared>, i: usize, seq: u64, predecessor: Option<u64>) {
                 if st.broken.is_some() {
                     break None;
                 }
-                if let Some((_, job, _)) = st.jobs.pop_front() {
+                if let Some((id, job, _)) = st.jobs.pop_front() {
+                    st.running.insert(seq, id);
                     break Some(job);
                 }
                 if st.shutdown {
@@ -306,6 +312,7 @@ fn worker(shared: Arc<Shared>, i: usize, seq: u64, predecessor: Option<u64>) {
         };
         let Some(job) = job else { return };
         job();
+        lock(&shared.state).running.remove(&seq);
         done += 1;
         if shared.max_tasks.is_some_and(|m| done >= m) && !lock(&shared.state).shutdown {
             // Recycle: a fresh thread takes this one's place and joins this
@@ -479,6 +486,32 @@ impl ThreadPool {
         }
     }
 
+    /// What the pool is doing: tasks pending and running, outcomes so far,
+    /// and each thread's task.
+    pub fn stats(&self) -> super::PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = lock(&self.shared.state);
+        let mut seqs: Vec<u64> = st.threads.keys().copied().collect();
+        seqs.sort_unstable();
+        let workers: Vec<super::WorkerStats> = seqs
+            .iter()
+            .map(|seq| super::WorkerStats {
+                pid: None,
+                running: st.running.get(seq).copied(),
+            })
+            .collect();
+        let c = &self.shared.counters;
+        super::PoolStats {
+            pending: st.jobs.len(),
+            running: st.running.len(),
+            // Ordering: counters only (Relaxed).
+            completed: c.completed.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            cancelled: c.cancelled.load(Relaxed),
+            workers,
+        }
+    }
+
     /// The pool's timer, started on first use.
     fn timer(&self) -> Result<Arc<Timer>> {
         let mut t = self.shared.timer.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,7 +528,7 @@ impl ThreadPool {
         run: impl FnOnce() -> Result<R> + Send + 'static,
         timeout: Option<Duration>,
     ) -> Result<TaskHandle<R>> {
-        let task = Task::<R>::new();
+        let task = Task::<R>::counted(&self.shared.counters);
         let t = task.clone();
         let job: Job = Box::new(move || {
             if t.start() {
