@@ -591,3 +591,35 @@ fn ls_and_inspect_show_owner_and_mode() {
     );
     drop(v);
 }
+
+#[test]
+fn inspect_shows_the_contents_of_plain_values_and_arrays() {
+    let ctx = Ctx::new("cli_contents");
+    let names: Vec<String> = ["v", "neg", "f", "a", "b"]
+        .iter()
+        .map(|t| ctx.name(t))
+        .collect();
+    let _v = Value::create(&names[0], 41u64).unwrap();
+    let _neg = Value::create(&names[1], -7i32).unwrap();
+    let _f = Value::create(&names[2], 2.5f64).unwrap();
+    let _short = ipckit::Array::create(&names[3], &[1u32, 2, 3]).unwrap();
+    let _long = ipckit::Array::create(&names[4], &(0..20u16).collect::<Vec<_>>()).unwrap();
+    let line = |name: &str, key: &str| -> String {
+        let text = ok(&["inspect", name]);
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_owned()
+    };
+    assert!(line(&names[0], "value:").contains(" 41 (read without the lock)"));
+    assert!(line(&names[1], "value:").contains(" -7 "));
+    assert!(line(&names[2], "value:").contains(" 2.5 "));
+    assert!(line(&names[3], "elements:").contains("[1, 2, 3]"));
+    let l = line(&names[4], "elements:");
+    assert!(
+        l.contains("[0, 1, 2, ") && l.contains(", 15, … (4 more)]"),
+        "{l}"
+    );
+    let j = ok(&["inspect", "--json", &names[0]]);
+    assert!(j.contains("\"contents\":\"41\""), "{j}");
+}

@@ -395,6 +395,10 @@ pub struct Inspection {
     pub queue: Option<QueueInfo>,
     /// The object's locks: queues, mutexes, values and arrays.
     pub locks: Vec<LockInfo>,
+    /// A `Value`'s value, or an `Array`'s first elements, for the plain
+    /// types the tool can print (integers, floats, `bool`, `char`), as
+    /// read without taking the lock (a snapshot that may be mid-update).
+    pub contents: Option<String>,
     /// Why no details could be read, if so (still being created, a
     /// layout that does not add up, …).
     pub note: Option<String>,
@@ -460,6 +464,94 @@ fn lock_offset(header: &Header) -> Option<usize> {
     (end as u64 <= header.total_len).then_some(offset)
 }
 
+/// Most elements of an `Array` that `inspect` prints.
+const SHOWN_ELEMENTS: u64 = 16;
+
+/// Where a `Value`'s value or an `Array`'s first elements lie and how many
+/// bytes they take, for a plain element type (see [`render_contents`]);
+/// `None` otherwise or if the header's numbers do not add up.
+fn contents_span(header: &Header, lock_at: usize) -> Option<(usize, usize)> {
+    let size = usize::try_from(header.type_size).ok()?;
+    let align = usize::try_from(header.type_align).ok()?;
+    if !matches!(size, 1 | 2 | 4 | 8 | 16) || !align.is_power_of_two() || align > 16 {
+        return None;
+    }
+    plain_type(&header.type_name())?;
+    let count = match header.kind()? {
+        ObjectKind::Value => 1,
+        ObjectKind::Array => header.param.min(SHOWN_ELEMENTS) as usize,
+        _ => return None,
+    };
+    let at = (lock_at + std::mem::size_of::<RawMutex>()).checked_next_multiple_of(align)?;
+    let n = size.checked_mul(count)?;
+    ((at + n) as u64 <= header.total_len).then_some((at, n))
+}
+
+/// The plain types whose bytes `inspect` can print.
+fn plain_type(name: &str) -> Option<&'static str> {
+    const PLAIN: [&str; 16] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "f32", "f64", "bool", "char",
+    ];
+    PLAIN.iter().copied().find(|p| *p == name)
+}
+
+/// One element of a plain type, from its little-endian bytes.
+fn render_one(ty: &str, b: &[u8]) -> Option<String> {
+    let n = |len: usize| -> Option<u128> {
+        let mut buf = [0u8; 16];
+        buf.get_mut(..len)?.copy_from_slice(b.get(..len)?);
+        Some(u128::from_le_bytes(buf))
+    };
+    let len = b.len();
+    Some(match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => n(len)?.to_string(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => {
+            let v = n(len)?;
+            let bits = len * 8;
+            // Sign-extend from `bits`.
+            let shift = 128 - bits;
+            (((v << shift) as i128) >> shift).to_string()
+        }
+        "f32" => f32::from_le_bytes(b.try_into().ok()?).to_string(),
+        "f64" => f64::from_le_bytes(b.try_into().ok()?).to_string(),
+        "bool" => match b.first()? {
+            0 => "false".to_owned(),
+            1 => "true".to_owned(),
+            other => format!("{other} (not a valid bool)"),
+        },
+        "char" => {
+            let v = u32::from_le_bytes(b.try_into().ok()?);
+            char::from_u32(v).map_or_else(
+                || format!("{v:#x} (not a valid char)"),
+                |c| format!("{c:?}"),
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// A `Value`'s value or an `Array`'s elements (the first
+/// [`SHOWN_ELEMENTS`], then how many more), from their bytes.
+fn render_contents(header: &Header, raw: &[u8]) -> Option<String> {
+    let ty = plain_type(&header.type_name())?;
+    let size = usize::try_from(header.type_size).ok()?;
+    let items: Option<Vec<String>> = raw.chunks(size).map(|b| render_one(ty, b)).collect();
+    let items = items?;
+    match header.kind()? {
+        ObjectKind::Value => items.into_iter().next(),
+        _ => {
+            let more = header.param.saturating_sub(items.len() as u64);
+            let mut s = format!("[{}", items.join(", "));
+            if more > 0 {
+                s.push_str(&format!(", … ({more} more)"));
+            }
+            s.push(']');
+            Some(s)
+        }
+    }
+}
+
 /// Reads the details of a ready object from a private copy of its start,
 /// read with `pread`: the object is never mapped, so another process
 /// truncating it cannot kill this one with SIGBUS, and nothing read can
@@ -472,7 +564,10 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
         Some(ObjectKind::Queue | ObjectKind::JoinableQueue) => crate::queue::SNAPSHOT_LEN,
         Some(ObjectKind::Mutex | ObjectKind::Value | ObjectKind::Array) => {
             match lock_offset(&file_header) {
-                Some(off) => off + std::mem::size_of::<RawMutex>(),
+                Some(off) => match contents_span(&file_header, off) {
+                    Some((at, n)) => at + n,
+                    None => off + std::mem::size_of::<RawMutex>(),
+                },
                 None => {
                     insp.note = Some("the header does not describe a valid lock layout".to_owned());
                     return Ok(());
@@ -539,6 +634,9 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
                 // are valid; `seg` keeps the mapping alive for the borrow.
                 let snap = unsafe { &*(at as *const RawMutex) }.snapshot();
                 insp.locks = vec![lock_info("lock", snap)];
+                insp.contents = contents_span(&header, off)
+                    .and_then(|(at, n)| bytes.get(at..at + n))
+                    .and_then(|raw| render_contents(&header, raw));
             }
             None => insp.note = Some("the header does not describe a valid lock layout".to_owned()),
         },
@@ -558,6 +656,7 @@ pub fn inspect(name: &str) -> Result<Inspection> {
         info,
         queue: None,
         locks: Vec::new(),
+        contents: None,
         note: None,
     };
     if insp.info.health == Health::Initializing {

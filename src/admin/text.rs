@@ -284,9 +284,13 @@ pub fn inspection_json(i: &Inspection) -> String {
         .note
         .as_deref()
         .map_or_else(|| "null".to_owned(), json_string);
+    let contents = i
+        .contents
+        .as_deref()
+        .map_or_else(|| "null".to_owned(), json_string);
     // Splice the extra fields into the object's JSON (it ends with '}').
     format!(
-        "{},\"header\":{header},\"queue\":{queue},\"locks\":[{}],\"note\":{note}}}\n",
+        "{},\"header\":{header},\"queue\":{queue},\"locks\":[{}],\"contents\":{contents},\"note\":{note}}}\n",
         &object[..object.len() - 1],
         locks.join(",")
     )
@@ -366,6 +370,14 @@ pub fn inspection_text(i: &Inspection) -> String {
     }
     for l in &i.locks {
         line(l.name, lock_text(l));
+    }
+    if let Some(c) = &i.contents {
+        let what = if o.kind() == Some(crate::layout::header::ObjectKind::Array) {
+            "elements"
+        } else {
+            "value"
+        };
+        line(what, format!("{c} (read without the lock)"));
     }
     if let Some(n) = &i.note {
         line("note", n.clone());
@@ -591,6 +603,7 @@ mod tests {
             info: object("jobs", Health::Ready, true, vec![1]),
             queue: Some(q),
             locks: vec![lock, held],
+            contents: None,
             note: None,
         };
         let t = inspection_text(&i);
