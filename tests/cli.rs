@@ -478,16 +478,31 @@ fn watch_prints_the_requested_refreshes() {
     assert_eq!(lines[2].split_whitespace().nth(3), Some("-"));
     assert_eq!(lines[3].split_whitespace().nth(3), Some("0.0"));
 
-    // Not a queue: an error, status 1.
+    // A value: its lock and contents at each refresh.
     let vname = ctx.name("value");
     let v = Value::create(&vname, 1u8).unwrap();
-    let (code, _, err) = ipckit(&["watch", &vname, "--count", "1"]);
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        format!("ipckit: cannot read queue \"{vname}\": it is a Value, not a queue\n")
+    let out = ok(&["watch", &vname, "--count", "2", "--interval", "50"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0], format!("watching Value \"{vname}\""));
+    assert!(
+        lines[1].contains("LOCK") && lines[1].contains("CONTENTS"),
+        "{out}"
     );
-    drop((q, v));
+    assert!(
+        lines[2].contains("free") && lines[2].ends_with(" 1"),
+        "{out}"
+    );
+    // Something with nothing to sample: an error, status 1.
+    let ename = ctx.name("event");
+    let e = ipckit::sync::Event::create(&ename).unwrap();
+    let (code, _, err) = ipckit(&["watch", &ename, "--count", "1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ipckit watches queues, mutexes, values and arrays"),
+        "{err}"
+    );
+    drop((q, v, e));
 }
 
 #[test]

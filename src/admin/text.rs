@@ -402,6 +402,22 @@ pub fn watch_header() -> String {
     )
 }
 
+/// The column names of `watch` on a mutex, value or array.
+pub fn watch_object_header() -> String {
+    format!("{:>8}  {:<40}  {}", "TIME", "LOCK", "CONTENTS")
+}
+
+/// One `watch` line for a mutex, value or array: its lock and contents.
+pub fn watch_object_line(at: Duration, i: &Inspection) -> String {
+    let lock = i.locks.first().map_or_else(|| "-".to_owned(), lock_text);
+    format!(
+        "{:>8}  {:<40}  {}",
+        format!("{:.1}s", at.as_secs_f64()),
+        lock,
+        i.contents.as_deref().or(i.note.as_deref()).unwrap_or("-")
+    )
+}
+
 /// One `watch` line: the queue now, and rates since `prev` (taken
 /// `elapsed` earlier), if any. `at` is the time since watching started.
 pub fn watch_line(

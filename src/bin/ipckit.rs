@@ -179,6 +179,48 @@ fn run(command: Command) -> ipckit::Result<bool> {
 }
 
 fn watch(name: &str, interval: Duration, count: Option<u64>) -> ipckit::Result<()> {
+    match admin::queue_info(name) {
+        Err(e) if e.kind() == ipckit::ErrorKind::WrongKind => watch_object(name, interval, count),
+        _ => watch_queue(name, interval, count),
+    }
+}
+
+/// `watch` on a `Mutex`, `Value` or `Array`: its lock and contents.
+fn watch_object(name: &str, interval: Duration, count: Option<u64>) -> ipckit::Result<()> {
+    let start = Instant::now();
+    let first = admin::inspect(name)?;
+    if first.locks.is_empty() {
+        return Err(ipckit::Error::new(
+            ipckit::ErrorKind::WrongKind,
+            format!(
+                "cannot watch {name:?}: it is a {}; ipckit watches queues, mutexes, values \
+                 and arrays",
+                first.info.kind_name()
+            ),
+        ));
+    }
+    out(&format!(
+        "watching {} {name:?}\n{}\n",
+        first.info.kind_name(),
+        text::watch_object_header()
+    ))?;
+    let mut n = 0u64;
+    let mut insp = first;
+    loop {
+        out(&format!(
+            "{}\n",
+            text::watch_object_line(start.elapsed(), &insp)
+        ))?;
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+        insp = admin::inspect(name)?;
+    }
+}
+
+fn watch_queue(name: &str, interval: Duration, count: Option<u64>) -> ipckit::Result<()> {
     let start = Instant::now();
     let mut prev: Option<(admin::QueueInfo, Instant)> = None;
     out(&format!(
