@@ -499,7 +499,7 @@ fn watch_prints_the_requested_refreshes() {
     let (code, _, err) = ipckit(&["watch", &ename, "--count", "1"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("ipckit watches queues, mutexes, values and arrays"),
+        err.contains("ipckit watches queues, mutexes, values, arrays and published pools"),
         "{err}"
     );
     drop((q, v, e));
@@ -637,4 +637,59 @@ fn inspect_shows_the_contents_of_plain_values_and_arrays() {
     );
     let j = ok(&["inspect", "--json", &names[0]]);
     assert!(j.contains("\"contents\":\"41\""), "{j}");
+}
+
+fn wait_on(e: Event) -> u32 {
+    e.wait();
+    1
+}
+
+#[test]
+fn a_published_pool_shows_in_ls_inspect_and_watch() {
+    use ipckit::pool::{Executor, ProcessPool};
+    let ctx = Ctx::new("cli_pool");
+    let name = ctx.name("pool");
+    let pool = ProcessPool::builder()
+        .workers(2)
+        .publish(name.as_str())
+        .build()
+        .unwrap();
+    let release = Event::new().unwrap();
+    let busy: Vec<_> = (0..2)
+        .map(|_| pool.submit(wait_on, release.clone()).unwrap())
+        .collect();
+    assert!(eventually(Duration::from_secs(30), || pool.stats().running == 2));
+    let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
+    // The counters reach the board within a collector slice.
+    assert!(eventually(Duration::from_secs(10), || {
+        ok(&["inspect", &name]).contains("running 2")
+    }));
+    let table = ok(&["ls"]);
+    let row = table.lines().find(|l| l.starts_with(&name)).unwrap();
+    assert!(row.contains(" Pool "), "{row}");
+    let text = ok(&["inspect", &name]);
+    let tasks = text.lines().find(|l| l.starts_with("tasks:")).unwrap();
+    assert!(
+        tasks.contains("pending 0, running 2, completed 0"),
+        "{tasks}"
+    );
+    for pid in &pids {
+        assert!(tasks.contains(pid.as_str()), "{tasks}");
+    }
+    let out = ok(&["watch", &name, "--count", "1"]);
+    assert!(
+        out.starts_with(&format!("watching Pool \"{name}\"")),
+        "{out}"
+    );
+    assert!(out.contains("running 2"), "{out}");
+    release.set();
+    for h in busy {
+        h.result().unwrap();
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        ok(&["inspect", &name]).contains("completed 2")
+    }));
+    // The pool's end removes it.
+    drop(pool);
+    assert!(!exists(&name));
 }

@@ -562,6 +562,10 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
     };
     let need = match file_header.kind() {
         Some(ObjectKind::Queue | ObjectKind::JoinableQueue) => crate::queue::SNAPSHOT_LEN,
+        Some(ObjectKind::Pool) => {
+            let (at, len) = crate::pool::board_span();
+            at + len
+        }
         Some(ObjectKind::Mutex | ObjectKind::Value | ObjectKind::Array) => {
             match lock_offset(&file_header) {
                 Some(off) => match contents_span(&file_header, off) {
@@ -623,6 +627,21 @@ fn details(name: &str, info: &ObjectInfo, insp: &mut Inspection) -> Result<()> {
                 lock_info("producer lock", s.shared.prod_lock),
                 lock_info("consumer lock", s.shared.cons_lock),
             ];
+        }
+        Some(ObjectKind::Pool) => {
+            let (at, _) = crate::pool::board_span();
+            match bytes.get(at..).and_then(crate::pool::decode_board) {
+                Some((pending, running, completed, failed, cancelled, pids)) => {
+                    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                    insp.contents = Some(format!(
+                        "pending {pending}, running {running}, completed {completed}, failed \
+                         {failed}, cancelled {cancelled}; {} workers: {}",
+                        pids.len(),
+                        pids.join(" ")
+                    ));
+                }
+                None => insp.note = Some("the pool's counters do not add up".to_owned()),
+            }
         }
         _ => match lock_offset(&header) {
             Some(off) => {

@@ -372,12 +372,16 @@ pub fn inspection_text(i: &Inspection) -> String {
         line(l.name, lock_text(l));
     }
     if let Some(c) = &i.contents {
-        let what = if o.kind() == Some(crate::layout::header::ObjectKind::Array) {
-            "elements"
-        } else {
-            "value"
+        let what = match o.kind() {
+            Some(crate::layout::header::ObjectKind::Array) => "elements",
+            Some(crate::layout::header::ObjectKind::Pool) => "tasks",
+            _ => "value",
         };
-        line(what, format!("{c} (read without the lock)"));
+        if what == "tasks" {
+            line(what, c.clone());
+        } else {
+            line(what, format!("{c} (read without the lock)"));
+        }
     }
     if let Some(n) = &i.note {
         line("note", n.clone());

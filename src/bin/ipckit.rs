@@ -189,12 +189,12 @@ fn watch(name: &str, interval: Duration, count: Option<u64>) -> ipckit::Result<(
 fn watch_object(name: &str, interval: Duration, count: Option<u64>) -> ipckit::Result<()> {
     let start = Instant::now();
     let first = admin::inspect(name)?;
-    if first.locks.is_empty() {
+    if first.locks.is_empty() && first.contents.is_none() {
         return Err(ipckit::Error::new(
             ipckit::ErrorKind::WrongKind,
             format!(
-                "cannot watch {name:?}: it is a {}; ipckit watches queues, mutexes, values \
-                 and arrays",
+                "cannot watch {name:?}: it is a {}; ipckit watches queues, mutexes, values, \
+                 arrays and published pools",
                 first.info.kind_name()
             ),
         ));

@@ -107,11 +107,14 @@ pub enum ObjectKind {
     SharedMap,
     /// [`crate::collections::ShareableList`].
     ShareableList,
+    /// The counters a [`crate::pool::ProcessPool`] publishes for the
+    /// `ipckit` tool ([`ProcessPoolBuilder::publish`](crate::pool::ProcessPoolBuilder::publish)).
+    Pool,
 }
 
 impl ObjectKind {
     /// Every kind, for lookups.
-    pub const ALL: [ObjectKind; 11] = [
+    pub const ALL: [ObjectKind; 12] = [
         ObjectKind::Mutex,
         ObjectKind::Condvar,
         ObjectKind::Semaphore,
@@ -123,6 +126,7 @@ impl ObjectKind {
         ObjectKind::JoinableQueue,
         ObjectKind::SharedMap,
         ObjectKind::ShareableList,
+        ObjectKind::Pool,
     ];
 
     /// The code stored in headers.
@@ -139,6 +143,7 @@ impl ObjectKind {
             ObjectKind::JoinableQueue => 9,
             ObjectKind::SharedMap => 10,
             ObjectKind::ShareableList => 11,
+            ObjectKind::Pool => 12,
         }
     }
 
@@ -161,6 +166,7 @@ impl ObjectKind {
             ObjectKind::JoinableQueue => "JoinableQueue",
             ObjectKind::SharedMap => "SharedMap",
             ObjectKind::ShareableList => "ShareableList",
+            ObjectKind::Pool => "Pool",
         }
     }
 }

@@ -114,6 +114,7 @@
 //!
 //! [`ErrorKind::ProcessDied`]: crate::ErrorKind::ProcessDied
 
+mod board;
 mod process_pool;
 mod task;
 mod thread_pool;
@@ -129,6 +130,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use board::{decode as decode_board, shared_span as board_span};
 pub use process_pool::{ProcessPool, ProcessPoolBuilder};
 
 /// A pool's activity now ([`ProcessPool::stats`], [`ThreadPool::stats`]).

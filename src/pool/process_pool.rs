@@ -142,6 +142,8 @@ struct Shared {
     /// The collector thread, to unpark.
     collector: OnceLock<std::thread::Thread>,
     counters: Arc<super::task::TaskCounters>,
+    /// The counters published for the `ipckit` tool, if asked for.
+    board: Option<super::board::Board>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -177,6 +179,7 @@ pub struct ProcessPoolBuilder {
     init_error: Option<Error>,
     max_tasks: Option<u64>,
     max_message: usize,
+    publish: Option<String>,
 }
 
 impl ProcessPoolBuilder {
@@ -219,6 +222,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Publishes the pool's counters (tasks pending, running, completed,
+    /// failed, cancelled; worker pids) as a named object, so that `ipckit
+    /// ls`, `inspect NAME` and `watch NAME` show the running pool. The
+    /// object is removed with the pool (or, after a crash, by `ipckit clean
+    /// --stale`); `build` fails if the name exists.
+    pub fn publish(mut self, name: impl Into<String>) -> Self {
+        self.publish = Some(name.into());
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPool> {
         if let Some(e) = self.init_error {
@@ -228,6 +241,13 @@ impl ProcessPoolBuilder {
             .workers
             .unwrap_or_else(crate::process::cpu_count)
             .max(1);
+        let board = match &self.publish {
+            Some(name) => Some(
+                super::board::Board::create(name)
+                    .map_err(|e| e.context("cannot publish the pool's counters"))?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 workers: (0..size).map(|_| None).collect(),
@@ -240,6 +260,7 @@ impl ProcessPoolBuilder {
             driving: AtomicBool::new(false),
             collector: OnceLock::new(),
             counters: Arc::default(),
+            board,
             results: {
                 let mut q = Queue::new(RESULT_QUEUE)
                     .map_err(|e| e.context("cannot start a process pool"))?;
@@ -462,6 +483,9 @@ fn collect(shared: Arc<Shared>) {
         supervise(&shared, &mut st, &mut buf);
         sends.extend(dispatch(&mut st));
         let finished = stop_idle_if_shutting_down(&mut st);
+        if let Some(board) = &shared.board {
+            publish(&shared, &st, board);
+        }
         drop(st);
         send_all(sends);
         if finished {
@@ -786,6 +810,50 @@ fn stop_idle_if_shutting_down(st: &mut State) -> bool {
     st.workers.iter().all(Option::is_none)
 }
 
+/// The pool's stats from its state (held locked by the caller).
+fn stats_of(shared: &Shared, st: &State) -> super::PoolStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let workers: Vec<super::WorkerStats> = st
+        .workers
+        .iter()
+        .flatten()
+        .map(|w| super::WorkerStats {
+            pid: Some(w.process.pid()),
+            running: w.current.as_ref().map(|(job, _)| job.id),
+        })
+        .collect();
+    let ahead = st
+        .workers
+        .iter()
+        .flatten()
+        .filter(|w| w.next.is_some())
+        .count();
+    let c = &shared.counters;
+    super::PoolStats {
+        pending: st.pending.iter().filter(|j| j.slot.pending()).count() + ahead,
+        running: workers.iter().filter(|w| w.running.is_some()).count(),
+        // Ordering: counters only (Relaxed).
+        completed: c.completed.load(Relaxed),
+        failed: c.failed.load(Relaxed),
+        cancelled: c.cancelled.load(Relaxed),
+        workers,
+    }
+}
+
+/// Refreshes the published counters.
+fn publish(shared: &Shared, st: &State, board: &super::board::Board) {
+    let s = stats_of(shared, st);
+    let pids: Vec<u32> = s.workers.iter().filter_map(|w| w.pid).collect();
+    board.update(&super::board::Snapshot {
+        pending: s.pending as u64,
+        running: s.running as u64,
+        completed: s.completed,
+        failed: s.failed,
+        cancelled: s.cancelled,
+        pids: &pids,
+    });
+}
+
 impl ProcessPool {
     /// A pool of `n` worker processes.
     pub fn new(n: usize) -> Result<ProcessPool> {
@@ -801,6 +869,7 @@ impl ProcessPool {
             init_error: None,
             max_tasks: None,
             max_message: crate::codec::DEFAULT_MAX_MESSAGE,
+            publish: None,
         }
     }
 
@@ -903,33 +972,7 @@ impl ProcessPool {
     /// What the pool is doing: tasks pending and running, outcomes so far,
     /// and each worker's process and task.
     pub fn stats(&self) -> super::PoolStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let st = lock(&self.shared.state);
-        let workers: Vec<super::WorkerStats> = st
-            .workers
-            .iter()
-            .flatten()
-            .map(|w| super::WorkerStats {
-                pid: Some(w.process.pid()),
-                running: w.current.as_ref().map(|(job, _)| job.id),
-            })
-            .collect();
-        let ahead = st
-            .workers
-            .iter()
-            .flatten()
-            .filter(|w| w.next.is_some())
-            .count();
-        let c = &self.shared.counters;
-        super::PoolStats {
-            pending: st.pending.iter().filter(|j| j.slot.pending()).count() + ahead,
-            running: workers.iter().filter(|w| w.running.is_some()).count(),
-            // Ordering: counters only (Relaxed).
-            completed: c.completed.load(Relaxed),
-            failed: c.failed.load(Relaxed),
-            cancelled: c.cancelled.load(Relaxed),
-            workers,
-        }
+        stats_of(&self.shared, &lock(&self.shared.state))
     }
 
     /// The pids of the current workers (for monitoring, or tests).
