@@ -102,3 +102,10 @@ pub fn reports(data: &[u8]) {
     let _ = codec::decode::<crate::pool::FromWorker>(data);
     let _ = codec::decode::<crate::pool::ToWorker>(data);
 }
+
+/// The decoder `ipckit inspect` uses for a published pool's counters.
+pub fn pool_board(data: &[u8]) {
+    if let Some((_, _, _, _, _, pids)) = crate::pool::decode_board(data) {
+        assert!(pids.len() <= 64);
+    }
+}
