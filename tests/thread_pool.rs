@@ -131,9 +131,9 @@ fn thread_pool_failure_paths() {
     assert!(e.is_timeout(), "{e}");
     drop(pool);
 
-    // 4. Waiting helpers do not grow per call: 300 000 polls of a long task
+    // 4. Waiting helpers do not grow per call: 1 000 000 polls of a long task
     //    with `wait` and `as_completed` (each left a listener on the task:
-    //    +78 MiB per million), and 500 000 tasks through `map_unordered`
+    //    +78 MiB per million), and 2 000 000 tasks through `map_unordered`
     //    (24 bytes kept per task ever submitted).
     let pool = ThreadPool::new(2).unwrap();
     let release = ipckit::sync::Event::new().unwrap();
@@ -146,7 +146,7 @@ fn thread_pool_failure_paths() {
         );
     }
     let rss_before = rss_kib();
-    for i in 0..300_000 {
+    for i in 0..1_000_000 {
         if i % 2 == 0 {
             let (done, _) = wait(
                 std::slice::from_ref(&long),
@@ -161,14 +161,14 @@ fn thread_pool_failure_paths() {
     }
     let rss_polls = rss_kib();
     let n = pool
-        .map_unordered(double, 0..500_000u64)
+        .map_unordered(double, 0..2_000_000u64)
         .map(|r| r.unwrap())
         .fold(0u64, |n, _| n + 1);
-    assert_eq!(n, 500_000);
+    assert_eq!(n, 2_000_000);
     let rss_after = rss_kib();
     println!(
-        "300 000 wait/as_completed polls: RSS {rss_before} -> {rss_polls} KiB; \
-         500 000 map_unordered tasks: -> {rss_after} KiB"
+        "1 000 000 wait/as_completed polls: RSS {rss_before} -> {rss_polls} KiB; \
+         2 000 000 map_unordered tasks: -> {rss_after} KiB"
     );
     assert!(
         rss_polls < rss_before + 4096,
