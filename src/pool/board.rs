@@ -85,7 +85,8 @@ impl Board {
 
 /// Reads a board's counters from the bytes of its shared state (a private
 /// copy, as `ipckit inspect` takes): (pending, running, completed, failed,
-/// cancelled, worker pids).
+/// cancelled, worker pids). The six counters are `BoardShared`'s first six
+/// fields, in order, little-endian (x86_64).
 pub(crate) fn decode(bytes: &[u8]) -> Option<(u64, u64, u64, u64, u64, Vec<u32>)> {
     let u64_at = |i: usize| -> Option<u64> {
         Some(u64::from_le_bytes(
@@ -93,9 +94,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(u64, u64, u64, u64, u64, Vec<u32>)
         ))
     };
     let workers = usize::try_from(u64_at(5)?).ok()?.min(MAX_PUBLISHED_WORKERS);
+    let pids_at = std::mem::offset_of!(BoardShared, pids);
     let pids = (0..workers)
         .map(|k| {
-            let at = 48 + k * 4;
+            let at = pids_at + k * 4;
             Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
         })
         .collect::<Option<Vec<u32>>>()?;

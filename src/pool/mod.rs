@@ -428,8 +428,7 @@ impl<P, A, R, I: Iterator> MapUnordered<'_, P, A, R, I> {
 impl<R> Completed<R> {
     /// Shows a progress bar on stderr as tasks complete (see [`Map::progress`]).
     pub fn progress(mut self, label: &str) -> Self {
-        let total = self.handles.iter().filter(|h| h.is_some()).count();
-        self.progress = Some(Progress::new(label, Some(total)));
+        self.progress = Some(Progress::new(label, Some(self.remaining)));
         self
     }
 }
@@ -650,6 +649,7 @@ pub fn completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> Complet
         }
     }
     Completed {
+        remaining: handles.len(),
         handles,
         listener,
         #[cfg(feature = "progress")]
@@ -660,6 +660,8 @@ pub fn completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> Complet
 /// The iterator [`completed`] returns.
 pub struct Completed<R> {
     handles: Vec<Option<TaskHandle<R>>>,
+    /// Handles not yet yielded.
+    remaining: usize,
     listener: Arc<Listener>,
     #[cfg(feature = "progress")]
     progress: Option<Progress>,
@@ -670,7 +672,7 @@ impl<R> Iterator for Completed<R> {
 
     fn next(&mut self) -> Option<(usize, Result<R>)> {
         loop {
-            if self.handles.iter().all(Option::is_none) {
+            if self.remaining == 0 {
                 #[cfg(feature = "progress")]
                 if let Some(p) = self.progress.take() {
                     p.finish();
@@ -695,6 +697,7 @@ impl<R> Iterator for Completed<R> {
                 }
             };
             if let Some(h) = self.handles.get_mut(index).and_then(Option::take) {
+                self.remaining -= 1;
                 #[cfg(feature = "progress")]
                 if let Some(p) = &mut self.progress {
                     p.tick();

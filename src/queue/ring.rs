@@ -694,6 +694,7 @@ impl ProducerGuard<'_> {
         // can read now, Acquire-load it. No frame after `before_start` is
         // reachable once it is the tail again.
         r.s.tail.store(before_start, Ordering::Release);
+        // Ordering: Release, as where a stream's End clears it.
         r.s.stream_open.store(0, Ordering::Release);
         // Producers waiting for space may go on (we held their lock).
         r.s.not_full.wake(u32::MAX);
