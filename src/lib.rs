@@ -549,6 +549,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod cluster;
 pub mod codec;
 pub mod collections;
 pub mod connection;

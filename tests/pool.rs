@@ -418,7 +418,7 @@ fn the_initializer_runs_once_per_worker() {
         .build()
         .unwrap();
     let sum: u64 = pool.map(square, 0..60).map(|r| r.unwrap()).sum();
-    assert_eq!(sum, (0..60u64).map(|x| x * x).sum());
+    assert_eq!(sum, (0..60u64).map(|x| x * x).sum::<u64>());
     pool.shutdown(true, false);
     assert_eq!(counter.get().unwrap(), 3);
 

@@ -247,7 +247,7 @@ fn joinable_queue_join_waits_for_workers_in_other_processes() {
         "every task finished before join returned"
     );
     let sum: u64 = results.get_many(1000).unwrap().iter().sum();
-    assert_eq!(sum, (0..1000u64).map(|n| n * n).sum());
+    assert_eq!(sum, (0..1000u64).map(|n| n * n).sum::<u64>());
     q.close();
     for w in workers {
         w.join().unwrap();

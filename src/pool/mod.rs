@@ -116,8 +116,8 @@
 
 mod board;
 mod process_pool;
-mod task;
-mod thread_pool;
+pub(crate) mod task;
+pub(crate) mod thread_pool;
 mod worker;
 
 #[cfg(feature = "fuzzing")]

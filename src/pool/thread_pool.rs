@@ -202,7 +202,7 @@ thread_local! {
 /// or task, records its location (the message comes with the unwind; the
 /// location only to a hook) and prints nothing; every other panic goes to
 /// the previous hook. Installed once, when the first pool is built.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -222,7 +222,9 @@ fn install_panic_hook() {
 }
 
 /// Runs `f`, catching a panic: its message and, from the hook, location.
-fn call_catching<T>(f: impl FnOnce() -> T) -> std::result::Result<T, (String, Option<String>)> {
+pub(crate) fn call_catching<T>(
+    f: impl FnOnce() -> T,
+) -> std::result::Result<T, (String, Option<String>)> {
     IN_POOL_CALL.with(|p| *p.borrow_mut() = Some(None));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
     let location = IN_POOL_CALL.with(|p| p.borrow_mut().take()).flatten();

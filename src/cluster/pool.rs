@@ -1,0 +1,752 @@
+//! The submitter's side: an [`Executor`] whose tasks run on [`Worker`](super::Worker)s.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::connect::{Cluster, Shared};
+use super::registry::{Entry, Registry};
+use super::wire::{self, Outcome, TaskMsg};
+use super::{check_name, nats_error};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::task::{CancelHook, Task, TaskCounters};
+use crate::pool::{Executor, PoolStats, TaskHandle, TaskState, TaskValue};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The JetStream names of pool `name`.
+pub(crate) struct Names {
+    pub(crate) tasks_stream: String,
+    pub(crate) tasks_subject: String,
+    pub(crate) results_stream: String,
+    pub(crate) consumer: String,
+}
+
+impl Names {
+    pub(crate) fn of(pool: &str) -> Names {
+        Names {
+            tasks_stream: format!("IPCKIT_{pool}_TASKS"),
+            tasks_subject: format!("ipckit.{pool}.tasks"),
+            results_stream: format!("IPCKIT_{pool}_RESULTS"),
+            consumer: "workers".to_owned(),
+        }
+    }
+    pub(crate) fn results_subject(pool: &str, client: &str) -> String {
+        format!("ipckit.{pool}.results.{client}")
+    }
+    pub(crate) fn started_subject(pool: &str, client: &str) -> String {
+        format!("ipckit.{pool}.started.{client}")
+    }
+}
+
+/// Redelivery policy of a pool's task consumer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliver: i64,
+    pub(crate) result_ttl: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 3,
+            result_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Makes the pool's streams and consumer if missing. With `set_policy`, an
+/// existing consumer gets `policy` (the submitter's settings rule);
+/// otherwise an existing one is kept. Returns the consumer's policy.
+pub(crate) async fn ensure(
+    js: &jetstream::Context,
+    pool: &str,
+    policy: Policy,
+    set_policy: bool,
+) -> std::result::Result<(consumer::PullConsumer, Policy), String> {
+    let n = Names::of(pool);
+    let tasks = js
+        .get_or_create_stream(stream::Config {
+            name: n.tasks_stream.clone(),
+            subjects: vec![n.tasks_subject.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the task stream {}: {e}", n.tasks_stream))?;
+    js.get_or_create_stream(stream::Config {
+        name: n.results_stream.clone(),
+        subjects: vec![format!("ipckit.{pool}.results.*")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: policy.result_ttl,
+        duplicate_window: Duration::from_secs(120).min(policy.result_ttl),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("the result stream {}: {e}", n.results_stream))?;
+    let config = consumer::pull::Config {
+        durable_name: Some(n.consumer.clone()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: policy.ack_wait,
+        max_deliver: policy.max_deliver,
+        max_ack_pending: -1,
+        ..Default::default()
+    };
+    let existing = tasks
+        .get_consumer::<consumer::pull::Config>(&n.consumer)
+        .await
+        .ok();
+    let same = |c: &consumer::PullConsumer| {
+        let cfg = &c.cached_info().config;
+        cfg.ack_wait == policy.ack_wait && cfg.max_deliver == policy.max_deliver
+    };
+    let mut c = match existing {
+        Some(c) if !set_policy || same(&c) => c,
+        Some(_) => {
+            // Creating an existing durable consumer updates its settings
+            // (ack_wait and max_deliver may change).
+            tasks
+                .create_consumer(config)
+                .await
+                .map_err(|e| format!("updating the consumer: {e}"))?;
+            tasks
+                .get_consumer::<consumer::pull::Config>(&n.consumer)
+                .await
+                .map_err(|e| format!("the consumer: {e}"))?
+        }
+        None => tasks
+            .get_or_create_consumer(&n.consumer, config)
+            .await
+            .map_err(|e| format!("the consumer: {e}"))?,
+    };
+    let info = c.info().await.map_err(|e| format!("the consumer: {e}"))?;
+    let got = Policy {
+        ack_wait: info.config.ack_wait,
+        max_deliver: info.config.max_deliver,
+        result_ttl: policy.result_ttl,
+    };
+    Ok((c, got))
+}
+
+/// A submitted task, with its result type erased.
+trait Slot: Send + Sync {
+    fn state(&self) -> TaskState;
+    fn start(&self) -> bool;
+    fn cancel(&self) -> bool;
+    fn complete_bytes(&self, bytes: &[u8], chunk: bool);
+    fn fail(&self, e: Error);
+}
+
+impl<R: DeserializeOwned + Send + 'static> Slot for Task<R> {
+    fn state(&self) -> TaskState {
+        Task::state(self)
+    }
+    fn start(&self) -> bool {
+        Task::start(self)
+    }
+    fn cancel(&self) -> bool {
+        Task::cancel(self)
+    }
+    fn complete_bytes(&self, bytes: &[u8], _chunk: bool) {
+        self.complete(
+            crate::codec::decode::<R>(bytes)
+                .map_err(|e| e.context(format!("the result of task {} from a worker", self.id))),
+        );
+    }
+    fn fail(&self, e: Error) {
+        self.complete(Err(e));
+    }
+}
+
+struct Pending {
+    slot: Arc<dyn Slot>,
+    /// The task's stream sequence, once the server acknowledged it.
+    seq: Option<u64>,
+    /// Cancelled before the server's acknowledgement came: delete then.
+    delete_on_ack: bool,
+    chunk: bool,
+}
+
+enum Event {
+    Acked(u64, std::result::Result<u64, String>),
+    Result(Vec<u8>),
+    Started(Vec<u8>),
+    MaxDeliveries(Vec<u8>),
+    Stop,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    pool: String,
+    client: String,
+    registry: Registry,
+    names: Names,
+    policy: Policy,
+    workers_hint: usize,
+    pending: Mutex<HashMap<u64, Pending>>,
+    by_seq: Mutex<HashMap<u64, u64>>,
+    counters: Arc<TaskCounters>,
+    closed: AtomicBool,
+    events: mpsc::Sender<Event>,
+}
+
+/// Settings of a [`ClusterPool`]; from [`ClusterPool::builder`].
+#[derive(Debug)]
+pub struct ClusterPoolBuilder<'a> {
+    cluster: &'a Cluster,
+    name: String,
+    policy: Policy,
+    workers_hint: usize,
+}
+
+impl ClusterPoolBuilder<'_> {
+    /// How long a worker may hold a task without a result or a progress
+    /// heartbeat before it goes to another worker (default 30 s; workers
+    /// send heartbeats every third of it while a task runs).
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.policy.ack_wait = d;
+        self
+    }
+
+    /// How many times a task is delivered before it fails with
+    /// [`ErrorKind::ProcessDied`] (default 3).
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.policy.max_deliver = i64::from(n.max(1));
+        self
+    }
+
+    /// How long a result waits in the server for a submitter that went
+    /// away (default 24 h).
+    pub fn result_ttl(mut self, d: Duration) -> Self {
+        self.policy.result_ttl = d;
+        self
+    }
+
+    /// How many workers to plan for: sizes `map`'s in-flight bound
+    /// (default 4). The workers themselves come and go freely.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers_hint = n.max(1);
+        self
+    }
+
+    /// Connects the pool: makes the streams and the consumer if missing
+    /// and sets the redelivery policy.
+    pub fn connect(self, registry: &Registry) -> Result<ClusterPool> {
+        ClusterPool::start(self, registry)
+    }
+}
+
+/// An [`Executor`] on NATS JetStream: tasks go to [`Worker`](super::Worker)s
+/// on any machine; `submit`, `map`, `map_unordered`, [`TaskHandle`] (with
+/// `result`, `result_timeout`, `cancel`, `add_done_callback`, `.await`),
+/// [`wait`](crate::pool::wait) and [`as_completed`](crate::pool::as_completed)
+/// work as on a local pool. See the [module docs](super) for the semantics.
+///
+/// Functions must be in the [`Registry`] given to
+/// [`connect`](ClusterPoolBuilder::connect); `submit` of another fails at once.
+pub struct ClusterPool {
+    inner: Arc<Inner>,
+    collector: Option<JoinHandle<()>>,
+    subscriptions: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for ClusterPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPool")
+            .field("pool", &self.inner.pool)
+            .field("client", &self.inner.client)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_id() -> String {
+    let mut b = [0u8; 9];
+    let _ = crate::platform::random_bytes(&mut b);
+    let mut s = format!("p{}-", std::process::id());
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// `"stream_seq":N` from a JetStream advisory (JSON, read without a JSON
+/// parser: the number after the first such key, digits only).
+pub(crate) fn advisory_seq(json: &[u8]) -> Option<u64> {
+    let key = b"\"stream_seq\":";
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits: Vec<u8> = json[at..]
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(u8::is_ascii_digit)
+        .take(20)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+impl ClusterPool {
+    /// Settings for the pool `name` on `cluster` (1 to 64 of `A-Z a-z 0-9 _ -`;
+    /// workers serve it under the same name).
+    pub fn builder<'a>(cluster: &'a Cluster, name: &str) -> ClusterPoolBuilder<'a> {
+        ClusterPoolBuilder {
+            cluster,
+            name: name.to_owned(),
+            policy: Policy::default(),
+            workers_hint: 4,
+        }
+    }
+
+    fn start(b: ClusterPoolBuilder<'_>, registry: &Registry) -> Result<ClusterPool> {
+        check_name("pool", &b.name)?;
+        registry.check()?;
+        let shared = b.cluster.shared.clone();
+        let js = shared.js.clone();
+        let pool = b.name.clone();
+        let (_, policy) = shared
+            .rt
+            .block_on(async { ensure(&js, &pool, b.policy, true).await })
+            .map_err(|e| nats_error(format!("cannot set up the cluster pool {pool:?}"), e))?;
+        let client = client_id();
+        let names = Names::of(&pool);
+        let (tx, rx) = mpsc::channel();
+
+        // Subscriptions, on the runtime; each forwards to the collector.
+        let mut subscriptions = Vec::new();
+        let results_subject = Names::results_subject(&pool, &client);
+        let started_subject = Names::started_subject(&pool, &client);
+        let advisory = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            names.tasks_stream, names.consumer
+        );
+        let c = shared.client.clone();
+        let results_stream = names.results_stream.clone();
+        let (results, started, advisories) = shared
+            .rt
+            .block_on(async {
+                let st = js
+                    .get_stream(&results_stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ordered = st
+                    .create_consumer(consumer::push::OrderedConfig {
+                        deliver_subject: c.new_inbox(),
+                        filter_subject: results_subject,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let started = c
+                    .subscribe(started_subject)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let adv = c.subscribe(advisory).await.map_err(|e| e.to_string())?;
+                // The subscriptions reach the server before any task is sent.
+                c.flush().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((ordered, started, adv))
+            })
+            .map_err(|e| nats_error(format!("cannot subscribe to the results of {pool:?}"), e))?;
+        let t = tx.clone();
+        subscriptions.push(shared.rt.handle().spawn(async move {
+            let mut results = results;
+            while let Some(m) = results.next().await {
+                if let Ok(m) = m
+                    && t.send(Event::Result(m.payload.to_vec())).is_err()
+                {
+                    break;
+                }
+            }
+        }));
+        let t = tx.clone();
+        subscriptions.push(shared.rt.handle().spawn(async move {
+            let mut s = started;
+            while let Some(m) = s.next().await {
+                if t.send(Event::Started(m.payload.to_vec())).is_err() {
+                    break;
+                }
+            }
+        }));
+        let t = tx.clone();
+        subscriptions.push(shared.rt.handle().spawn(async move {
+            let mut s = advisories;
+            while let Some(m) = s.next().await {
+                if t.send(Event::MaxDeliveries(m.payload.to_vec())).is_err() {
+                    break;
+                }
+            }
+        }));
+
+        let inner = Arc::new(Inner {
+            shared,
+            pool,
+            client,
+            registry: registry.clone(),
+            names,
+            policy,
+            workers_hint: b.workers_hint,
+            pending: Mutex::new(HashMap::new()),
+            by_seq: Mutex::new(HashMap::new()),
+            counters: Arc::new(TaskCounters::default()),
+            closed: AtomicBool::new(false),
+            events: tx,
+        });
+        let i = inner.clone();
+        let collector = std::thread::Builder::new()
+            .name(format!("ipckit-cluster-{}", inner.pool))
+            .spawn(move || collect(&i, rx))
+            .map_err(|e| Error::io("cannot start the cluster pool's collector", e))?;
+        Ok(ClusterPool {
+            inner,
+            collector: Some(collector),
+            subscriptions,
+        })
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.pool
+    }
+
+    /// The redelivery policy in force: `(ack_wait, max_deliver)`.
+    pub fn policy(&self) -> (Duration, u32) {
+        (
+            self.inner.policy.ack_wait,
+            u32::try_from(self.inner.policy.max_deliver).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// Waits until the server has stored every task submitted so far (each
+    /// `submit` returns once its task is sent, before the server confirms):
+    /// after `flush`, no task is lost if this program exits or the server
+    /// restarts.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = crate::deadline::deadline_after(timeout);
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let unconfirmed = lock(&self.inner.pending)
+                .values()
+                .filter(|p| p.seq.is_none() && !p.slot.state().is_done())
+                .count();
+            if unconfirmed == 0 {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{unconfirmed} tasks not yet confirmed by the server after {timeout:?}"
+                    ),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Counts of this submitter's tasks: pending and running (as far as
+    /// workers announced), completed, failed, cancelled. `workers` is empty:
+    /// workers are not known to the submitter.
+    pub fn stats(&self) -> PoolStats {
+        let (mut pending, mut running) = (0, 0);
+        for p in lock(&self.inner.pending).values() {
+            match p.slot.state() {
+                TaskState::Pending => pending += 1,
+                TaskState::Running => running += 1,
+                _ => {}
+            }
+        }
+        let c = &self.inner.counters;
+        PoolStats {
+            pending,
+            running,
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            workers: Vec::new(),
+        }
+    }
+
+    fn submit_entry<R: TaskValue>(
+        &self,
+        entry: &Entry,
+        payload: Vec<u8>,
+        chunk: bool,
+    ) -> Result<TaskHandle<R>> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                format!("the cluster pool {:?} is shut down", inner.pool),
+            ));
+        }
+        let task = Task::<R>::counted(&inner.counters);
+        let msg = TaskMsg {
+            version: wire::VERSION,
+            task: task.id,
+            client: inner.client.clone(),
+            function: entry.name.clone(),
+            arg_type: entry.arg_type.to_owned(),
+            ret_type: entry.ret_type.to_owned(),
+            chunk,
+            payload,
+        };
+        let bytes = crate::codec::encode(&msg)?;
+        let limit = inner.shared.client.server_info().max_payload;
+        if bytes.len() > limit {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "a task of {} bytes is over the server's max_payload of {limit} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        let id = task.id;
+        lock(&inner.pending).insert(
+            id,
+            Pending {
+                slot: task.clone(),
+                seq: None,
+                delete_on_ack: false,
+                chunk,
+            },
+        );
+        let js = inner.shared.js.clone();
+        let subject = inner.names.tasks_subject.clone();
+        let sent = inner.shared.rt.block_on(async move {
+            js.publish(subject, bytes.into())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        match sent {
+            Ok(ack) => {
+                let events = inner.events.clone();
+                inner.shared.rt.spawn(async move {
+                    let r = ack.await.map(|a| a.sequence).map_err(|e| e.to_string());
+                    let _ = events.send(Event::Acked(id, r));
+                });
+            }
+            Err(e) => {
+                lock(&inner.pending).remove(&id);
+                return Err(nats_error(format!("cannot submit to {:?}", inner.pool), e));
+            }
+        }
+        let hook_inner = Arc::downgrade(inner);
+        let cancel_hook: CancelHook = Arc::new(move |id, _running| match hook_inner.upgrade() {
+            Some(i) => cancel(&i, id),
+            None => false,
+        });
+        Ok(TaskHandle {
+            task,
+            cancel_hook: Some(cancel_hook),
+            drive: None,
+        })
+    }
+}
+
+/// Cancels task `id` if no worker announced it: deletes it from the stream.
+fn cancel(inner: &Inner, id: u64) -> bool {
+    let mut pending = lock(&inner.pending);
+    let Some(p) = pending.get_mut(&id) else {
+        return false;
+    };
+    if !p.slot.cancel() {
+        return false;
+    }
+    match p.seq {
+        Some(seq) => {
+            pending.remove(&id);
+            lock(&inner.by_seq).remove(&seq);
+            drop(pending);
+            delete_task(inner, seq);
+        }
+        None => p.delete_on_ack = true,
+    }
+    true
+}
+
+fn delete_task(inner: &Inner, seq: u64) {
+    let js = inner.shared.js.clone();
+    let stream = inner.names.tasks_stream.clone();
+    inner.shared.rt.spawn(async move {
+        if let Ok(s) = js.get_stream_no_info(&stream).await {
+            let _ = s.delete_message(seq).await;
+        }
+    });
+}
+
+/// The collector thread: completes tasks as results come. User callbacks
+/// run here, never on the runtime's thread, so they may submit.
+fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
+    while let Ok(ev) = rx.recv() {
+        match ev {
+            Event::Stop => break,
+            Event::Acked(id, Ok(seq)) => {
+                let mut pending = lock(&inner.pending);
+                if let Some(p) = pending.get_mut(&id) {
+                    if p.delete_on_ack {
+                        pending.remove(&id);
+                        drop(pending);
+                        delete_task(inner, seq);
+                    } else {
+                        p.seq = Some(seq);
+                        lock(&inner.by_seq).insert(seq, id);
+                    }
+                }
+            }
+            Event::Acked(id, Err(e)) => {
+                let p = lock(&inner.pending).remove(&id);
+                if let Some(p) = p {
+                    p.slot.fail(nats_error(
+                        format!("task {id} was not stored by the server"),
+                        e,
+                    ));
+                }
+            }
+            Event::Started(bytes) => {
+                if let Ok(s) = crate::codec::decode::<wire::StartedMsg>(&bytes) {
+                    let slot = lock(&inner.pending).get(&s.task).map(|p| p.slot.clone());
+                    if let Some(slot) = slot {
+                        slot.start();
+                    }
+                }
+            }
+            Event::Result(bytes) => {
+                // A result that does not decode cannot be matched to a
+                // task; it is dropped (the task then fails by max_deliver
+                // or stays pending: a peer writing garbage to our subject
+                // cannot do more than that).
+                let Ok(r) = wire::decode_result(&bytes) else {
+                    continue;
+                };
+                let p = lock(&inner.pending).remove(&r.task);
+                let Some(p) = p else { continue }; // a duplicate, or cancelled
+                if let Some(seq) = p.seq {
+                    lock(&inner.by_seq).remove(&seq);
+                }
+                match r.outcome {
+                    Outcome::Value(v) => p.slot.complete_bytes(&v, p.chunk),
+                    Outcome::Error { kind, message } => {
+                        p.slot.fail(wire::outcome_error(&kind, &message))
+                    }
+                }
+            }
+            Event::MaxDeliveries(json) => {
+                let Some(seq) = advisory_seq(&json) else {
+                    continue;
+                };
+                let Some(id) = lock(&inner.by_seq).remove(&seq) else {
+                    continue;
+                };
+                let p = lock(&inner.pending).remove(&id);
+                if let Some(p) = p {
+                    p.slot.fail(Error::new(
+                        ErrorKind::ProcessDied,
+                        format!(
+                            "task {id} was delivered {} times without a result: every worker \
+                             that took it died or stalled beyond ack_wait ({:?}); it is not retried",
+                            inner.policy.max_deliver, inner.policy.ack_wait
+                        ),
+                    ));
+                    // Out of the work queue, where it would stay for good.
+                    delete_task(inner, seq);
+                }
+            }
+        }
+    }
+}
+
+impl Executor for ClusterPool {
+    fn submit<A: TaskValue, R: TaskValue>(&self, f: fn(A) -> R, arg: A) -> Result<TaskHandle<R>> {
+        let entry = self.inner.registry.by_function::<A, R>(f as usize)?.clone();
+        let payload = crate::codec::encode(&arg)?;
+        self.submit_entry(&entry, payload, false)
+    }
+
+    fn submit_chunk<A: TaskValue, R: TaskValue>(
+        &self,
+        f: fn(A) -> R,
+        args: Vec<A>,
+    ) -> Result<TaskHandle<Vec<R>>> {
+        let entry = self.inner.registry.by_function::<A, R>(f as usize)?.clone();
+        let payload = crate::codec::encode(&args)?;
+        self.submit_entry(&entry, payload, true)
+    }
+
+    fn workers(&self) -> usize {
+        self.inner.workers_hint
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        self.inner.closed.store(true, Ordering::Release);
+        if cancel_pending {
+            let ids: Vec<u64> = lock(&self.inner.pending).keys().copied().collect();
+            for id in ids {
+                cancel(&self.inner, id);
+            }
+        }
+        if wait {
+            let mut pause = Duration::from_millis(1);
+            while !lock(&self.inner.pending).is_empty() {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for ClusterPool {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for s in &self.subscriptions {
+            s.abort();
+        }
+        let _ = self.inner.events.send(Event::Stop);
+        if let Some(c) = self.collector.take() {
+            let _ = c.join();
+        }
+        let left: Vec<Pending> = lock(&self.inner.pending).drain().map(|(_, p)| p).collect();
+        for p in left {
+            p.slot.fail(Error::new(
+                ErrorKind::Closed,
+                format!(
+                    "the cluster pool {:?} was dropped before this task's result came",
+                    self.inner.pool
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advisory_seq;
+
+    #[test]
+    fn advisory_sequence() {
+        let j = br#"{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"S","stream_seq":42,"deliveries":3}"#;
+        assert_eq!(advisory_seq(j), Some(42));
+        assert_eq!(advisory_seq(b"{}"), None);
+        assert_eq!(advisory_seq(br#""stream_seq":"#), None);
+        assert_eq!(
+            advisory_seq(br#""stream_seq":99999999999999999999999"#),
+            None
+        );
+    }
+}
