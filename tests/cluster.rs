@@ -531,3 +531,75 @@ fn queue_and_dict_across_processes() {
     let wrong = cluster.dict::<(u64, u64, u64)>("counts").unwrap();
     assert_eq!(wrong.get("hits").unwrap_err().kind(), ErrorKind::Codec);
 }
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+/// cancel of a pending task removes it (no worker runs it); `.await`,
+/// `wait` and `shutdown` work as on a local pool.
+#[test]
+fn cancel_await_wait_and_shutdown() {
+    let _ctx = Ctx::with_limit("cluster_cancel", Duration::from_secs(120));
+    let s = server!();
+    let cluster = connect(&s);
+    let pool = ClusterPool::builder(&cluster, "cancel")
+        .connect(&registry())
+        .unwrap();
+    // No worker yet: every task is pending.
+    let a = pool.submit(square, 2).unwrap();
+    let b = pool.submit(square, 3).unwrap();
+    let c = pool.submit(square, 4).unwrap();
+    assert!(b.cancel(), "a pending task is cancelled");
+    assert!(b.cancelled());
+    assert_eq!(b.result().unwrap_err().kind(), ErrorKind::Cancelled);
+    pool.flush(Duration::from_secs(10)).unwrap();
+    let worker = Worker::builder(&cluster, "cancel")
+        .concurrency(1)
+        .start(&registry())
+        .unwrap();
+    assert_eq!(block_on(a).unwrap(), 4);
+    let (done, not_done) = ipckit::pool::wait(
+        std::slice::from_ref(&c),
+        Some(Duration::from_secs(30)),
+        ipckit::pool::ReturnWhen::AllCompleted,
+    );
+    assert_eq!((done.len(), not_done.len()), (1, 0));
+    assert!(!c.cancel(), "a finished task is not cancelled");
+    assert_eq!(c.result().unwrap(), 16);
+    // The long task is running: cancel is refused.
+    let dir = std::env::temp_dir().join(format!("ipckit-cancel-{}", std::process::id()));
+    let long = pool
+        .submit(slow_where, (1000, dir.to_string_lossy().into_owned()))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(10), || long.running()));
+    assert!(!long.cancel(), "a running task is not cancelled");
+    let last = pool.submit(square, 5).unwrap();
+    pool.shutdown(true, false);
+    assert!(last.done() && long.done());
+    assert_eq!(
+        pool.submit(square, 1).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    let stats = worker.stop().unwrap();
+    assert_eq!(
+        stats.completed, 4,
+        "the cancelled task never ran: {stats:?}"
+    );
+    let _ = std::fs::remove_file(&dir);
+}

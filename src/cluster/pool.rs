@@ -147,7 +147,9 @@ trait Slot: Send + Sync {
     fn state(&self) -> TaskState;
     fn start(&self) -> bool;
     fn cancel(&self) -> bool;
-    fn complete_bytes(&self, bytes: &[u8], chunk: bool);
+    /// Completes the task with `outcome` here, unless it has done-callbacks:
+    /// then returns the completion for the collector thread to run.
+    fn deliver(self: Arc<Self>, outcome: Outcome) -> Option<Box<dyn FnOnce() + Send>>;
     fn fail(&self, e: Error);
 }
 
@@ -161,11 +163,16 @@ impl<R: DeserializeOwned + Send + 'static> Slot for Task<R> {
     fn cancel(&self) -> bool {
         Task::cancel(self)
     }
-    fn complete_bytes(&self, bytes: &[u8], _chunk: bool) {
-        self.complete(
-            crate::codec::decode::<R>(bytes)
+    fn deliver(self: Arc<Self>, outcome: Outcome) -> Option<Box<dyn FnOnce() + Send>> {
+        let result = match outcome {
+            Outcome::Value(v) => crate::codec::decode::<R>(&v)
                 .map_err(|e| e.context(format!("the result of task {} from a worker", self.id))),
-        );
+            Outcome::Error { kind, message } => Err(wire::outcome_error(&kind, &message)),
+        };
+        match self.complete_unless_callbacks(result) {
+            Ok(()) => None,
+            Err(result) => Some(Box::new(move || self.complete(result))),
+        }
     }
     fn fail(&self, e: Error) {
         self.complete(Err(e));
@@ -178,12 +185,12 @@ struct Pending {
     seq: Option<u64>,
     /// Cancelled before the server's acknowledgement came: delete then.
     delete_on_ack: bool,
-    chunk: bool,
 }
 
 enum Event {
     Acked(u64, std::result::Result<u64, String>),
-    Result(Vec<u8>),
+    /// A completion with callbacks to run.
+    Complete(Box<dyn FnOnce() + Send>),
     Started(Vec<u8>),
     MaxDeliveries(Vec<u8>),
     Stop,
@@ -364,17 +371,6 @@ impl ClusterPool {
             .map_err(|e| nats_error(format!("cannot subscribe to the results of {pool:?}"), e))?;
         let t = tx.clone();
         subscriptions.push(shared.rt.handle().spawn(async move {
-            let mut results = results;
-            while let Some(m) = results.next().await {
-                if let Ok(m) = m
-                    && t.send(Event::Result(m.payload.to_vec())).is_err()
-                {
-                    break;
-                }
-            }
-        }));
-        let t = tx.clone();
-        subscriptions.push(shared.rt.handle().spawn(async move {
             let mut s = started;
             while let Some(m) = s.next().await {
                 if t.send(Event::Started(m.payload.to_vec())).is_err() {
@@ -406,6 +402,18 @@ impl ClusterPool {
             closed: AtomicBool::new(false),
             events: tx,
         });
+        // Results are matched and completed on the runtime's thread as they
+        // come (no hand-off to another thread on the way to the waiter);
+        // a task with done-callbacks is completed by the collector thread.
+        let weak = Arc::downgrade(&inner);
+        subscriptions.push(inner.shared.rt.handle().spawn(async move {
+            let mut results = results;
+            while let Some(m) = results.next().await {
+                let Ok(m) = m else { continue };
+                let Some(inner) = weak.upgrade() else { break };
+                on_result(&inner, &m.payload);
+            }
+        }));
         let i = inner.clone();
         let collector = std::thread::Builder::new()
             .name(format!("ipckit-cluster-{}", inner.pool))
@@ -524,7 +532,6 @@ impl ClusterPool {
                 slot: task.clone(),
                 seq: None,
                 delete_on_ack: false,
-                chunk,
             },
         );
         let js = inner.shared.js.clone();
@@ -591,6 +598,24 @@ fn delete_task(inner: &Inner, seq: u64) {
     });
 }
 
+/// A result from the results stream: completes its task (or hands the
+/// completion to the collector). A result that does not decode cannot be
+/// matched to a task and is dropped: a peer writing garbage to our subject
+/// can do no more than that (the task then fails by max_deliver or waits).
+fn on_result(inner: &Inner, bytes: &[u8]) {
+    let Ok(r) = wire::decode_result(bytes) else {
+        return;
+    };
+    let p = lock(&inner.pending).remove(&r.task);
+    let Some(p) = p else { return }; // a duplicate, or cancelled
+    if let Some(seq) = p.seq {
+        lock(&inner.by_seq).remove(&seq);
+    }
+    if let Some(complete) = p.slot.deliver(r.outcome) {
+        let _ = inner.events.send(Event::Complete(complete));
+    }
+}
+
 /// The collector thread: completes tasks as results come. User callbacks
 /// run here, never on the runtime's thread, so they may submit.
 fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
@@ -627,26 +652,7 @@ fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
                     }
                 }
             }
-            Event::Result(bytes) => {
-                // A result that does not decode cannot be matched to a
-                // task; it is dropped (the task then fails by max_deliver
-                // or stays pending: a peer writing garbage to our subject
-                // cannot do more than that).
-                let Ok(r) = wire::decode_result(&bytes) else {
-                    continue;
-                };
-                let p = lock(&inner.pending).remove(&r.task);
-                let Some(p) = p else { continue }; // a duplicate, or cancelled
-                if let Some(seq) = p.seq {
-                    lock(&inner.by_seq).remove(&seq);
-                }
-                match r.outcome {
-                    Outcome::Value(v) => p.slot.complete_bytes(&v, p.chunk),
-                    Outcome::Error { kind, message } => {
-                        p.slot.fail(wire::outcome_error(&kind, &message))
-                    }
-                }
-            }
+            Event::Complete(f) => f(),
             Event::MaxDeliveries(json) => {
                 let Some(seq) = advisory_seq(&json) else {
                     continue;

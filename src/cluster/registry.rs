@@ -22,7 +22,11 @@ pub(crate) struct Entry {
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: fn({}) -> {}", self.name, self.arg_type, self.ret_type)
+        write!(
+            f,
+            "{}: fn({}) -> {}",
+            self.name, self.arg_type, self.ret_type
+        )
     }
 }
 

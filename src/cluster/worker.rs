@@ -1,6 +1,7 @@
 //! The worker's side: any program serves a [`ClusterPool`](super::ClusterPool)'s tasks.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,13 +112,16 @@ struct Inner {
     pool: String,
     registry: Registry,
     consumer: consumer::PullConsumer,
-    policy: Policy,
     stopping: AtomicBool,
     completed: AtomicU64,
     failed: AtomicU64,
     rejected: AtomicU64,
     running: AtomicUsize,
     last_rejected: Mutex<Option<String>>,
+    /// Tasks whose result was sent and whose acknowledgement is pending.
+    unacked: Arc<AtomicUsize>,
+    /// The tasks running now, for the heartbeat.
+    in_progress: Arc<Mutex<HashMap<u64, jetstream::Message>>>,
 }
 
 /// A worker serving a [`ClusterPool`](super::ClusterPool)'s tasks with the
@@ -171,14 +175,20 @@ impl Worker {
             pool: b.pool.clone(),
             registry: registry.clone(),
             consumer,
-            policy,
             stopping: AtomicBool::new(false),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             last_rejected: Mutex::new(None),
+            in_progress: Arc::new(Mutex::new(HashMap::new())),
+            unacked: Arc::new(AtomicUsize::new(0)),
         });
+        spawn_heartbeat(
+            &inner.shared,
+            Arc::downgrade(&inner.in_progress),
+            policy.ack_wait,
+        );
         let mut threads = Vec::new();
         for i in 0..b.concurrency {
             let w = inner.clone();
@@ -210,19 +220,34 @@ impl Worker {
     /// Stops gracefully: no new task is taken, running ones finish and are
     /// acknowledged. Returns the final counts.
     pub fn stop(mut self) -> Result<WorkerStats> {
+        self.halt();
+        Ok(self.stats())
+    }
+
+    /// Stops the threads, then waits (at most the request timeout) for the
+    /// last acknowledgements to reach the server.
+    fn halt(&mut self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        Ok(self.stats())
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.inner.unacked.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let c = self.inner.shared.client.clone();
+        let _ =
+            self.inner.shared.rt.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(5), c.flush()).await
+            });
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        if !self.threads.is_empty() {
+            self.halt();
         }
     }
 }
@@ -231,18 +256,45 @@ impl Drop for Worker {
 /// stop takes to be noticed by an idle thread.
 const PULL_WAIT: Duration = Duration::from_millis(500);
 
+/// One pull request for one task at a time, on an inbox this thread keeps
+/// subscribed: a thread never holds a task it is not running (a task
+/// waiting behind a long one would be redelivered elsewhere after
+/// `ack_wait`), and a pull costs one message to the server.
 fn serve_loop(w: &Inner) {
+    let client = w.shared.client.clone();
+    let inbox = client.new_inbox();
+    let mut sub = match w.shared.rt.block_on(client.subscribe(inbox.clone())) {
+        Ok(s) => s,
+        Err(e) => {
+            reject(w, format!("cannot subscribe for tasks: {e}"));
+            return;
+        }
+    };
     while !w.stopping.load(Ordering::SeqCst) {
         let c = &w.consumer;
         let m = w.shared.rt.block_on(async {
-            let mut b = c
-                .batch()
-                .max_messages(1)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-                .ok()?;
-            b.next().await?.ok()
+            let request = consumer::pull::BatchConfig {
+                batch: 1,
+                expires: Some(PULL_WAIT),
+                ..Default::default()
+            };
+            c.request_batch(request, inbox.clone().into()).await.ok()?;
+            // The server answers with the task, or a 408 when the request
+            // expires; a lost connection answers nothing (the margin).
+            let until = tokio::time::Instant::now() + PULL_WAIT + Duration::from_secs(1);
+            loop {
+                let m = tokio::time::timeout_at(until, sub.next()).await.ok()??;
+                match m.status {
+                    None => {
+                        return Some(jetstream::Message {
+                            message: m,
+                            context: w.shared.js.clone(),
+                        });
+                    }
+                    Some(s) if s == async_nats::StatusCode::IDLE_HEARTBEAT => continue,
+                    Some(_) => return None,
+                }
+            }
         });
         match m {
             Some(m) => handle(w, m),
@@ -255,7 +307,7 @@ fn serve_loop(w: &Inner) {
 
 fn reject(w: &Inner, why: String) {
     w.rejected.fetch_add(1, Ordering::Relaxed);
-    *w.last_rejected.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    *lock(&w.last_rejected) = Some(why);
 }
 
 fn handle(w: &Inner, m: jetstream::Message) {
@@ -282,10 +334,10 @@ fn handle(w: &Inner, m: jetstream::Message) {
         let _ = w.shared.rt.block_on(c.publish(subject, b.into()));
     }
     w.running.fetch_add(1, Ordering::Relaxed);
-    let (stop_beat, beat) = heartbeat(w, &m);
+    let key = HEARTBEAT_KEY.fetch_add(1, Ordering::Relaxed);
+    lock(&w.in_progress).insert(key, m.clone());
     let outcome = run(w, &task, attempt);
-    drop(stop_beat);
-    let _ = w.shared.rt.block_on(beat);
+    lock(&w.in_progress).remove(&key);
     w.running.fetch_sub(1, Ordering::Relaxed);
     let mut ok = matches!(outcome, Outcome::Value(_));
     let result = ResultMsg {
@@ -323,23 +375,30 @@ fn handle(w: &Inner, m: jetstream::Message) {
     let js = w.shared.js.clone();
     let subject = Names::results_subject(&w.pool, &task.client);
     let msg_id = format!("{}-{}", task.client, task.task);
-    let stored = w.shared.rt.block_on(async move {
+    let sent = w.shared.rt.block_on(async move {
         let publish = jetstream::message::PublishMessage::build()
             .payload(bytes.into())
             .message_id(msg_id);
-        match js.send_publish(subject, publish).await {
+        js.send_publish(subject, publish).await
+    });
+    // The task is acknowledged once the server confirms its result is
+    // stored, in the background: this thread takes its next task meanwhile.
+    // A result the server did not store sends the task back, to run again.
+    w.unacked.fetch_add(1, Ordering::SeqCst);
+    let unacked = w.unacked.clone();
+    w.shared.rt.spawn(async move {
+        let stored = match sent {
             Ok(ack) => ack.await.is_ok(),
             Err(_) => false,
-        }
+        };
+        let kind = if stored {
+            AckKind::Ack
+        } else {
+            AckKind::Nak(None)
+        };
+        let _ = m.ack_with(kind).await;
+        unacked.fetch_sub(1, Ordering::SeqCst);
     });
-    let ack = if stored {
-        m.ack_with(AckKind::Ack)
-    } else {
-        // The result was not stored (the server is away): the task goes
-        // back, to run again once it returns.
-        m.ack_with(AckKind::Nak(None))
-    };
-    let _ = w.shared.rt.block_on(ack);
 }
 
 fn error_result(task: &TaskMsg, attempt: u32, kind: ErrorKind, message: String) -> Vec<u8> {
@@ -355,28 +414,34 @@ fn error_result(task: &TaskMsg, attempt: u32, kind: ErrorKind, message: String) 
     .unwrap_or_default()
 }
 
-/// A progress heartbeat every third of `ack_wait` until the sender is dropped.
-fn heartbeat(
-    w: &Inner,
-    m: &jetstream::Message,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
+static HEARTBEAT_KEY: AtomicU64 = AtomicU64::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The worker's one heartbeat task: every third of `ack_wait`, tells the
+/// server that each running task is still in progress. Runs until the
+/// worker is gone (it holds only a weak reference).
+fn spawn_heartbeat(
+    shared: &Shared,
+    in_progress: std::sync::Weak<Mutex<HashMap<u64, jetstream::Message>>>,
+    ack_wait: Duration,
 ) {
-    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-    let every = (w.policy.ack_wait / 3).max(Duration::from_millis(100));
-    let acker = m.clone();
-    let beat = w.shared.rt.handle().spawn(async move {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    shared.rt.spawn(async move {
         loop {
-            tokio::select! {
-                _ = &mut rx => break,
-                _ = tokio::time::sleep(every) => {
-                    let _ = acker.ack_with(AckKind::Progress).await;
-                }
+            tokio::time::sleep(every).await;
+            let Some(map) = in_progress.upgrade() else {
+                break;
+            };
+            let running: Vec<jetstream::Message> = lock(&map).values().cloned().collect();
+            drop(map);
+            for m in running {
+                let _ = m.ack_with(AckKind::Progress).await;
             }
         }
     });
-    (tx, beat)
 }
 
 fn run(w: &Inner, task: &TaskMsg, attempt: u32) -> Outcome {

@@ -170,7 +170,27 @@ impl<R> Task<R> {
 
     /// Records the outcome (once; later calls are ignored).
     pub(crate) fn complete(&self, result: Result<R>) {
-        let mut i = lock(&self.inner);
+        let i = lock(&self.inner);
+        self.complete_locked(i, result);
+    }
+
+    /// Records the outcome unless a done-callback is registered (user code,
+    /// which must not run on the calling thread): then hands the result
+    /// back. A callback added later runs at once on its adder's thread.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn complete_unless_callbacks(
+        &self,
+        result: Result<R>,
+    ) -> std::result::Result<(), Result<R>> {
+        let i = lock(&self.inner);
+        if !i.callbacks.is_empty() && !i.state.is_done() {
+            return Err(result);
+        }
+        self.complete_locked(i, result);
+        Ok(())
+    }
+
+    fn complete_locked(&self, mut i: MutexGuard<'_, Inner<R>>, result: Result<R>) {
         if i.state.is_done() {
             return;
         }
