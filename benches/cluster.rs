@@ -25,6 +25,7 @@ use ipckit::pool::{Executor, MapOptions, ProcessPool};
 
 const TASKS: u64 = 10_000;
 
+#[inline(never)]
 fn empty(x: u64) -> u64 {
     x
 }

@@ -19,15 +19,21 @@ use ipckit::pool::{Executor, MapOptions, as_completed};
 
 ipckit::test_support!();
 
+// The task functions are `#[inline(never)]`: one address each, so that
+// `submit(f, …)` finds them in the registry in optimised builds too.
+
+#[inline(never)]
 fn square(x: u64) -> u64 {
     x * x
 }
 
+#[inline(never)]
 fn neg(x: i64) -> i64 {
     -x
 }
 
 /// Sleeps `ms`, then returns `(pid, attempt)`; writes the pid to `path` first.
+#[inline(never)]
 fn slow_where((ms, path): (u64, String)) -> (u32, u32) {
     std::fs::write(&path, std::process::id().to_string()).unwrap();
     std::thread::sleep(Duration::from_millis(ms));
@@ -35,16 +41,19 @@ fn slow_where((ms, path): (u64, String)) -> (u32, u32) {
 }
 
 /// Kills the worker running it, every time.
+#[inline(never)]
 fn kill_worker(_: u64) -> u64 {
     // SAFETY: signalling this process.
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     unreachable!()
 }
 
+#[inline(never)]
 fn boom(x: u64) -> u64 {
     panic!("no luck with {x}")
 }
 
+#[inline(never)]
 fn big(n: u64) -> Vec<u8> {
     vec![7; n as usize]
 }

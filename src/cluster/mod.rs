@@ -16,6 +16,7 @@
 //! use ipckit::cluster::{Cluster, ClusterPool, Connect, Registry, Worker};
 //! use ipckit::pool::Executor;
 //!
+//! #[inline(never)] // one address per function: see "Functions travel by name"
 //! fn square(x: u64) -> u64 {
 //!     x * x
 //! }
@@ -52,6 +53,13 @@
 //! unknown name, [`ErrorKind::WrongType`] for other types,
 //! [`ErrorKind::Codec`] for bytes that do not decode. A function that was not
 //! registered fails `submit` at once.
+//!
+//! Rust gives no function a guaranteed unique address: an optimised build
+//! may copy a small function into each codegen unit that uses it, so the
+//! pointer `submit` receives may not be the one registered. Declare the
+//! functions you submit `#[inline(never)]` (one address each), or submit by
+//! name with [`ClusterPool::submit_named`]; an unknown address is always an
+//! error naming both remedies, never a guess.
 //!
 //! # Semantics
 //!

@@ -439,6 +439,19 @@ impl ClusterPool {
         )
     }
 
+    /// Submits the registered function `name` (a `fn(A) -> R`): for
+    /// functions that `submit` cannot tell apart by address (see
+    /// [`Registry`]).
+    pub fn submit_named<A: TaskValue, R: TaskValue>(
+        &self,
+        name: &str,
+        arg: A,
+    ) -> Result<TaskHandle<R>> {
+        let entry = self.inner.registry.by_name_typed::<A, R>(name)?.clone();
+        let payload = crate::codec::encode(&arg)?;
+        self.submit_entry(&entry, payload, false)
+    }
+
     /// Waits until the server has stored every task submitted so far (each
     /// `submit` returns once its task is sent, before the server confirms):
     /// after `flush`, no task is lost if this program exits or the server

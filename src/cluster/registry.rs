@@ -135,9 +135,16 @@ impl Registry {
     }
 
     /// The entry of the function at `addr` whose types are `A` and `R`.
+    ///
+    /// Rust does not promise one address per function: an optimised build
+    /// may give a small function a local copy in each codegen unit that
+    /// uses it (then `submit` gets an address that was never registered),
+    /// and may merge identical functions into one (then one address has
+    /// several names). Both are errors naming the remedies, never a guess:
+    /// a guess could run another function.
     pub(crate) fn by_function<A: 'static, R: 'static>(&self, addr: usize) -> Result<&Entry> {
         let (a, r) = (std::any::type_name::<A>(), std::any::type_name::<R>());
-        let candidates: Vec<&Entry> = self
+        let mut at_addr: Vec<&Entry> = self
             .by_addr
             .get(&addr)
             .into_iter()
@@ -145,25 +152,70 @@ impl Registry {
             .filter_map(|n| self.by_name.get(n))
             .filter(|e| e.arg_type == a && e.ret_type == r)
             .collect();
-        match candidates.as_slice() {
+        at_addr.sort_unstable_by(|x, y| x.name.cmp(&y.name));
+        match at_addr.as_slice() {
             [one] => Ok(one),
-            [] => Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "this fn({a}) -> {r} is not in the cluster registry: add it with \
-                     Registry::register(\"name\", f) on the submitter and the workers"
-                ),
-            )),
+            [] => {
+                let mut same: Vec<&str> = self
+                    .by_name
+                    .values()
+                    .filter(|e| e.arg_type == a && e.ret_type == r)
+                    .map(|e| e.name.as_str())
+                    .collect();
+                same.sort_unstable();
+                let hint = if same.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " If it is one of the registered {} ({}), an optimised build copied \
+                         it: declare it #[inline(never)] (one address per function), or \
+                         submit it by name with ClusterPool::submit_named",
+                        if same.len() == 1 {
+                            "function of these types"
+                        } else {
+                            "functions of these types"
+                        },
+                        same.join(", ")
+                    )
+                };
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "this fn({a}) -> {r} is not in the cluster registry: add it with \
+                         Registry::register(\"name\", f) on the submitter and the workers.{hint}"
+                    ),
+                ))
+            }
             many => Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "this fn({a}) -> {r} is registered under several names ({}); the \
-                     compiler may have merged identical functions: register one of them only",
+                    "this fn({a}) -> {r} is registered under several names ({}): the \
+                     compiler merged identical functions into one; submit it by name with \
+                     ClusterPool::submit_named",
                     many.iter()
                         .map(|e| e.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
+            )),
+        }
+    }
+
+    /// The entry named `name`, checked to be a `fn(A) -> R`.
+    pub(crate) fn by_name_typed<A: 'static, R: 'static>(&self, name: &str) -> Result<&Entry> {
+        let (a, r) = (std::any::type_name::<A>(), std::any::type_name::<R>());
+        match self.by_name.get(name) {
+            Some(e) if e.arg_type == a && e.ret_type == r => Ok(e),
+            Some(e) => Err(Error::new(
+                ErrorKind::WrongType,
+                format!(
+                    "{name:?} is registered as fn({}) -> {}, not fn({a}) -> {r}",
+                    e.arg_type, e.ret_type
+                ),
+            )),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no function named {name:?} is in the cluster registry"),
             )),
         }
     }
@@ -209,6 +261,29 @@ mod tests {
         );
         let unknown = r.by_function::<u8, u8>(12345).unwrap_err();
         assert_eq!(unknown.kind(), ErrorKind::NotFound);
+        // Another address of registered types: never a guess, a hint.
+        let e = r.by_function::<i32, i32>(12345).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(
+            e.to_string().contains("#[inline(never)]") && e.to_string().contains("neg"),
+            "{e}"
+        );
+        // One address under two names (as after merging).
+        let merged = Registry::new().register("a", square).register("b", square);
+        let e = merged
+            .by_function::<u64, u64>(square as fn(u64) -> u64 as usize)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("submit_named"), "{e}");
+        assert_eq!(merged.by_name_typed::<u64, u64>("b").unwrap().name, "b");
+        assert_eq!(
+            merged.by_name_typed::<u8, u64>("b").unwrap_err().kind(),
+            ErrorKind::WrongType
+        );
+        assert_eq!(
+            merged.by_name_typed::<u64, u64>("c").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
         let twice = Registry::new().register("f", square).register("f", square);
         assert_eq!(
             twice.check().unwrap_err().kind(),

@@ -375,6 +375,10 @@ impl<P: Executor, A: TaskValue, R: TaskValue, I: Iterator<Item = A>> Iterator
             }
             self.refill();
             let Some(next) = self.queue.pop_front() else {
+                if !self.ready.is_empty() {
+                    // A submit failed: its inputs' errors are ready.
+                    continue;
+                }
                 #[cfg(feature = "progress")]
                 if let Some(p) = self.progress.take() {
                     p.finish();

