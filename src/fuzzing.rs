@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use crate::codec;
 use crate::error::Error;
+
+// The cluster's envelopes, decodable without the `nats` feature (and its
+// dependencies) so the fuzz crate builds lean.
+#[cfg(feature = "nats")]
+use crate::cluster::wire;
+#[cfg(not(feature = "nats"))]
+#[path = "cluster/wire.rs"]
+#[allow(dead_code)]
+mod wire;
 use crate::pipe::{Connection, Pipe};
 
 /// Writes `bytes` raw (no framing) to `conn`'s peer, then closes the
@@ -108,4 +117,22 @@ pub fn pool_board(data: &[u8]) {
     if let Some((_, _, _, _, _, pids)) = crate::pool::decode_board(data) {
         assert!(pids.len() <= 64);
     }
+}
+
+/// The cluster's decoders of bytes from the network: a task envelope as a
+/// worker reads it, a result envelope as a submitter reads it, and the
+/// sequence number in a JetStream advisory. Each must return an error or a
+/// checked value: no panic, no unbounded allocation.
+pub fn cluster_wire(data: &[u8]) {
+    if let Ok(t) = wire::decode_task(data) {
+        assert!(wire::valid_client(&t.client));
+        assert!(!t.function.is_empty() && t.function.len() <= wire::MAX_NAME);
+        let _ = wire::shown(&t.function);
+    }
+    if let Ok(r) = wire::decode_result(data)
+        && let wire::Outcome::Error { kind, message } = r.outcome
+    {
+        let _ = wire::outcome_error(&kind, &message);
+    }
+    let _ = wire::advisory_seq(data);
 }

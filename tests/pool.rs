@@ -753,3 +753,28 @@ fn wait_for_event(e: ipckit::sync::Event) -> u32 {
     e.wait();
     1
 }
+
+/// A map whose first submit fails (the pool is shut down) yields an error
+/// for every input of that chunk, in order, instead of ending at once.
+#[test]
+fn map_on_a_shut_down_pool_reports_the_failed_inputs() {
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown(true, false);
+    let results: Vec<_> = pool.map(square, 0..5u64).collect();
+    assert_eq!(results.len(), 1, "the first failed submit ends the map");
+    let chunked: Vec<_> = pool
+        .map_with(
+            square,
+            0..5u64,
+            MapOptions {
+                chunksize: 3,
+                buffersize: None,
+            },
+        )
+        .collect();
+    assert_eq!(chunked.len(), 3, "every input of the failed chunk");
+    for r in chunked {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("map input"), "{e}");
+    }
+}

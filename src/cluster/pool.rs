@@ -290,21 +290,6 @@ fn client_id() -> String {
     s
 }
 
-/// `"stream_seq":N` from a JetStream advisory (JSON, read without a JSON
-/// parser: the number after the first such key, digits only).
-pub(crate) fn advisory_seq(json: &[u8]) -> Option<u64> {
-    let key = b"\"stream_seq\":";
-    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits: Vec<u8> = json[at..]
-        .iter()
-        .copied()
-        .skip_while(|b| *b == b' ')
-        .take_while(u8::is_ascii_digit)
-        .take(20)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
 impl ClusterPool {
     /// Settings for the pool `name` on `cluster` (1 to 64 of `A-Z a-z 0-9 _ -`;
     /// workers serve it under the same name).
@@ -667,7 +652,7 @@ fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
             }
             Event::Complete(f) => f(),
             Event::MaxDeliveries(json) => {
-                let Some(seq) = advisory_seq(&json) else {
+                let Some(seq) = wire::advisory_seq(&json) else {
                     continue;
                 };
                 let Some(id) = lock(&inner.by_seq).remove(&seq) else {
@@ -750,22 +735,5 @@ impl Drop for ClusterPool {
                 ),
             ));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::advisory_seq;
-
-    #[test]
-    fn advisory_sequence() {
-        let j = br#"{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"S","stream_seq":42,"deliveries":3}"#;
-        assert_eq!(advisory_seq(j), Some(42));
-        assert_eq!(advisory_seq(b"{}"), None);
-        assert_eq!(advisory_seq(br#""stream_seq":"#), None);
-        assert_eq!(
-            advisory_seq(br#""stream_seq":99999999999999999999999"#),
-            None
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! What travels between submitters and workers, and its checks. Everything
 //! here decodes bytes from the network: nothing is trusted, every string is
 //! bounded and validated, and a bad message is an error, never a panic
-//! (fuzzed by `fuzz/fuzz_targets/cluster_wire.rs`).
+//! (fuzzed by `fuzz/fuzz_targets/cluster_wire.rs`, which builds this file
+//! without the `nats` feature through `ipckit::fuzzing`).
 
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,21 @@ pub(crate) fn shown(s: &str) -> String {
     out
 }
 
+/// `"stream_seq":N` from a JetStream advisory (JSON, read without a JSON
+/// parser: the number after the first such key, digits only).
+pub(crate) fn advisory_seq(json: &[u8]) -> Option<u64> {
+    let key = b"\"stream_seq\":";
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits: Vec<u8> = json[at..]
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(u8::is_ascii_digit)
+        .take(20)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +192,13 @@ mod tests {
         );
         assert_eq!(outcome_error("no such kind", "x").kind(), ErrorKind::Io);
         assert_eq!(shown("a\nb"), "a\\nb");
+        let j = br#"{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"S","stream_seq":42,"deliveries":3}"#;
+        assert_eq!(advisory_seq(j), Some(42));
+        assert_eq!(advisory_seq(b"{}"), None);
+        assert_eq!(advisory_seq(br#""stream_seq":"#), None);
+        assert_eq!(
+            advisory_seq(br#""stream_seq":99999999999999999999999"#),
+            None
+        );
     }
 }
