@@ -232,6 +232,44 @@ fn wrong_credentials_are_a_clear_error_at_connect() {
         Connect::new(&s.url()).user_password("ipckit", "s3cret")
     );
     assert!(!shown.contains("s3cret"), "{shown}");
+
+    // A token, the same way.
+    let Some(t) = nats::Server::start_with(&["--auth", "t0ken"]) else {
+        return;
+    };
+    let e = Cluster::connect(&Connect::new(&t.url()).token("nope")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthenticationFailed, "{e}");
+    let ok = Cluster::connect(&Connect::new(&t.url()).token("t0ken")).unwrap();
+    ok.flush().unwrap();
+    assert!(!format!("{:?}", Connect::new(&t.url()).token("t0ken")).contains("t0ken"));
+}
+
+/// A task longer than ack_wait is kept by its worker's heartbeats: it runs
+/// once, not again elsewhere.
+#[test]
+fn heartbeats_keep_a_long_task_on_its_worker() {
+    let ctx = Ctx::with_limit("cluster_heartbeat", Duration::from_secs(120));
+    let s = server!();
+    let cluster = connect(&s);
+    let pool = ClusterPool::builder(&cluster, "long")
+        .ack_wait(Duration::from_secs(1))
+        .connect(&registry())
+        .unwrap();
+    let worker = Worker::builder(&cluster, "long")
+        .concurrency(2)
+        .start(&registry())
+        .unwrap();
+    let marker = std::env::temp_dir().join(ctx.name("long"));
+    let h = pool
+        .submit(slow_where, (3500, marker.to_string_lossy().into_owned()))
+        .unwrap();
+    let (_, attempt) = h.result().unwrap();
+    assert_eq!(attempt, 1);
+    // A redelivery would have started on the idle thread by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = worker.stop().unwrap();
+    assert_eq!((stats.completed, stats.running), (1, 0), "{stats:?}");
+    let _ = std::fs::remove_file(&marker);
 }
 
 /// 10 000 tasks shared by 3 worker processes: every result once and right.
@@ -611,4 +649,43 @@ fn cancel_await_wait_and_shutdown() {
         "the cancelled task never ran: {stats:?}"
     );
     let _ = std::fs::remove_file(&dir);
+}
+
+/// A 3-node JetStream cluster with 3 replicas: one node SIGKILLed with
+/// tasks queued, and every task still runs.
+#[test]
+fn a_three_node_cluster_loses_no_task_with_a_node() {
+    let _ctx = Ctx::with_limit("cluster_three_nodes", Duration::from_secs(180));
+    let Some(mut nodes) = nats::Server::start_cluster() else {
+        return;
+    };
+    let urls = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
+    let cluster = Cluster::connect(&Connect::new(&urls).replicas(3)).unwrap();
+    // The cluster elects its JetStream leader after its routes are up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pool = loop {
+        match ClusterPool::builder(&cluster, "replicated")
+            .ack_wait(Duration::from_secs(2))
+            .connect(&registry())
+        {
+            Ok(p) => break p,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("no JetStream cluster in 60 s: {e}"),
+        }
+    };
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    pool.flush(Duration::from_secs(20)).unwrap();
+    nodes[0].kill();
+    let w = common::spawn(worker_child, (urls.clone(), "replicated".to_owned(), 2));
+    for (i, mut h) in handles.into_iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(h.result_timeout(Duration::from_secs(60)).unwrap(), i * i);
+    }
+    w.terminate().unwrap();
+    assert_eq!(w.join().unwrap(), 100);
 }

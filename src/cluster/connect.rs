@@ -30,6 +30,7 @@ pub struct Connect {
     name: Option<String>,
     timeout: Duration,
     request_timeout: Duration,
+    replicas: usize,
 }
 
 impl fmt::Debug for Connect {
@@ -43,6 +44,7 @@ impl fmt::Debug for Connect {
             .field("nkey", &redacted(self.nkey.is_some()))
             .field("credentials_file", &self.credentials_file)
             .field("require_tls", &self.require_tls)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -68,7 +70,17 @@ impl Connect {
             name: None,
             timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            replicas: 1,
         }
+    }
+
+    /// How many servers of a JetStream cluster keep a copy of each stream
+    /// and bucket this connection makes (default 1; 3 on a 3-node cluster,
+    /// so that losing one node loses nothing). Streams that already exist
+    /// keep theirs.
+    pub fn replicas(mut self, n: usize) -> Connect {
+        self.replicas = n.clamp(1, 5);
+        self
     }
 
     /// Authenticates with a user name and password.
@@ -176,6 +188,8 @@ pub(crate) struct Shared {
     // drives them.
     pub(crate) client: async_nats::Client,
     pub(crate) js: async_nats::jetstream::Context,
+    /// Replicas of the streams and buckets made through this connection.
+    pub(crate) replicas: usize,
     pub(crate) rt: Runtime,
 }
 
@@ -242,7 +256,12 @@ impl Cluster {
             js
         });
         Ok(Cluster {
-            shared: Arc::new(Shared { client, js, rt }),
+            shared: Arc::new(Shared {
+                client,
+                js,
+                replicas: options.replicas,
+                rt,
+            }),
         })
     }
 

@@ -75,6 +75,7 @@ impl<V: Serialize + DeserializeOwned> ClusterDict<V> {
         check_name("dict", name)?;
         let bucket = format!("ipckit_{name}");
         let js = cluster.shared.js.clone();
+        let replicas = cluster.shared.replicas;
         let store = cluster
             .shared
             .rt
@@ -87,6 +88,7 @@ impl<V: Serialize + DeserializeOwned> ClusterDict<V> {
                         bucket: bucket.clone(),
                         history: 1,
                         storage: async_nats::jetstream::stream::StorageType::File,
+                        num_replicas: replicas,
                         ..Default::default()
                     })
                     .await;

@@ -72,6 +72,7 @@ impl Default for Policy {
 /// otherwise an existing one is kept. Returns the consumer's policy.
 pub(crate) async fn ensure(
     js: &jetstream::Context,
+    replicas: usize,
     pool: &str,
     policy: Policy,
     set_policy: bool,
@@ -83,6 +84,7 @@ pub(crate) async fn ensure(
             subjects: vec![n.tasks_subject.clone()],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -92,6 +94,7 @@ pub(crate) async fn ensure(
         subjects: vec![format!("ipckit.{pool}.results.*")],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         max_age: policy.result_ttl,
         duplicate_window: Duration::from_secs(120).min(policy.result_ttl),
         ..Default::default()
@@ -310,7 +313,7 @@ impl ClusterPool {
         let pool = b.name.clone();
         let (_, policy) = shared
             .rt
-            .block_on(async { ensure(&js, &pool, b.policy, true).await })
+            .block_on(async { ensure(&js, shared.replicas, &pool, b.policy, true).await })
             .map_err(|e| nats_error(format!("cannot set up the cluster pool {pool:?}"), e))?;
         let client = client_id();
         let names = Names::of(&pool);

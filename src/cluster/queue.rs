@@ -139,6 +139,7 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
         let stream = format!("IPCKIT_Q_{name}");
         let subject = format!("ipckit.q.{name}");
         let js = cluster.shared.js.clone();
+        let replicas = cluster.shared.replicas;
         let (s, subj) = (stream.clone(), subject.clone());
         let consumer = cluster
             .shared
@@ -150,6 +151,7 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
                         subjects: vec![subj],
                         retention: jetstream::stream::RetentionPolicy::WorkQueue,
                         storage: jetstream::stream::StorageType::File,
+                        num_replicas: replicas,
                         ..Default::default()
                     })
                     .await

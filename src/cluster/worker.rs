@@ -166,10 +166,27 @@ impl Worker {
         crate::pool::thread_pool::install_panic_hook();
         let shared = b.cluster.shared.clone();
         let js = shared.js.clone();
-        let (consumer, policy) = shared
-            .rt
-            .block_on(async { ensure(&js, &b.pool, Policy::default(), false).await })
-            .map_err(|e| nats_error(format!("cannot serve the cluster pool {:?}", b.pool), e))?;
+        // A JetStream cluster that is electing a leader (a node just lost,
+        // the cluster just started) answers nothing for a few seconds: a
+        // worker started then retries for up to 30 s instead of failing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (consumer, policy) = loop {
+            let r = shared.rt.block_on(async {
+                ensure(&js, shared.replicas, &b.pool, Policy::default(), false).await
+            });
+            match r {
+                Ok(v) => break v,
+                Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(nats_error(
+                        format!("cannot serve the cluster pool {:?}", b.pool),
+                        e,
+                    ));
+                }
+            }
+        };
         let inner = Arc::new(Inner {
             shared,
             pool: b.pool.clone(),
@@ -250,6 +267,20 @@ impl Drop for Worker {
             self.halt();
         }
     }
+}
+
+/// Whether a JetStream setup error may pass by itself (no leader yet).
+fn transient(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
+    [
+        "timed out",
+        "no responders",
+        "unavailable",
+        "leader",
+        "not ready",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
 }
 
 /// How long one pull request waits for a task: the bound on how long a

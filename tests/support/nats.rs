@@ -67,7 +67,7 @@ pub struct Server {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -82,6 +82,40 @@ impl Server {
 
     /// A server with extra command-line arguments (`--user`, `--pass`, …).
     pub fn start_with(extra: &[&str]) -> Option<Server> {
+        Server::start_on(free_port(), extra)
+    }
+
+    /// Three servers with JetStream, routed into one cluster on 127.0.0.1.
+    pub fn start_cluster() -> Option<Vec<Server>> {
+        binary()?;
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, port) in routes.iter().enumerate() {
+            let name = format!("n{i}");
+            let listen = format!("nats://127.0.0.1:{port}");
+            let args = [
+                "--cluster_name",
+                "ipckit-test",
+                "--server_name",
+                &name,
+                "--cluster",
+                &listen,
+                "--routes",
+                &all,
+            ];
+            // Not waiting for "ready" on each: JetStream in a cluster waits
+            // for its peers; `launch` waits for the port.
+            nodes.push(Server::start_on(free_port(), &args)?);
+        }
+        Some(nodes)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Option<Server> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let bin = binary()?;
         let dir = std::env::temp_dir().join(format!(
@@ -93,7 +127,7 @@ impl Server {
         let mut s = Server {
             bin,
             child: None,
-            port: free_port(),
+            port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -121,7 +155,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = std::fs::read_to_string(&log)
-                .map(|l| l.contains("Server is ready"))
+                .map(|l| {
+                    l.contains("Server is ready") || l.contains("Listening for client connections")
+                })
                 .unwrap_or(false);
             if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
@@ -141,6 +177,14 @@ impl Server {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): a node lost without warning.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Stops the server gracefully (SIGTERM) and waits for it.
