@@ -306,6 +306,14 @@ fn three_worker_processes_share_ten_thousand_tasks() {
         (10_000, 0, 0),
         "{st:?}"
     );
+    // Nothing left behind in the server: tasks acknowledged, results
+    // received and acknowledged (deleted).
+    assert!(
+        common::eventually(Duration::from_secs(10), || pool.backlog().unwrap()
+            == (0, 0)),
+        "{:?}",
+        pool.backlog()
+    );
     let mut per_worker = Vec::new();
     for w in workers {
         w.terminate().unwrap();

@@ -549,6 +549,13 @@ fn futures_test_done_callbacks() {
     let s = seen.clone();
     h.add_done_callback(move |e| s.lock().unwrap().push(e.state));
     let _ = h.error();
+    // As in CPython (`set_result` notifies waiters, then runs callbacks), a
+    // waiter can return before the completing thread ran the callbacks.
+    assert!(common::eventually(Duration::from_secs(10), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
     let s = seen.clone();
     h.add_done_callback(move |e| s.lock().unwrap().push(e.state));
     assert_eq!(

@@ -80,7 +80,9 @@
 //! - **Durability.** Tasks, results, queue items and dict entries are kept in
 //!   JetStream file storage: a server restart loses none of them. A
 //!   submitter that exits loses its pending handles (the tasks still run;
-//!   their results expire after [`result_ttl`](ClusterPoolBuilder::result_ttl)).
+//!   their results are dropped, or, if it crashed, kept for
+//!   [`result_ttl`](ClusterPoolBuilder::result_ttl)). A result received is
+//!   deleted from the server ([`ClusterPool::backlog`]).
 //! - **Cancel.** [`TaskHandle::cancel`](crate::pool::TaskHandle::cancel)
 //!   deletes a task no worker has announced it started. A worker that takes
 //!   it in the instant before may still run it; its result is then dropped.

@@ -92,7 +92,11 @@ pub(crate) async fn ensure(
     js.get_or_create_stream(stream::Config {
         name: n.results_stream.clone(),
         subjects: vec![format!("ipckit.{pool}.results.*")],
-        retention: stream::RetentionPolicy::Limits,
+        // Interest: a result is kept while its submitter's consumer has not
+        // acknowledged it, and deleted once it has, so the stream holds only
+        // results not yet received. A submitter that crashed keeps its
+        // consumer, and its results, for `result_ttl`.
+        retention: stream::RetentionPolicy::Interest,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         max_age: policy.result_ttl,
@@ -328,6 +332,7 @@ impl ClusterPool {
             names.tasks_stream, names.consumer
         );
         let c = shared.client.clone();
+        let client_name = client.clone();
         let results_stream = names.results_stream.clone();
         let (results, started, advisories) = shared
             .rt
@@ -336,10 +341,18 @@ impl ClusterPool {
                     .get_stream(&results_stream)
                     .await
                     .map_err(|e| e.to_string())?;
+                // This submitter's own consumer of its results: durable, so a
+                // server restart keeps its place; acknowledged cumulatively
+                // (AckAll); removed by the server once idle for result_ttl.
                 let ordered = st
-                    .create_consumer(consumer::push::OrderedConfig {
+                    .create_consumer(consumer::push::Config {
+                        durable_name: Some(client_name.clone()),
                         deliver_subject: c.new_inbox(),
                         filter_subject: results_subject,
+                        ack_policy: consumer::AckPolicy::All,
+                        ack_wait: Duration::from_secs(30),
+                        max_ack_pending: 1 << 20,
+                        inactive_threshold: policy.result_ttl,
                         ..Default::default()
                     })
                     .await
@@ -396,10 +409,39 @@ impl ClusterPool {
         let weak = Arc::downgrade(&inner);
         subscriptions.push(inner.shared.rt.handle().spawn(async move {
             let mut results = results;
-            while let Some(m) = results.next().await {
+            // The last result handled and not yet acknowledged: one
+            // acknowledgement covers every result before it (AckAll), sent
+            // after 256 results or 20 ms without one.
+            let mut unacked: Option<jetstream::Message> = None;
+            let mut count = 0u32;
+            loop {
+                let next = if unacked.is_some() {
+                    match tokio::time::timeout(Duration::from_millis(20), results.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            if let Some(m) = unacked.take() {
+                                let _ = m.ack().await;
+                            }
+                            count = 0;
+                            continue;
+                        }
+                    }
+                } else {
+                    results.next().await
+                };
+                let Some(m) = next else { break };
                 let Ok(m) = m else { continue };
                 let Some(inner) = weak.upgrade() else { break };
                 on_result(&inner, &m.payload);
+                drop(inner);
+                count += 1;
+                if count >= 256 {
+                    let _ = m.ack().await;
+                    unacked = None;
+                    count = 0;
+                } else {
+                    unacked = Some(m);
+                }
             }
         }));
         let i = inner.clone();
@@ -466,6 +508,33 @@ impl ClusterPool {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// What the server holds for this pool now: tasks not yet acknowledged
+    /// by a worker (queued or running), and results stored and not yet
+    /// received by their submitters.
+    pub fn backlog(&self) -> Result<(u64, u64)> {
+        let js = self.inner.shared.js.clone();
+        let (t, r) = (
+            self.inner.names.tasks_stream.clone(),
+            self.inner.names.results_stream.clone(),
+        );
+        self.inner
+            .shared
+            .rt
+            .block_on(async move {
+                let mut ts = js.get_stream(&t).await.map_err(|e| e.to_string())?;
+                let tasks = ts.info().await.map_err(|e| e.to_string())?.state.messages;
+                let mut rs = js.get_stream(&r).await.map_err(|e| e.to_string())?;
+                let results = rs.info().await.map_err(|e| e.to_string())?.state.messages;
+                Ok::<_, String>((tasks, results))
+            })
+            .map_err(|e| {
+                nats_error(
+                    format!("cannot read the backlog of {:?}", self.inner.pool),
+                    e,
+                )
+            })
     }
 
     /// Counts of this submitter's tasks: pending and running (as far as
@@ -728,6 +797,20 @@ impl Drop for ClusterPool {
         if let Some(c) = self.collector.take() {
             let _ = c.join();
         }
+        // This submitter's results consumer goes with it (best effort; the
+        // server would remove it after result_ttl anyway).
+        let js = self.inner.shared.js.clone();
+        let (stream, name) = (
+            self.inner.names.results_stream.clone(),
+            self.inner.client.clone(),
+        );
+        let _ = self.inner.shared.rt.block_on(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                js.delete_consumer_from_stream(&name, &stream),
+            )
+            .await
+        });
         let left: Vec<Pending> = lock(&self.inner.pending).drain().map(|(_, p)| p).collect();
         for p in left {
             p.slot.fail(Error::new(
