@@ -92,11 +92,12 @@ pub(crate) async fn ensure(
     js.get_or_create_stream(stream::Config {
         name: n.results_stream.clone(),
         subjects: vec![format!("ipckit.{pool}.results.*")],
-        // Interest: a result is kept while its submitter's consumer has not
-        // acknowledged it, and deleted once it has, so the stream holds only
-        // results not yet received. A submitter that crashed keeps its
-        // consumer, and its results, for `result_ttl`.
-        retention: stream::RetentionPolicy::Interest,
+        // Limits, read by ordered consumers (no acknowledgements: the
+        // fastest delivery). Each submitter purges the results it received
+        // (`results_loop`), so the stream holds only results not yet
+        // received; those of a submitter that crashed expire after
+        // `result_ttl`.
+        retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         max_age: policy.result_ttl,
@@ -332,7 +333,6 @@ impl ClusterPool {
             names.tasks_stream, names.consumer
         );
         let c = shared.client.clone();
-        let client_name = client.clone();
         let results_stream = names.results_stream.clone();
         let (results, started, advisories) = shared
             .rt
@@ -341,18 +341,13 @@ impl ClusterPool {
                     .get_stream(&results_stream)
                     .await
                     .map_err(|e| e.to_string())?;
-                // This submitter's own consumer of its results: durable, so a
-                // server restart keeps its place; acknowledged cumulatively
-                // (AckAll); removed by the server once idle for result_ttl.
+                // An ordered consumer of this submitter's results: no
+                // acknowledgements, and it resumes from the last sequence it
+                // saw after a reconnect or a server restart.
                 let ordered = st
-                    .create_consumer(consumer::push::Config {
-                        durable_name: Some(client_name.clone()),
+                    .create_consumer(consumer::push::OrderedConfig {
                         deliver_subject: c.new_inbox(),
-                        filter_subject: results_subject,
-                        ack_policy: consumer::AckPolicy::All,
-                        ack_wait: Duration::from_secs(30),
-                        max_ack_pending: 1 << 20,
-                        inactive_threshold: policy.result_ttl,
+                        filter_subject: results_subject.clone(),
                         ..Default::default()
                     })
                     .await
@@ -407,43 +402,13 @@ impl ClusterPool {
         // come (no hand-off to another thread on the way to the waiter);
         // a task with done-callbacks is completed by the collector thread.
         let weak = Arc::downgrade(&inner);
-        subscriptions.push(inner.shared.rt.handle().spawn(async move {
-            let mut results = results;
-            // The last result handled and not yet acknowledged: one
-            // acknowledgement covers every result before it (AckAll), sent
-            // after 256 results or 20 ms without one.
-            let mut unacked: Option<jetstream::Message> = None;
-            let mut count = 0u32;
-            loop {
-                let next = if unacked.is_some() {
-                    match tokio::time::timeout(Duration::from_millis(20), results.next()).await {
-                        Ok(n) => n,
-                        Err(_) => {
-                            if let Some(m) = unacked.take() {
-                                let _ = m.ack().await;
-                            }
-                            count = 0;
-                            continue;
-                        }
-                    }
-                } else {
-                    results.next().await
-                };
-                let Some(m) = next else { break };
-                let Ok(m) = m else { continue };
-                let Some(inner) = weak.upgrade() else { break };
-                on_result(&inner, &m.payload);
-                drop(inner);
-                count += 1;
-                if count >= 256 {
-                    let _ = m.ack().await;
-                    unacked = None;
-                    count = 0;
-                } else {
-                    unacked = Some(m);
-                }
-            }
-        }));
+        subscriptions.push(inner.shared.rt.handle().spawn(results_loop(
+            results,
+            weak,
+            inner.shared.js.clone(),
+            inner.names.results_stream.clone(),
+            Names::results_subject(&inner.pool, &inner.client),
+        )));
         let i = inner.clone();
         let collector = std::thread::Builder::new()
             .name(format!("ipckit-cluster-{}", inner.pool))
@@ -668,6 +633,60 @@ fn delete_task(inner: &Inner, seq: u64) {
     });
 }
 
+/// Receives this submitter's results, and purges those received from the
+/// stream: after 1 024 of them, and when none came for 100 ms (one request
+/// each time, off the path of any result).
+async fn results_loop(
+    mut results: consumer::push::Ordered,
+    weak: std::sync::Weak<Inner>,
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+) {
+    let mut last_seq: Option<u64> = None;
+    let mut since_purge = 0u32;
+    let purge = |upto: u64| {
+        let (js, stream, subject) = (js.clone(), stream.clone(), subject.clone());
+        async move {
+            if let Ok(s) = js.get_stream_no_info(&stream).await {
+                // Every result of ours below `upto + 1`.
+                let _ = s.purge().filter(subject).sequence(upto + 1).await;
+            }
+        }
+    };
+    loop {
+        let next = if last_seq.is_some() {
+            match tokio::time::timeout(Duration::from_millis(100), results.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    if let Some(seq) = last_seq.take() {
+                        purge(seq).await;
+                    }
+                    since_purge = 0;
+                    continue;
+                }
+            }
+        } else {
+            results.next().await
+        };
+        let Some(m) = next else { break };
+        let Ok(m) = m else { continue };
+        let Some(inner) = weak.upgrade() else { break };
+        on_result(&inner, &m.payload);
+        drop(inner);
+        if let Ok(info) = m.info() {
+            last_seq = Some(info.stream_sequence);
+        }
+        since_purge += 1;
+        if since_purge >= 1024 {
+            if let Some(seq) = last_seq.take() {
+                purge(seq).await;
+            }
+            since_purge = 0;
+        }
+    }
+}
+
 /// A result from the results stream: completes its task (or hands the
 /// completion to the collector). A result that does not decode cannot be
 /// matched to a task and is dropped: a peer writing garbage to our subject
@@ -797,18 +816,16 @@ impl Drop for ClusterPool {
         if let Some(c) = self.collector.take() {
             let _ = c.join();
         }
-        // This submitter's results consumer goes with it (best effort; the
-        // server would remove it after result_ttl anyway).
+        // What is left of this submitter's results goes with it.
         let js = self.inner.shared.js.clone();
-        let (stream, name) = (
-            self.inner.names.results_stream.clone(),
-            self.inner.client.clone(),
-        );
+        let stream = self.inner.names.results_stream.clone();
+        let subject = Names::results_subject(&self.inner.pool, &self.inner.client);
         let _ = self.inner.shared.rt.block_on(async move {
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                js.delete_consumer_from_stream(&name, &stream),
-            )
+            tokio::time::timeout(Duration::from_secs(2), async move {
+                if let Ok(s) = js.get_stream_no_info(&stream).await {
+                    let _ = s.purge().filter(subject).await;
+                }
+            })
             .await
         });
         let left: Vec<Pending> = lock(&self.inner.pending).drain().map(|(_, p)| p).collect();
