@@ -620,7 +620,18 @@ fn cancel_await_wait_and_shutdown() {
     let a = pool.submit(square, 2).unwrap();
     let b = pool.submit(square, 3).unwrap();
     let c = pool.submit(square, 4).unwrap();
+    // A done-callback of a cancelled task may submit (it runs on the
+    // cancelling thread, with no lock of the pool held).
+    let pool = Arc::new(pool);
+    let again = Arc::new(std::sync::Mutex::new(None));
+    let (p, slot) = (pool.clone(), again.clone());
+    b.add_done_callback(move |_| *slot.lock().unwrap() = Some(p.submit(square, 6).unwrap()));
     assert!(b.cancel(), "a pending task is cancelled");
+    let again = again
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the callback submitted");
     assert!(b.cancelled());
     assert_eq!(b.result().unwrap_err().kind(), ErrorKind::Cancelled);
     pool.flush(Duration::from_secs(10)).unwrap();
@@ -636,6 +647,7 @@ fn cancel_await_wait_and_shutdown() {
     );
     assert_eq!((done.len(), not_done.len()), (1, 0));
     assert!(!c.cancel(), "a finished task is not cancelled");
+    assert_eq!(again.result().unwrap(), 36);
     assert_eq!(c.result().unwrap(), 16);
     // The long task is running: cancel is refused.
     let dir = std::env::temp_dir().join(format!("ipckit-cancel-{}", std::process::id()));
@@ -653,7 +665,7 @@ fn cancel_await_wait_and_shutdown() {
     );
     let stats = worker.stop().unwrap();
     assert_eq!(
-        stats.completed, 4,
+        stats.completed, 5,
         "the cancelled task never ran: {stats:?}"
     );
     let _ = std::fs::remove_file(&dir);

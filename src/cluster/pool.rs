@@ -604,21 +604,25 @@ impl ClusterPool {
 
 /// Cancels task `id` if no worker announced it: deletes it from the stream.
 fn cancel(inner: &Inner, id: u64) -> bool {
-    let mut pending = lock(&inner.pending);
-    let Some(p) = pending.get_mut(&id) else {
+    let Some(slot) = lock(&inner.pending).get(&id).map(|p| p.slot.clone()) else {
         return false;
     };
-    if !p.slot.cancel() {
+    // Without the pending lock: cancelling runs the task's done-callbacks
+    // here, and a callback may submit.
+    if !slot.cancel() {
         return false;
     }
-    match p.seq {
-        Some(seq) => {
-            pending.remove(&id);
-            lock(&inner.by_seq).remove(&seq);
-            drop(pending);
-            delete_task(inner, seq);
+    let mut pending = lock(&inner.pending);
+    if let Some(p) = pending.get_mut(&id) {
+        match p.seq {
+            Some(seq) => {
+                pending.remove(&id);
+                drop(pending);
+                lock(&inner.by_seq).remove(&seq);
+                delete_task(inner, seq);
+            }
+            None => p.delete_on_ack = true,
         }
-        None => p.delete_on_ack = true,
     }
     true
 }
