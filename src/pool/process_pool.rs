@@ -679,6 +679,19 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
     }
     // A worker may have sent its result just before dying: take what is queued first.
     drop_lock_and_drain(shared, st, buf);
+    // SYNC POINT "driving" (see `collect` and `Drive::drive`): a driver
+    // takes a report off the queue before it locks the state to apply it,
+    // so a dead worker's last report may be in a driver's hands, neither
+    // in the queue nor applied; failing the worker's task now would lose
+    // its result ("died: exit code 0" for a worker retiring after
+    // `max_tasks_per_child`). Read after the drain: a driver that took a
+    // report the drain missed set `driving` (SeqCst) before taking it; one
+    // that starts after this load finds the dead worker's reports drained.
+    // The deaths are handled on a later round, once it stopped (a driver
+    // applies what it took before clearing `driving`).
+    if shared.driving.load(Ordering::SeqCst) {
+        return;
+    }
     for i in dead {
         let Some(mut w) = st.workers[i].take() else {
             continue;
