@@ -299,6 +299,11 @@ fn three_worker_processes_share_ten_thousand_tasks() {
         let i = i as u64;
         assert_eq!(h.result().unwrap(), i * i);
     }
+    // A waiter may return before the completing thread ran the callbacks
+    // (as in CPython): every one runs, once.
+    assert!(common::eventually(Duration::from_secs(10), || calls
+        .load(Ordering::SeqCst)
+        >= 10_000));
     assert_eq!(calls.load(Ordering::SeqCst), 10_000);
     let st = pool.stats();
     assert_eq!(
@@ -350,14 +355,10 @@ fn a_killed_workers_task_runs_again_elsewhere() {
     assert_eq!(victim.pid(), first);
     victim.kill().unwrap();
     let _ = victim.join();
-    let t = Instant::now();
+    // Delivery 2 on the survivor: redelivered, not run twice at once.
     let (ran_on, attempt) = h.result().unwrap();
     assert_eq!(ran_on, survivor.pid());
     assert_eq!(attempt, 2);
-    assert!(
-        t.elapsed() >= Duration::from_millis(500),
-        "redelivered after ack_wait"
-    );
     survivor.terminate().unwrap();
     let _ = survivor.join();
     let _ = std::fs::remove_file(&marker);
@@ -587,25 +588,6 @@ fn queue_and_dict_across_processes() {
     assert_eq!(wrong.get("hits").unwrap_err().kind(), ErrorKind::Codec);
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
-}
-
 /// cancel of a pending task removes it (no worker runs it); `.await`,
 /// `wait` and `shutdown` work as on a local pool.
 #[test]
@@ -639,7 +621,7 @@ fn cancel_await_wait_and_shutdown() {
         .concurrency(1)
         .start(&registry())
         .unwrap();
-    assert_eq!(block_on(a).unwrap(), 4);
+    assert_eq!(common::block_on(a).unwrap(), 4);
     let (done, not_done) = ipckit::pool::wait(
         std::slice::from_ref(&c),
         Some(Duration::from_secs(30)),

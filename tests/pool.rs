@@ -5,7 +5,6 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{Ctx, Picky};
@@ -262,33 +261,14 @@ fn cancel_callbacks_and_result_timeouts() {
     });
 }
 
-/// A tiny executor: polls a future on this thread, parking between wakes.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 #[test]
 fn task_handles_are_futures() {
     let _t = Ctx::new("pool_future");
     with_pools(2, |_, pool| {
         let h = pool.submit_u(sleep_ms, 30);
-        assert_eq!(block_on(h).unwrap(), 30);
+        assert_eq!(common::block_on(h).unwrap(), 30);
         let hs: Vec<_> = (0..5).map(|i| pool.submit_u(square, i)).collect();
-        let total: u64 = block_on(async {
+        let total: u64 = common::block_on(async {
             let mut t = 0;
             for h in hs {
                 t += h.await.unwrap();

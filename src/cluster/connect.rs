@@ -193,6 +193,22 @@ pub(crate) struct Shared {
     pub(crate) rt: Runtime,
 }
 
+impl Shared {
+    /// `LimitExceeded` if a message of `len` bytes is over the server's
+    /// `max_payload` (checked before sending: the server would close the
+    /// connection).
+    pub(crate) fn check_payload(&self, what: &str, len: usize) -> Result<()> {
+        let limit = self.client.server_info().max_payload;
+        if len > limit {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!("{what} of {len} bytes is over the server's max_payload of {limit} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A connection to a NATS server (or cluster), shared by every pool, worker,
 /// queue and dict made from it; clones share it.
 #[derive(Clone)]

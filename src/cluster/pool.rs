@@ -213,7 +213,6 @@ struct Inner {
     policy: Policy,
     workers_hint: usize,
     pending: Mutex<HashMap<u64, Pending>>,
-    by_seq: Mutex<HashMap<u64, u64>>,
     counters: Arc<TaskCounters>,
     closed: AtomicBool,
     events: mpsc::Sender<Event>,
@@ -393,7 +392,6 @@ impl ClusterPool {
             policy,
             workers_hint: b.workers_hint,
             pending: Mutex::new(HashMap::new()),
-            by_seq: Mutex::new(HashMap::new()),
             counters: Arc::new(TaskCounters::default()),
             closed: AtomicBool::new(false),
             events: tx,
@@ -532,6 +530,8 @@ impl ClusterPool {
         chunk: bool,
     ) -> Result<TaskHandle<R>> {
         let inner = &self.inner;
+        // Ordering: Acquire pairs with `shutdown`'s Release store; a submit
+        // racing a shutdown may still go through (as locally).
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorKind::Closed,
@@ -550,16 +550,7 @@ impl ClusterPool {
             payload,
         };
         let bytes = crate::codec::encode(&msg)?;
-        let limit = inner.shared.client.server_info().max_payload;
-        if bytes.len() > limit {
-            return Err(Error::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "a task of {} bytes is over the server's max_payload of {limit} bytes",
-                    bytes.len()
-                ),
-            ));
-        }
+        inner.shared.check_payload("a task", bytes.len())?;
         let id = task.id;
         lock(&inner.pending).insert(
             id,
@@ -618,7 +609,6 @@ fn cancel(inner: &Inner, id: u64) -> bool {
             Some(seq) => {
                 pending.remove(&id);
                 drop(pending);
-                lock(&inner.by_seq).remove(&seq);
                 delete_task(inner, seq);
             }
             None => p.delete_on_ack = true,
@@ -701,9 +691,6 @@ fn on_result(inner: &Inner, bytes: &[u8]) {
     };
     let p = lock(&inner.pending).remove(&r.task);
     let Some(p) = p else { return }; // a duplicate, or cancelled
-    if let Some(seq) = p.seq {
-        lock(&inner.by_seq).remove(&seq);
-    }
     if let Some(complete) = p.slot.deliver(r.outcome) {
         let _ = inner.events.send(Event::Complete(complete));
     }
@@ -724,7 +711,6 @@ fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
                         delete_task(inner, seq);
                     } else {
                         p.seq = Some(seq);
-                        lock(&inner.by_seq).insert(seq, id);
                     }
                 }
             }
@@ -750,11 +736,17 @@ fn collect(inner: &Inner, rx: mpsc::Receiver<Event>) {
                 let Some(seq) = wire::advisory_seq(&json) else {
                     continue;
                 };
-                let Some(id) = lock(&inner.by_seq).remove(&seq) else {
-                    continue;
+                // Advisories are rare: the pending task with this stream
+                // sequence is found by a scan, not kept in an index.
+                let p = {
+                    let mut pending = lock(&inner.pending);
+                    let id = pending
+                        .iter()
+                        .find(|(_, p)| p.seq == Some(seq))
+                        .map(|(id, _)| *id);
+                    id.and_then(|id| pending.remove(&id).map(|p| (id, p)))
                 };
-                let p = lock(&inner.pending).remove(&id);
-                if let Some(p) = p {
+                if let Some((id, p)) = p {
                     p.slot.fail(Error::new(
                         ErrorKind::ProcessDied,
                         format!(

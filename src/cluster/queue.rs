@@ -188,16 +188,7 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
     /// Puts `item`; returns once the server has stored it.
     pub fn put(&self, item: &T) -> Result<()> {
         let bytes = crate::codec::encode(item)?;
-        let limit = self.shared.client.server_info().max_payload;
-        if bytes.len() > limit {
-            return Err(Error::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "an item of {} bytes is over the server's max_payload of {limit} bytes",
-                    bytes.len()
-                ),
-            ));
-        }
+        self.shared.check_payload("an item", bytes.len())?;
         let js = self.shared.js.clone();
         let subject = self.subject.clone();
         self.shared
@@ -221,34 +212,13 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
     /// Takes the next item, waiting at most `timeout` (then a
     /// [`ErrorKind::Timeout`] error).
     pub fn get_timeout(&self, timeout: Duration) -> Result<Job<T>> {
-        match deadline_after(timeout) {
-            Some(d) => self.get_until(Some(d)),
-            None => self.get_until(None),
-        }
+        self.get_until(deadline_after(timeout))
     }
 
     /// Takes an item if one is ready now ([`ErrorKind::WouldBlock`] if not;
     /// one round trip to the server).
     pub fn try_get(&self) -> Result<Job<T>> {
-        let c = &self.consumer;
-        let m = self
-            .shared
-            .rt
-            .block_on(async {
-                let mut b = c
-                    .fetch()
-                    .max_messages(1)
-                    .messages()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match b.next().await {
-                    Some(Ok(m)) => Ok(Some(m)),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Ok(None),
-                }
-            })
-            .map_err(|e| nats_error(format!("cannot get from the queue {:?}", self.name), e))?;
-        match m {
+        match self.pull(None)? {
             Some(m) => self.job(m),
             None => Err(Error::new(
                 ErrorKind::WouldBlock,
@@ -274,29 +244,31 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
                     left.clamp(Duration::from_millis(10), Duration::from_secs(5))
                 }
             };
-            let c = &self.consumer;
-            let m = self
-                .shared
-                .rt
-                .block_on(async {
-                    let mut b = c
-                        .batch()
-                        .max_messages(1)
-                        .expires(wait)
-                        .messages()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    match b.next().await {
-                        Some(Ok(m)) => Ok(Some(m)),
-                        Some(Err(e)) => Err(e.to_string()),
-                        None => Ok(None),
-                    }
-                })
-                .map_err(|e| nats_error(format!("cannot get from the queue {:?}", self.name), e))?;
-            if let Some(m) = m {
+            if let Some(m) = self.pull(Some(wait))? {
                 return self.job(m);
             }
         }
+    }
+
+    /// One pull request for one item: waiting up to `wait`, or (`None`)
+    /// answered at once with what is there.
+    fn pull(&self, wait: Option<Duration>) -> Result<Option<jetstream::Message>> {
+        let c = &self.consumer;
+        self.shared
+            .rt
+            .block_on(async {
+                let mut b = match wait {
+                    Some(w) => c.batch().max_messages(1).expires(w).messages().await,
+                    None => c.fetch().max_messages(1).messages().await,
+                }
+                .map_err(|e| e.to_string())?;
+                match b.next().await {
+                    Some(Ok(m)) => Ok(Some(m)),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Ok(None),
+                }
+            })
+            .map_err(|e| nats_error(format!("cannot get from the queue {:?}", self.name), e))
     }
 
     fn job(&self, m: jetstream::Message) -> Result<Job<T>> {

@@ -87,7 +87,8 @@ mod signals {
     static CAUGHT: AtomicBool = AtomicBool::new(false);
 
     extern "C" fn on_signal(_: libc::c_int) {
-        // Async-signal-safe: one atomic store.
+        // Async-signal-safe: one atomic store. Ordering: a flag polled
+        // alone, guarding no other data; SeqCst for plainness.
         CAUGHT.store(true, Ordering::SeqCst);
     }
 
@@ -244,6 +245,9 @@ impl Worker {
     /// Stops the threads, then waits (at most the request timeout) for the
     /// last acknowledgements to reach the server.
     fn halt(&mut self) {
+        // Ordering: `stopping` is a flag guarding no data (the threads are
+        // joined right after); `unacked` is a count the background acks
+        // decrement, read until zero: SeqCst for both, off any hot path.
         self.inner.stopping.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
