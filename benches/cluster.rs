@@ -80,12 +80,17 @@ fn main() {
         b.iter(|| local.submit(empty, 1).unwrap().result().unwrap())
     });
     g.finish();
+    c.final_summary();
 
+    // Ten seconds of ten samples by default; the command line (CI's quick
+    // mode) still wins, since its arguments are applied last.
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .configure_from_args();
     let mut g = c.benchmark_group("cluster_map_10k");
     g.throughput(Throughput::Elements(TASKS));
     g.sampling_mode(SamplingMode::Flat);
-    g.sample_size(10);
-    g.measurement_time(Duration::from_secs(10));
     for chunksize in [1usize, 100, 1250] {
         g.bench_function(format!("ipckit_cluster_pool_chunksize_{chunksize}"), |b| {
             b.iter(|| {

@@ -771,7 +771,8 @@ fn notify_one_skips_a_waiter_that_just_died() {
     let m = Manager::start().unwrap();
     let cond = m.condition().unwrap();
     for _ in 0..5 {
-        // The first waiter: a child, killed 1 ms before the notify.
+        // The first waiter: a child, killed and reaped just before the
+        // notify.
         let first = m.event().unwrap();
         let mut doomed = spawn(doomed_condition_waiter, (cond.clone(), first.clone()));
         first.wait_timeout(Duration::from_secs(30)).unwrap();
@@ -789,7 +790,12 @@ fn notify_one_skips_a_waiter_that_just_died() {
         drop(cond.acquire_timeout(Duration::from_secs(30)).unwrap());
         // SAFETY: kill(2) on a child we own.
         unsafe { libc::kill(doomed.pid() as i32, libc::SIGKILL) };
-        std::thread::sleep(Duration::from_millis(1));
+        // kill(2) only queues the signal: until the child has exited its
+        // connection is open and it is, to the server, a living waiter (CI
+        // once saw the notify go to it, 1 ms after the kill on a busy
+        // machine). Reaping it means its descriptors are closed; the
+        // server's waiting thread may or may not have noticed yet.
+        let _ = doomed.join_timeout(Duration::from_secs(10));
         let g = cond.acquire().unwrap();
         // The dead waiter is first in line; the notification must reach the
         // living one (it used to go to the dead, and the living wait ran
@@ -797,7 +803,6 @@ fn notify_one_skips_a_waiter_that_just_died() {
         assert_eq!(g.notify(1).unwrap(), 1);
         drop(g);
         assert!(live.join().unwrap(), "the living waiter was not notified");
-        let _ = doomed.join_timeout(Duration::from_secs(10));
     }
     m.shutdown().unwrap();
 }
