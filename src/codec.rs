@@ -185,7 +185,20 @@ mod tests {
         );
     }
 
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct AsBytes(#[serde(with = "serde_bytes")] Vec<u8>);
+
     proptest! {
+        /// Internal messages carry encoded payloads as `serde_bytes` (one
+        /// copy, not a serializer call per byte): postcard writes the same
+        /// bytes either way, so both sides, old corpora and fuzz seeds agree.
+        #[test]
+        fn bytes_fields_encode_as_a_byte_sequence_does(v in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let plain = encode(&v).unwrap();
+            prop_assert_eq!(&encode(&AsBytes(v.clone())).unwrap(), &plain);
+            prop_assert_eq!(decode::<AsBytes>(&plain).unwrap(), AsBytes(v));
+        }
+
         #[test]
         fn arbitrary_streams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), limit in 0usize..32) {
             let mut r = &bytes[..];

@@ -541,7 +541,8 @@ fn queue_and_dict_across_processes() {
     drop(job);
     let again = q.get_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(again.attempt(), 2);
-    again.task_done().unwrap();
+    // into_value moves the item out and acknowledges it: join ends.
+    assert_eq!(again.into_value().unwrap(), (7, "job 7".to_owned()));
     q.join_timeout(Duration::from_secs(10)).unwrap();
 
     // An item of another type is an error, not a crash, and is dropped.

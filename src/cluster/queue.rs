@@ -65,8 +65,26 @@ impl<T> fmt::Debug for ClusterQueue<T> {
 pub struct Job<T> {
     value: T,
     attempt: u32,
+    ack: Unacked,
+}
+
+/// A job's message until it is acknowledged; dropped unacknowledged, it
+/// goes back to the stream (a nak). Apart from [`Job`] so that
+/// [`Job::into_value`] can move the value out.
+struct Unacked {
     message: Option<jetstream::Message>,
     shared: Arc<Shared>,
+}
+
+impl Unacked {
+    /// Acknowledges the message, waiting for the server to confirm.
+    fn done(mut self) -> Result<()> {
+        let m = self.message.take().expect("a job is acknowledged once");
+        self.shared
+            .rt
+            .block_on(m.double_ack())
+            .map_err(|e| nats_error("cannot acknowledge a queue item", e))
+    }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Job<T> {
@@ -93,10 +111,11 @@ impl<T> Job<T> {
     /// Tells the stream the item is still being worked on: its 30 s
     /// redelivery clock starts again.
     pub fn in_progress(&self) -> Result<()> {
-        let Some(m) = &self.message else {
+        let Some(m) = &self.ack.message else {
             return Ok(());
         };
-        self.shared
+        self.ack
+            .shared
             .rt
             .block_on(m.ack_with(AckKind::Progress))
             .map_err(|e| nats_error("cannot report progress on a queue item", e))
@@ -105,26 +124,19 @@ impl<T> Job<T> {
     /// Acknowledges the item (Python's `task_done`): it leaves the stream,
     /// and [`ClusterQueue::join`] no longer waits for it. Waits for the
     /// server to confirm, so an item acknowledged is never redelivered.
-    pub fn task_done(mut self) -> Result<()> {
-        let m = self.message.take().expect("a job is acknowledged once");
-        self.shared
-            .rt
-            .block_on(m.double_ack())
-            .map_err(|e| nats_error("cannot acknowledge a queue item", e))
+    pub fn task_done(self) -> Result<()> {
+        self.ack.done()
     }
 
     /// Takes the item out of the job, acknowledging it.
-    pub fn into_value(self) -> Result<T>
-    where
-        T: Clone,
-    {
-        let v = self.value.clone();
-        self.task_done()?;
-        Ok(v)
+    pub fn into_value(self) -> Result<T> {
+        let Job { value, ack, .. } = self;
+        ack.done()?;
+        Ok(value)
     }
 }
 
-impl<T> Drop for Job<T> {
+impl Drop for Unacked {
     fn drop(&mut self) {
         if let Some(m) = self.message.take() {
             // Not done: back to the stream at once for another consumer.
@@ -280,8 +292,10 @@ impl<T: Serialize + DeserializeOwned> ClusterQueue<T> {
             Ok(value) => Ok(Job {
                 value,
                 attempt,
-                message: Some(m),
-                shared: self.shared.clone(),
+                ack: Unacked {
+                    message: Some(m),
+                    shared: self.shared.clone(),
+                },
             }),
             Err(e) => {
                 // An item no consumer of this type can read: acknowledged

@@ -30,6 +30,7 @@ pub(crate) struct TaskMsg {
     /// A chunk: `payload` is a `Vec<A>`, the result a `Vec<R>`.
     pub(crate) chunk: bool,
     /// The argument, encoded with postcard.
+    #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
 }
 
@@ -46,7 +47,7 @@ pub(crate) struct ResultMsg {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Outcome {
     /// The result, encoded with postcard.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The error: its kind's text and its message.
     Error { kind: String, message: String },
 }

@@ -262,7 +262,11 @@ impl ProcessPoolBuilder {
             counters: Arc::default(),
             board,
             results: {
-                let mut q = Queue::new(RESULT_QUEUE)
+                // Fenced: the collector or a waiting thread usually sleeps
+                // on it, and a sleeper would otherwise issue a membarrier.
+                let mut q = Queue::builder(RESULT_QUEUE)
+                    .fenced_commits(true)
+                    .new()
                     .map_err(|e| e.context("cannot start a process pool"))?;
                 q.set_max_message_size(self.max_message);
                 q
@@ -304,7 +308,10 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
     // worker at its spawn and to nobody else — so its only writers are this
     // pool and the worker, the same executable. Never make it named or
     // pass it on: whoever can write it chooses what code the worker runs.
-    let tasks = Queue::<()>::new(TASK_QUEUE)?;
+    // Fenced, as the results queue is: the worker sleeps on it between tasks.
+    let tasks = Queue::<()>::builder(TASK_QUEUE)
+        .fenced_commits(true)
+        .new()?;
     let claim = Claim::new()?;
     let args = WorkerArgs {
         tasks: tasks.clone(),

@@ -82,6 +82,7 @@ pub(crate) enum ToWorker {
     Run {
         id: u64,
         call: RemoteCall,
+        #[serde(with = "serde_bytes")]
         arg: Vec<u8>,
         /// Sent ahead, behind the running task: run only after winning the
         /// claim (see [`Claim`]); skip silently otherwise.

@@ -32,6 +32,7 @@ pub(crate) struct Payload {
     pub parent: ProcessInfo,
     /// Descriptors sent after the payload (SCM_RIGHTS), for handles in `arg`.
     pub fds: u32,
+    #[serde(with = "serde_bytes")]
     pub arg: Vec<u8>,
 }
 
@@ -39,7 +40,7 @@ pub(crate) struct Payload {
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum Report {
     /// The encoded return value.
-    Returned(Vec<u8>),
+    Returned(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The function panicked.
     Panicked {
         message: String,

@@ -308,6 +308,7 @@ impl<T, F: Flavor> fmt::Debug for Queue<T, F> {
 pub struct QueueBuilder<T, F: Flavor = Plain> {
     capacity: usize,
     max_items: u64,
+    fenced: bool,
     _queue: PhantomData<fn() -> Queue<T, F>>,
 }
 
@@ -316,6 +317,7 @@ impl<T, F: Flavor> Clone for QueueBuilder<T, F> {
         QueueBuilder {
             capacity: self.capacity,
             max_items: self.max_items,
+            fenced: self.fenced,
             _queue: PhantomData,
         }
     }
@@ -326,6 +328,7 @@ impl<T, F: Flavor> fmt::Debug for QueueBuilder<T, F> {
         f.debug_struct("QueueBuilder")
             .field("capacity", &self.capacity)
             .field("max_items", &self.max_items)
+            .field("fenced_commits", &self.fenced)
             .finish()
     }
 }
@@ -335,6 +338,7 @@ impl<T, F: Flavor> QueueBuilder<T, F> {
         QueueBuilder {
             capacity,
             max_items: 0,
+            fenced: false,
             _queue: PhantomData,
         }
     }
@@ -343,6 +347,22 @@ impl<T, F: Flavor> QueueBuilder<T, F> {
     /// byte capacity. At most [`MAX_ITEMS`]; 0 means that maximum.
     pub fn max_items(mut self, n: u64) -> Self {
         self.max_items = n;
+        self
+    }
+
+    /// Tunes the queue for readers that are usually asleep: a queue that
+    /// carries a message now and then (tasks, results, commands) rather
+    /// than a stream. By default a `put` commits with a plain store and a
+    /// reader that goes to sleep pays for it with a `membarrier` — an
+    /// interrupt to every CPU, several µs on a VM — which is the right trade
+    /// when readers rarely sleep. With `fenced_commits(true)` every `put`
+    /// and `get` pays a memory fence instead (tens of nanoseconds) and no
+    /// sleeper ever issues a `membarrier`. ipckit's process pools use it
+    /// for their task and result queues (measured: the README's Pools
+    /// section). Fixed when the queue is created; every process using the
+    /// queue follows it.
+    pub fn fenced_commits(mut self, yes: bool) -> Self {
+        self.fenced = yes;
         self
     }
 
@@ -372,11 +392,12 @@ impl<T, F: Flavor> QueueBuilder<T, F> {
         } else {
             self.max_items.min(MAX_ITEMS)
         };
+        let fenced = self.fenced;
         move |mem| {
             // SAFETY: the region [SHARED_AT, total_len) is inside the new
             // object, exclusively ours until it is published, and SHARED_AT
             // is aligned for QueueShared.
-            unsafe { QueueShared::init(mem.shared(), max_items) }
+            unsafe { QueueShared::init(mem.shared(), max_items, fenced) }
         }
     }
 

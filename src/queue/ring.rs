@@ -143,7 +143,16 @@ impl QueueShared {
     /// # Safety
     /// `this` must be valid for writes of `size_of::<QueueShared>()` bytes,
     /// aligned, and not in use.
-    pub(crate) unsafe fn init(this: *mut QueueShared, max_items: u64) -> Result<()> {
+    /// `fenced`: every commit pays a fence so that no sleeper issues a
+    /// membarrier (see [`WaitCell::new_fenced`]).
+    pub(crate) unsafe fn init(this: *mut QueueShared, max_items: u64, fenced: bool) -> Result<()> {
+        let cell = || {
+            if fenced {
+                WaitCell::new_fenced()
+            } else {
+                WaitCell::new()
+            }
+        };
         // SAFETY: per the contract the region is ours; fields are written
         // through raw pointers before any reference to the struct exists.
         unsafe {
@@ -154,9 +163,9 @@ impl QueueShared {
             std::ptr::addr_of_mut!((*this).head).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).head_seen).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).tail_seen).write(Padded(AtomicU64::new(0)));
-            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(WaitCell::new()));
-            std::ptr::addr_of_mut!((*this).not_full).write(Padded(WaitCell::new()));
-            std::ptr::addr_of_mut!((*this).joined).write(Padded(WaitCell::new()));
+            std::ptr::addr_of_mut!((*this).not_empty).write(Padded(cell()));
+            std::ptr::addr_of_mut!((*this).not_full).write(Padded(cell()));
+            std::ptr::addr_of_mut!((*this).joined).write(Padded(cell()));
             std::ptr::addr_of_mut!((*this).space_target).write(Padded(AtomicU64::new(0)));
             std::ptr::addr_of_mut!((*this).reader).write(Padded(StreamReader {
                 pid: AtomicU32::new(0),

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `seq` | wakers, by `fetch_add` | bumped by every wake that finds a registration, and by a repair; sleepers sleep while it is unchanged |
 //! | `sleepers` | waiters (register, deregister) and repairs, by RMW | bits 0..32: sleeper registrations in the current epoch; bits 32..48: spinner registrations; bits 48..64: the epoch |
-//! | `flags` | committers, once | bit 0: some process commits a state word this cell guards with a plain store (no store-load fence), so sleepers must issue a membarrier |
+//! | `flags` | committers, once; the creator | bit 0: some process commits a state word this cell guards with a plain store (no store-load fence), so sleepers must issue a membarrier; bit 1: set at creation ([`WaitCell::new_fenced`]), every commit is fenced, so bit 0 is never set |
 //!
 //! # The handshake (SYNC POINT "wake")
 //!
@@ -35,7 +35,12 @@
 //!
 //! The membarrier variant is the asymmetric fence of userspace RCU: the hot
 //! path (a queue commit per message) pays nothing, the rare sleeper pays one
-//! system call. A process commits unfenced only after setting `flags` with
+//! system call. Where sleeping is the common case — a queue that carries a
+//! message now and then to a reader that is usually asleep, as a process
+//! pool's task and result queues do — that trade is the wrong way round
+//! (a membarrier interrupts every CPU, several µs on a VM, per sleep), so
+//! such a cell is made fenced ([`WaitCell::new_fenced`]): each commit pays
+//! a fence, no sleeper ever a membarrier. A process commits unfenced only after setting `flags` with
 //! a SeqCst RMW, so a sleeper that reads `flags` as clear knows that every
 //! commit it might miss was fenced. Where membarrier is unavailable (or
 //! `IPCKIT_MEMBARRIER=off`), commits are SeqCst swaps.
@@ -128,6 +133,7 @@ const SPINNER_ONE: u64 = 1 << 32;
 const SPINNER_MASK: u64 = 0xffff << 32;
 const EPOCH_ONE: u64 = 1 << 48;
 const FLAG_UNFENCED: u32 = 1;
+const FLAG_FENCED: u32 = 2;
 
 /// At most this many waiters of one cell spin at once (more cannot all be
 /// running; the rest register as sleepers straight away).
@@ -214,6 +220,17 @@ impl WaitCell {
     #[cfg(loom)]
     fn queue(&self) -> &futex::Queue {
         &self.queue
+    }
+
+    /// A cell whose every commit is fenced, so that its sleepers never
+    /// issue a membarrier: for a state word committed rarely and usually
+    /// waited for asleep (see "The handshake" in the module docs).
+    pub(crate) fn new_fenced() -> WaitCell {
+        let c = WaitCell::new();
+        // Ordering: Relaxed; the cell is not shared yet (publishing it
+        // orders this store before any other process's read).
+        c.flags.store(FLAG_FENCED, Ordering::Relaxed);
+        c
     }
 
     /// Registered sleepers (a racy snapshot, for `ipckit::admin`).
@@ -431,10 +448,14 @@ impl WaitCell {
     /// Release store of the new value) with the barrier the handshake needs
     /// before [`wake`](Self::wake) reads `sleepers` (see the module docs):
     /// none in a process registered for membarrier (after it marked the
-    /// cell), else a SeqCst fence.
+    /// cell), else — and always in a [fenced](Self::new_fenced) cell — a
+    /// SeqCst fence.
     pub(crate) fn commit(&self, store: impl FnOnce()) {
-        if futex::commits_unfenced() {
-            if self.flags.load(Ordering::Relaxed) & FLAG_UNFENCED == 0 {
+        // Ordering: Relaxed; bit 1 is written once before the cell is
+        // shared, and bit 0 is only ever set by the branch below.
+        let flags = self.flags.load(Ordering::Relaxed);
+        if futex::commits_unfenced() && flags & FLAG_FENCED == 0 {
+            if flags & FLAG_UNFENCED == 0 {
                 // SYNC POINT "wake": set before the first unfenced commit,
                 // with a full barrier, so a sleeper that reads it clear
                 // is seen by our read of `sleepers`.
@@ -536,6 +557,22 @@ mod tests {
         assert_eq!(spinners(w), 7);
         assert_eq!(epoch(w), 3 * EPOCH_ONE);
         assert_eq!(epoch(u64::MAX).wrapping_add(EPOCH_ONE), 0);
+    }
+
+    #[test]
+    fn a_fenced_cell_never_asks_its_sleepers_for_a_membarrier() {
+        let plain = WaitCell::new();
+        let fenced = WaitCell::new_fenced();
+        let word = AtomicU64::new(0);
+        for c in [&plain, &fenced] {
+            c.commit(|| word.store(1, Ordering::Release));
+            c.wake(u32::MAX);
+        }
+        // A plain cell's committer marks it unfenced where membarrier
+        // works (a sleeper must then issue one); a fenced cell's never.
+        let unfenced = |c: &WaitCell| c.flags.load(Ordering::Relaxed) & FLAG_UNFENCED != 0;
+        assert_eq!(unfenced(&plain), futex::commits_unfenced());
+        assert!(!unfenced(&fenced));
     }
 
     #[test]
