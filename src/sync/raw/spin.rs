@@ -27,18 +27,12 @@ pub(crate) fn machine_busy() -> bool {
     LAST.with(|last| match last.get() {
         Some((at, busy)) if now.duration_since(at) < BUSY_CHECK => busy,
         _ => {
-            let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus());
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
             last.set(Some((now, busy)));
             busy
         }
     })
-}
-
-/// The CPUs this process may use, read once: `available_parallelism`
-/// reads three cgroup files and asks for the affinity mask on every call.
-fn cpus() -> u32 {
-    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 
 /// How often a thread re-reads whether the machine is oversubscribed.
