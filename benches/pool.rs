@@ -126,6 +126,10 @@ criterion_group! {
 
 fn main() {
     ipckit::init();
+    let steal = common::Steal::start();
     benches();
     Criterion::default().configure_from_args().final_summary();
+    if let Some(p) = steal.percent() {
+        println!("CPU time stolen by the hypervisor during this bench: {p:.1}%");
+    }
 }

@@ -1324,6 +1324,7 @@ fn regimes() {
             ("idle", "idle".to_owned())
         };
         let before = loadavg();
+        let steal = common::Steal::start();
         let started = Instant::now();
         let busy = loaded.then(|| Load::start(cores));
         let counts: Vec<u64> = REGIME_CASES
@@ -1374,6 +1375,7 @@ fn regimes() {
         loads.push(serde_json::json!({
             "load": load, "label": label, "busy_loops": if loaded { cores } else { 0 },
             "loadavg_before": before, "seconds": started.elapsed().as_secs_f64(),
+            "steal_percent": steal.percent(),
         }));
     }
     let unix_time = std::time::SystemTime::now()

@@ -26,6 +26,39 @@ pub fn pin_to(cpu: usize) {
     }
 }
 
+/// The share of CPU time the hypervisor gave to others while a bench ran
+/// (`steal` in `/proc/stat`): on a VM whose host is busy, every figure
+/// slows and spreads, so a bench records it beside its results. Start it,
+/// run, then read [`Steal::percent`].
+pub struct Steal(Option<Vec<u64>>);
+
+impl Steal {
+    pub fn start() -> Steal {
+        Steal(cpu_times())
+    }
+
+    /// Stolen time as a percentage of all CPU time since `start`; `None`
+    /// where `/proc/stat` has no steal column.
+    pub fn percent(&self) -> Option<f64> {
+        let (a, b) = (self.0.as_ref()?, cpu_times()?);
+        // user nice system idle iowait irq softirq steal
+        let d: Vec<u64> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| y.saturating_sub(*x))
+            .collect();
+        let total: u64 = d.iter().take(8).sum();
+        (d.len() >= 8 && total > 0).then(|| 100.0 * d[7] as f64 / total as f64)
+    }
+}
+
+/// The aggregate `cpu` line of `/proc/stat`, in clock ticks.
+fn cpu_times() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    line.split_whitespace().map(|f| f.parse().ok()).collect()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

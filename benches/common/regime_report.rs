@@ -218,5 +218,21 @@ pub fn markdown(v: &Value) -> String {
             .unwrap_or("?"),
         v["seconds"].as_f64().unwrap_or(0.0),
     );
+    // CPU time the hypervisor gave to other guests (a VM's busy host slows
+    // and spreads every figure); absent in results older than the column.
+    let stolen: Vec<String> = loads
+        .iter()
+        .filter_map(|l| {
+            let p = l["steal_percent"].as_f64()?;
+            Some(format!("{} {p:.1}%", l["load"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    if !stolen.is_empty() {
+        let _ = writeln!(
+            md,
+            "CPU time stolen by the hypervisor (`steal` in /proc/stat): {}.",
+            stolen.join(", ")
+        );
+    }
     md
 }
