@@ -244,6 +244,181 @@ fn wrong_credentials_are_a_clear_error_at_connect() {
     assert!(!format!("{:?}", Connect::new(&t.url()).token("t0ken")).contains("t0ken"));
 }
 
+/// Runs openssl (the test's certificate authority); a missing binary is a
+/// failure with instructions, not a skipped test.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the TLS test needs the openssl command (Debian: apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a certificate it signed for `name` (127.0.0.1 and localhost)
+/// with extended key usage `usage` (serverAuth or clientAuth).
+fn issue(dir: &std::path::Path, name: &str, usage: &str) {
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+    )
+    .unwrap();
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+/// The credentials the server asks for that the other test does not
+/// cover: an nkey, a TLS server that must be trusted through its CA, and
+/// mutual TLS with a client certificate.
+#[test]
+fn nkey_and_tls_connections() {
+    let _ctx = Ctx::new("cluster_nkey_tls");
+    let dir = std::env::temp_dir().join(format!("ipckit-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+
+    // An nkey user: the server knows only the public key.
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let conf = dir.join("nkey.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let Some(s) = nats::Server::start_with(&["-c", conf.to_str().unwrap()]) else {
+        return;
+    };
+    let ok = Cluster::connect(&Connect::new(&s.url()).nkey(&seed)).unwrap();
+    let d = ok.dict::<u32>("nkey").unwrap();
+    d.insert("k", &7).unwrap();
+    assert_eq!(d.get("k").unwrap(), Some(7));
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    let e = Cluster::connect(&Connect::new(&s.url()).nkey(&stranger)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthenticationFailed, "{e}");
+    assert!(
+        !format!("{e}").contains(&stranger),
+        "the seed is not printed: {e}"
+    );
+    assert!(!format!("{:?}", Connect::new(&s.url()).nkey(&seed)).contains(&seed));
+    drop(ok);
+    drop(s);
+
+    // TLS: a CA of our own, a server certificate it signed.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ipckit test CA",
+        ],
+    );
+    issue(&dir, "server", "serverAuth");
+    issue(&dir, "client", "clientAuth");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let tls = ["--tls", "--tlscert", &cert, "--tlskey", &key];
+    let Some(s) = nats::Server::start_with(&tls) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", s.port());
+    // Not trusted without the CA; trusted with it.
+    let e = Cluster::connect(&Connect::new(&url).timeout(Duration::from_secs(5))).unwrap_err();
+    println!("without the CA: {e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    let ok = Cluster::connect(&Connect::new(&url).root_certificate(&ca).require_tls(true)).unwrap();
+    ok.queue::<String>("tls")
+        .unwrap()
+        .put(&"over TLS".into())
+        .unwrap();
+    drop(ok);
+    drop(s);
+
+    // Mutual TLS: the server also asks for a client certificate.
+    let mutual = [&tls[..], &["--tlsverify", "--tlscacert", &ca]].concat();
+    let Some(s) = nats::Server::start_with(&mutual) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", s.port());
+    let without = Connect::new(&url)
+        .root_certificate(&ca)
+        .timeout(Duration::from_secs(5));
+    let e = Cluster::connect(&without).unwrap_err();
+    println!("without a client certificate: {e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    let with = Connect::new(&url)
+        .root_certificate(&ca)
+        .client_certificate(path("client.pem"), path("client.key"));
+    let ok = Cluster::connect(&with).unwrap();
+    ok.flush().unwrap();
+}
+
 /// A task longer than ack_wait is kept by its worker's heartbeats: it runs
 /// once, not again elsewhere.
 #[test]

@@ -175,6 +175,11 @@ impl Server {
         }
     }
 
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
