@@ -27,15 +27,23 @@ fn hold_anonymous_objects(ready: Semaphore) {
     }
 }
 
+/// Starts the daemons; `ready` is released once per daemon, after its pid
+/// is in `pids` and it holds its objects (a daemon releasing `ready`
+/// itself could do so before its pid was stored: CI read a 0 once).
 fn middle((pids, ready): (Array<u32>, Semaphore)) {
+    let up = Semaphore::new(0).unwrap();
     let children: Vec<_> = (0..DAEMONS)
         .map(|i| {
             let p = Process::builder()
                 .daemon(true)
                 .name(format!("daemon-{i}"))
-                .spawn(hold_anonymous_objects, ready.clone())
+                .spawn(hold_anonymous_objects, up.clone())
                 .unwrap();
             pids.set(i, p.pid()).unwrap();
+            up.acquire_timeout(Duration::from_secs(60))
+                .expect("the daemon started")
+                .forget();
+            ready.release().unwrap();
             p
         })
         .collect();
