@@ -259,6 +259,20 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` for a new P-256 key in `key` and a request (or, with
+/// `-x509` in `extra`, a self-signed certificate) in `out` for `subject`.
+fn new_key(dir: &std::path::Path, extra: &[&str], key: &str, out: &str, subject: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let files = ["-keyout", key, "-out", out, "-subj", subject];
+    openssl(dir, &[&["req"], extra, &ec, &files].concat());
+}
+
 /// A CA, and a certificate it signed for `name` (127.0.0.1 and localhost)
 /// with extended key usage `usage` (serverAuth or clientAuth).
 fn issue(dir: &std::path::Path, name: &str, usage: &str) {
@@ -273,23 +287,7 @@ fn issue(dir: &std::path::Path, name: &str, usage: &str) {
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
+    new_key(dir, &[], &key, &csr, "/CN=localhost");
     openssl(
         dir,
         &[
@@ -359,25 +357,12 @@ fn nkey_and_tls_connections() {
     drop(s);
 
     // TLS: a CA of our own, a server certificate it signed.
-    openssl(
+    new_key(
         &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=ipckit test CA",
-        ],
+        &["-x509", "-days", "1"],
+        "ca.key",
+        "ca.pem",
+        "/CN=ipckit test CA",
     );
     issue(&dir, "server", "serverAuth");
     issue(&dir, "client", "clientAuth");

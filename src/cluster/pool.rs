@@ -639,9 +639,13 @@ async fn results_loop(
 ) {
     let mut last_seq: Option<u64> = None;
     let mut since_purge = 0u32;
-    let purge = |upto: u64| {
+    // Purges what was received so far and starts counting again.
+    let purge = |last_seq: &mut Option<u64>, since_purge: &mut u32| {
+        let upto = last_seq.take();
+        *since_purge = 0;
         let (js, stream, subject) = (js.clone(), stream.clone(), subject.clone());
         async move {
+            let Some(upto) = upto else { return };
             if let Ok(s) = js.get_stream_no_info(&stream).await {
                 // Every result of ours below `upto + 1`.
                 let _ = s.purge().filter(subject).sequence(upto + 1).await;
@@ -653,10 +657,7 @@ async fn results_loop(
             match tokio::time::timeout(Duration::from_millis(100), results.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    if let Some(seq) = last_seq.take() {
-                        purge(seq).await;
-                    }
-                    since_purge = 0;
+                    purge(&mut last_seq, &mut since_purge).await;
                     continue;
                 }
             }
@@ -673,10 +674,7 @@ async fn results_loop(
         }
         since_purge += 1;
         if since_purge >= 1024 {
-            if let Some(seq) = last_seq.take() {
-                purge(seq).await;
-            }
-            since_purge = 0;
+            purge(&mut last_seq, &mut since_purge).await;
         }
     }
 }
