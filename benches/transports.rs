@@ -1258,15 +1258,33 @@ fn same_cpu(link: &mut dyn Link) -> Option<bool> {
     (ours >= 0).then_some(child == ours)
 }
 
-/// One measurement: a fresh link, warmed up, then `n` messages; msgs/s, and
-/// whether parent and child ended the run on one CPU.
-fn regime_run(transport: &str, ring: Option<usize>, n: u64) -> (f64, Option<bool>) {
+/// One measurement: a fresh link, warmed up, then `n` messages; msgs/s,
+/// whether parent and child ended the run on one CPU, and the cache-line
+/// round trip between the two CPUs measured just before (the host's
+/// placement of the virtual CPUs; see `common::line_round_trip_ns`).
+///
+/// Not under load: the probe's spinning threads would share their CPUs
+/// with the busy loops and measure the scheduler instead.
+fn regime_run(
+    transport: &str,
+    ring: Option<usize>,
+    n: u64,
+    loaded: bool,
+) -> (f64, Option<bool>, Option<f64>) {
     let mut link = warm_sink(transport, ring);
+    let line = if loaded {
+        None
+    } else {
+        common::line_round_trip_ns(LINE_PROBE)
+    };
     let took = batch(&mut *link, n);
     let same = same_cpu(&mut *link);
     stop(link, true);
-    (n as f64 / took.as_secs_f64(), same)
+    (n as f64 / took.as_secs_f64(), same, line)
 }
+
+/// How long the cache-line probe before each regime run bounces its line.
+const LINE_PROBE: Duration = Duration::from_millis(10);
 
 /// One round-trip measurement on a fresh link: `count` trips of 64 B
 /// echoed (fewer if `cap` passes first), every trip timed; sorted (a fixed
@@ -1333,17 +1351,20 @@ fn regimes() {
             .collect();
         let mut rates = vec![Vec::new(); REGIME_CASES.len()];
         let mut same = vec![Vec::new(); REGIME_CASES.len()];
+        let mut line = vec![Vec::new(); REGIME_CASES.len()];
         for _ in 0..runs {
             for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
-                let (rate, one_cpu) = regime_run(t, ring, counts[i]);
+                let (rate, one_cpu, line_ns) = regime_run(t, ring, counts[i], loaded);
                 rates[i].push(rate);
                 same[i].push(one_cpu);
+                line[i].push(line_ns);
             }
         }
         for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
             throughput.push(serde_json::json!({
                 "load": load, "load_label": label, "transport": t, "ring": ring,
                 "msgs_per_run": counts[i], "msgs_per_s": rates[i], "same_cpu": same[i],
+                "line_rtt_ns": line[i],
             }));
         }
         for t in ["ipckit_queue", "unix_socketpair"] {

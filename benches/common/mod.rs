@@ -199,3 +199,92 @@ impl Drop for PythonPeer {
         let _ = self.child.wait();
     }
 }
+
+/// How long one cache line takes to go from the first CPU of this
+/// process's affinity mask to the second and back, in nanoseconds: two
+/// threads, one pinned to each, bounce a line for `time`. On a VM the host
+/// decides where the virtual CPUs run; on this project's machine the figure
+/// is ~110 ns most of the time and ~510 ns in phases that last seconds to
+/// minutes (the virtual CPUs on far cores), and every shared-memory
+/// transport slows with it. The regime section records it before each run.
+/// `None` with fewer than two CPUs.
+pub fn line_round_trip_ns(time: std::time::Duration) -> Option<f64> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it for
+    // the calling thread (0).
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .take(2)
+            .collect()
+    };
+    if cpus.len() < 2 {
+        return None;
+    }
+    let pin = |cpu: usize| {
+        // SAFETY: as above; pins the calling thread only.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    };
+    let lines = Arc::new([Line(AtomicU64::new(0)), Line(AtomicU64::new(0))]);
+    let peer = {
+        let lines = lines.clone();
+        let cpu = cpus[1];
+        std::thread::spawn(move || {
+            pin(cpu);
+            let mut seen = 0;
+            loop {
+                let v = lines[0].0.load(Ordering::Acquire);
+                if v == seen {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                seen = v;
+                lines[1].0.store(v, Ordering::Release);
+                if v == u64::MAX {
+                    return;
+                }
+            }
+        })
+    };
+    let measure = move || {
+        pin(cpus[0]);
+        // The first bounces wait for the peer thread to start.
+        let mut n = 0u64;
+        let mut bounce = |count: u64| {
+            for _ in 0..count {
+                n += 1;
+                lines[0].0.store(n, Ordering::Release);
+                while lines[1].0.load(Ordering::Acquire) != n {
+                    std::hint::spin_loop();
+                }
+            }
+        };
+        bounce(100);
+        let (start, mut trips) = (Instant::now(), 0u64);
+        while start.elapsed() < time {
+            bounce(256);
+            trips += 256;
+        }
+        let ns = start.elapsed().as_nanos() as f64 / trips as f64;
+        lines[0].0.store(u64::MAX, Ordering::Release);
+        ns
+    };
+    // Measured on a thread of its own, so the caller's affinity is untouched.
+    let ns = std::thread::spawn(measure).join().ok();
+    let _ = peer.join();
+    ns
+}

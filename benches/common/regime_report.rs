@@ -25,23 +25,41 @@ pub fn spread(rates: &[f64]) -> Option<(f64, f64, f64)> {
     Some((v[0], median, v[n - 1]))
 }
 
-/// Three significant figures, in M/s (or k/s for slow rows), one unit per
-/// cell.
-fn rates_cell((min, med, max): (f64, f64, f64)) -> String {
-    let (div, unit) = if max >= 1e6 {
+/// Three significant figures of `x` msgs/s in `unit` (M/s or k/s).
+fn figure(x: f64, (div, _): (f64, &str)) -> String {
+    let x = x / div;
+    match x {
+        x if x >= 100.0 => format!("{x:.0}"),
+        x if x >= 10.0 => format!("{x:.1}"),
+        x => format!("{x:.2}"),
+    }
+}
+
+/// M/s for rows that reach a million per second, k/s below.
+fn unit_for(max: f64) -> (f64, &'static str) {
+    if max >= 1e6 {
         (1e6, "M/s")
     } else {
         (1e3, "k/s")
-    };
-    let f = |x: f64| {
-        let x = x / div;
-        match x {
-            x if x >= 100.0 => format!("{x:.0}"),
-            x if x >= 10.0 => format!("{x:.1}"),
-            x => format!("{x:.2}"),
-        }
-    };
-    format!("{} / {} / {} {unit}", f(min), f(med), f(max))
+    }
+}
+
+/// Min / median / max, three significant figures, one unit per cell.
+fn rates_cell((min, med, max): (f64, f64, f64)) -> String {
+    let u = unit_for(max);
+    format!(
+        "{} / {} / {} {}",
+        figure(min, u),
+        figure(med, u),
+        figure(max, u),
+        u.1
+    )
+}
+
+/// One rate, three significant figures with its unit.
+fn rate_cell(x: f64) -> String {
+    let u = unit_for(x);
+    format!("{} {}", figure(x, u), u.1)
 }
 
 fn us(x: f64) -> String {
@@ -86,6 +104,83 @@ fn rates(row: &Value) -> Vec<f64> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default()
+}
+
+/// A row's per-run cache-line round trips (ns; `None` where not probed).
+fn lines(row: &Value) -> Vec<Option<f64>> {
+    row["line_rtt_ns"]
+        .as_array()
+        .map(|a| a.iter().map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// A run is on "far" CPUs when its cache-line round trip is over twice the
+/// fastest of its load section (the host moved the virtual CPUs apart).
+const FAR: f64 = 2.0;
+
+/// The rates of `row` split by the placement its runs had: (near, far).
+fn by_placement(row: &Value, fastest: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for (rate, line) in rates(row).into_iter().zip(lines(row)) {
+        match line {
+            Some(ns) if ns > FAR * fastest => far.push(rate),
+            Some(_) => near.push(rate),
+            None => {}
+        }
+    }
+    (near, far)
+}
+
+/// The table of one load section's throughput by host placement, if its
+/// runs were probed (see `common::line_round_trip_ns`).
+fn placement_table(md: &mut String, label: &str, of_load: &[&Value]) {
+    let all: Vec<f64> = of_load.iter().flat_map(|r| lines(r)).flatten().collect();
+    let Some((fastest, median, slowest)) = spread(&all) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n{label}, by where the host ran the two virtual CPUs: before each run the bench \
+         bounces a cache line between them (`line_round_trip_ns`), {fastest:.0} / {median:.0} / \
+         {slowest:.0} ns (min / median / max over the section's runs). \"Far\" runs are those \
+         over {FAR}× the fastest: the same code, its cache-line transfers slower. Ratios and \
+         stability within one placement:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| regime | near runs | Queue median | socketpair median | ratio | Queue min ÷ median \
+         | far runs | Queue median | socketpair median | ratio |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let sock = of_load
+        .iter()
+        .find(|r| r["transport"] == "unix_socketpair")
+        .map(|r| by_placement(r, fastest));
+    let median = |v: &[f64]| spread(v).map(|s| s.1);
+    let cell = |v: Option<f64>| v.map_or("—".into(), rate_cell);
+    for q in of_load.iter().filter(|r| r["transport"] == "ipckit_queue") {
+        let (near, far) = by_placement(q, fastest);
+        let (s_near, s_far) = sock.clone().unwrap_or_default();
+        let ratio_of = |a: &[f64], b: &[f64]| match (median(a), median(b)) {
+            (Some(x), Some(y)) => ratio(x / y),
+            _ => "—".into(),
+        };
+        let stability =
+            spread(&near).map_or("—".into(), |(lo, med, _)| format!("{:.2}", lo / med));
+        let _ = writeln!(
+            md,
+            "| {label}, {} ring | {} | {} | {} | {} | {stability} | {} | {} | {} | {} |",
+            ring_label(q["ring"].as_u64().unwrap_or(0)),
+            near.len(),
+            cell(median(&near)),
+            cell(median(&s_near)),
+            ratio_of(&near, &s_near),
+            far.len(),
+            cell(median(&far)),
+            cell(median(&s_far)),
+            ratio_of(&far, &s_far),
+        );
+    }
 }
 
 /// The Markdown tables (throughput, then round trip), without a heading.
@@ -149,6 +244,15 @@ pub fn markdown(v: &Value) -> String {
                 one_cpu(q)
             );
         }
+    }
+    for load in loads {
+        let name = load["load"].as_str().unwrap_or("");
+        let label = load["label"].as_str().unwrap_or(name);
+        let rows: Vec<&Value> = tp
+            .iter()
+            .filter(|r| r["load"].as_str() == Some(name))
+            .collect();
+        placement_table(&mut md, label, &rows);
     }
     let _ = writeln!(
         md,
