@@ -561,6 +561,76 @@ fn a_task_sent_ahead_runs_once_when_its_worker_dies() {
     assert_eq!(got, (0..n).map(|x| x * x).collect::<Vec<_>>());
 }
 
+/// Several tasks sent ahead to one worker (up to four ride behind its
+/// running task): when it dies, each one it had not started runs exactly
+/// once elsewhere, and one cancelled while sent ahead never runs.
+#[test]
+fn tasks_sent_ahead_run_once_each_when_their_worker_dies() {
+    let _t = Ctx::new("pool_ahead_many");
+    let pool = ProcessPool::new(1).unwrap();
+    let runs = Value::new(0u64).unwrap();
+    for _ in 0..3 {
+        let busy = pool.submit(sleep_ms, 30_000).unwrap();
+        let ahead: Vec<_> = (0..6)
+            .map(|_| pool.submit(count_run, runs.clone()).unwrap())
+            .collect();
+        while !busy.running() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.stats().pending, 6, "sent ahead or pending");
+        assert!(ahead[1].cancel(), "a task sent ahead is cancellable");
+        let before = runs.get().unwrap();
+        assert!(busy.cancel_running());
+        assert!(busy.result().unwrap_err().is_cancelled());
+        let mut seen = Vec::new();
+        for (i, h) in ahead.into_iter().enumerate() {
+            if i == 1 {
+                assert!(h.result().unwrap_err().is_cancelled());
+                continue;
+            }
+            seen.push(h.result().unwrap());
+        }
+        // Each ran once, in submission order (the values are the counter
+        // after each increment).
+        assert_eq!(seen, (before + 1..=before + 5).collect::<Vec<_>>());
+        assert_eq!(runs.get().unwrap(), before + 5, "run exactly once each");
+    }
+}
+
+fn wait_then_pid(e: ipckit::sync::Event) -> u32 {
+    e.wait();
+    std::process::id()
+}
+
+/// Tasks sent ahead to a worker stuck on a long task do not wait for it:
+/// the other worker, once idle, takes them back and runs them.
+#[test]
+fn an_idle_worker_takes_tasks_sent_ahead_to_a_busy_one() {
+    let _t = Ctx::new("pool_steal");
+    let pool = ProcessPool::new(2).unwrap();
+    // Both workers up before the test starts.
+    let warm: Vec<_> = (0..2).map(|_| pool.submit(sleep_ms, 50).unwrap()).collect();
+    for h in warm {
+        h.result().unwrap();
+    }
+    let release = ipckit::sync::Event::new().unwrap();
+    let slow = pool.submit(wait_then_pid, release.clone()).unwrap();
+    while !slow.running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Dealt out one by one: half of them are sent ahead behind `slow`.
+    let quick: Vec<_> = (0..8).map(|_| pool.submit(pid, 0).unwrap()).collect();
+    let pids: HashSet<u32> = quick
+        .into_iter()
+        .map(|mut h| h.result_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    assert!(!slow.done(), "every quick task finished while `slow` runs");
+    release.set();
+    let slow_pid = slow.result().unwrap();
+    assert!(!pids.contains(&slow_pid), "{pids:?} ran beside {slow_pid}");
+    assert_eq!(pids.len(), 1, "all on the other worker: {pids:?}");
+}
+
 fn text_len(s: String) -> usize {
     s.len()
 }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::task::{Drive, Task, TaskHandle};
-use super::worker::{Claim, FromWorker, ToWorker, WorkerArgs, worker_main};
+use super::worker::{AHEAD, Claim, FromWorker, ToWorker, WorkerArgs, worker_main};
 use super::{Executor, TaskValue};
 use crate::codec;
 use crate::deadline::deadline_after;
@@ -83,13 +83,14 @@ struct Worker {
     tasks: Queue<()>,
     /// The task it runs, and when it must be done by.
     current: Option<(Job, Option<Instant>)>,
-    /// The task sent after `current`, already in its task queue: the worker
-    /// starts it as soon as it has sent `current`'s result, without waiting
-    /// for the pool to hear of it. It stays pending (cancellable) until the
-    /// pool hears `current` is done; `claim` decides between the worker
-    /// starting it and the pool cancelling it or, if the worker dies or
-    /// retires first, giving it to another worker.
-    next: Option<Job>,
+    /// Tasks sent after `current` (at most [`AHEAD`]), already in its task
+    /// queue, in the order the worker runs them: it starts each as soon as
+    /// it has sent the result of the one before, without waiting for the
+    /// pool to hear of it. Each stays pending (cancellable) until the pool
+    /// hears the one before is done; its claim slot decides between the
+    /// worker starting it and the pool cancelling it or, if the worker
+    /// dies, retires or another worker is idle, giving it to another.
+    next: VecDeque<Ahead>,
     claim: Claim,
     /// Why the pool killed it, and for which task: reported for that task
     /// instead of "died". (By the time the worker dies it may have moved on
@@ -100,6 +101,12 @@ struct Worker {
     /// that dies young without one counts towards `State::early_deaths`.
     started: Instant,
     reported: bool,
+}
+
+/// A task sent ahead, and the claim slot it was offered in.
+struct Ahead {
+    job: Job,
+    slot: usize,
 }
 
 struct State {
@@ -333,7 +340,7 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
         process,
         tasks,
         current: None,
-        next: None,
+        next: VecDeque::new(),
         claim,
         kill_reason: None,
         stopping: false,
@@ -346,25 +353,36 @@ fn spawn_worker(shared: &Shared, st: &mut State, slot: usize) -> Result<Worker> 
 /// the worker's liveness bounds the send.
 type WorkerSend = (Queue<()>, Vec<u8>, Liveness);
 
-/// Gives pending tasks to idle workers, then one more to each busy worker
-/// (`Worker::next`). Returns the sends to make after the lock is released.
+/// Gives pending tasks to idle workers, then sends more ahead to busy ones
+/// (`Worker::next`, up to [`AHEAD`] each, one per worker per round so that
+/// they share them), and lets an idle worker take back a task sent ahead
+/// to another when nothing is pending (`steal`). Returns the sends to make
+/// after the lock is released.
 fn dispatch(st: &mut State) -> Vec<WorkerSend> {
     let mut sends = Vec::new();
     if st.broken.is_some() {
         return sends;
     }
-    for extra in [false, true] {
+    let mut extra = false;
+    loop {
+        let (mut gave, mut drained) = (false, false);
         for w in st.workers.iter_mut().flatten() {
-            let free = if extra {
-                // Not while the worker has yet to take the last task sent
-                // ahead (promoted to `current` but perhaps still unread).
-                w.current.is_some() && w.next.is_none() && w.claim.is_free()
-            } else {
-                w.current.is_none()
-            };
-            if !free || w.stopping {
+            if w.stopping {
                 continue;
             }
+            let slot = if extra {
+                if w.current.is_none() || w.next.len() >= AHEAD {
+                    continue;
+                }
+                match w.claim.free_slot() {
+                    Some(slot) => Some(slot),
+                    None => continue,
+                }
+            } else if w.current.is_none() {
+                None
+            } else {
+                continue;
+            };
             let job = loop {
                 match st.pending.pop_front() {
                     Some(job) if extra && job.slot.pending() => break Some(job),
@@ -373,29 +391,55 @@ fn dispatch(st: &mut State) -> Vec<WorkerSend> {
                     None => break None,
                 }
             };
-            let Some(job) = job else { return sends };
-            let msg = ToWorker::Run {
-                id: job.id,
-                call: job.call,
-                arg: job.arg.clone(),
-                prefetched: extra,
+            let Some(job) = job else {
+                drained = true;
+                break;
             };
-            match codec::encode(&msg) {
-                Ok(bytes) => sends.push((w.tasks.clone(), bytes, w.process.liveness())),
-                Err(e) => {
-                    job.slot.fail(e);
-                    continue;
-                }
-            }
-            if extra {
-                w.claim.offer(job.id);
-                w.next = Some(job);
-            } else {
-                w.start(job);
+            if let Some(send) = w.send(job, slot) {
+                sends.push(send);
+                gave = true;
             }
         }
+        if drained {
+            steal(st, &mut sends);
+            return sends;
+        }
+        if extra && !gave {
+            return sends;
+        }
+        extra = true;
     }
-    sends
+}
+
+/// Nothing is pending: each idle worker takes back the last task sent
+/// ahead to the worker with the most of them, if it wins that task's claim
+/// (the other worker has not started it).
+fn steal(st: &mut State, sends: &mut Vec<WorkerSend>) {
+    loop {
+        let Some(idle) = st.workers.iter().position(|w| {
+            w.as_ref()
+                .is_some_and(|w| w.current.is_none() && !w.stopping)
+        }) else {
+            return;
+        };
+        let Some(job) = st
+            .workers
+            .iter_mut()
+            .flatten()
+            .filter(|w| !w.next.is_empty())
+            .max_by_key(|w| w.next.len())
+            .and_then(Worker::take_back_last)
+        else {
+            return;
+        };
+        let w = st.workers[idle].as_mut().expect("found above");
+        if !job.slot.start() {
+            continue; // cancelled meanwhile
+        }
+        if let Some(send) = w.send(job, None) {
+            sends.push(send);
+        }
+    }
 }
 
 impl Worker {
@@ -406,16 +450,55 @@ impl Worker {
         self.current = Some((job, deadline));
     }
 
-    /// The worker reported task `id` done: report it, and the prefetched
-    /// task (if any) is the one it runs now. A retiring worker will not run
-    /// the prefetched task: it goes back to `pending`.
+    /// Gives `job` to the worker: to run now (`ahead` is `None`; the job
+    /// was started), or sent ahead in claim slot `ahead`. Returns the send
+    /// to make after the state lock is released; `None` if the task could
+    /// not be encoded (it failed).
+    fn send(&mut self, job: Job, ahead: Option<usize>) -> Option<WorkerSend> {
+        let msg = ToWorker::Run {
+            id: job.id,
+            call: job.call,
+            arg: job.arg.clone(),
+            ahead: ahead.map(|slot| slot as u32),
+        };
+        let bytes = match codec::encode(&msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                job.slot.fail(e);
+                return None;
+            }
+        };
+        let send = (self.tasks.clone(), bytes, self.process.liveness());
+        match ahead {
+            Some(slot) => {
+                self.claim.offer(slot, job.id);
+                self.next.push_back(Ahead { job, slot });
+            }
+            None => self.start(job),
+        }
+        Some(send)
+    }
+
+    /// The worker reported task `id` done: report it, and the first task
+    /// sent ahead (if any) is the one it runs now. A retiring worker will
+    /// not run the tasks sent ahead: they go back to `pending`.
     ///
     /// Two threads may take results off the queue (the collector and a
     /// driver), so reports of one worker can be handled out of order: a
-    /// report for `next` means `current` is done too (the worker runs them
-    /// in order) and its report is on its way.
+    /// report for a task sent ahead means `current` and the ones before it
+    /// are done too (the worker runs them in order) and their reports are
+    /// on their way.
     fn finished(&mut self, id: u64, report: Report, retiring: bool, pending: &mut VecDeque<Job>) {
         self.reported = true;
+        if retiring {
+            // It runs nothing after `id`: every task sent ahead that it has
+            // not started goes back (the report may be for one sent ahead,
+            // handled before the reports of the tasks before it).
+            for job in self.take_back_ahead().into_iter().rev() {
+                pending.push_front(job);
+            }
+            self.stopping = true;
+        }
         let who = || {
             format!(
                 "worker {} (pid {})",
@@ -425,31 +508,50 @@ impl Worker {
         };
         if let Some((job, _)) = self.current.take_if(|(job, _)| job.id == id) {
             job.slot.report(report, &who());
-            if let Some(next) = self.next.take() {
-                if retiring && self.claim.take(next.id) {
-                    pending.push_front(next);
-                } else {
-                    // The worker has started it, or will.
-                    next.slot.start();
-                    self.start(next);
-                }
+            // The worker has started it, or will.
+            if let Some(Ahead { job, .. }) = self.next.pop_front() {
+                job.slot.start();
+                self.start(job);
             }
-        } else if let Some(job) = self.next.take_if(|job| job.id == id) {
+        } else if let Some(i) = self.next.iter().position(|a| a.job.id == id) {
+            let Ahead { job, .. } = self.next.remove(i).expect("found");
             job.slot.report(report, &who());
-        }
-        if retiring {
-            self.stopping = true;
         }
     }
 
-    /// Takes back the task sent ahead, if the worker has not started it.
-    fn take_back_next(&mut self) -> Option<Job> {
-        let id = self.next.as_ref()?.id;
-        if self.claim.take(id) {
-            self.next.take()
+    /// Takes back the tasks sent ahead that the worker has not started, in
+    /// their order; the ones it started (claims it won) stay in `next`.
+    /// The last first: a live worker takes them from the front.
+    fn take_back_ahead(&mut self) -> Vec<Job> {
+        let mut back = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(a) = self.next.pop_back() {
+            if self.claim.take(a.slot, a.job.id) {
+                back.push(a.job);
+            } else {
+                kept.push_front(a);
+            }
+        }
+        self.next = kept;
+        back.reverse();
+        back
+    }
+
+    /// Takes back task `id`, sent ahead, if the worker has not started it.
+    fn take_back(&mut self, id: u64) -> Option<Job> {
+        let i = self.next.iter().position(|a| a.job.id == id)?;
+        let a = &self.next[i];
+        if self.claim.take(a.slot, a.job.id) {
+            self.next.remove(i).map(|a| a.job)
         } else {
             None
         }
+    }
+
+    /// Takes back the last task sent ahead, if the worker has not started it.
+    fn take_back_last(&mut self) -> Option<Job> {
+        let id = self.next.back()?.job.id;
+        self.take_back(id)
     }
 }
 
@@ -513,7 +615,7 @@ impl Shared {
                 .workers
                 .iter()
                 .flatten()
-                .any(|w| w.current.is_some() || w.next.is_some())
+                .any(|w| w.current.is_some() || !w.next.is_empty())
     }
 
     fn unpark_collector(&self) {
@@ -643,7 +745,7 @@ fn break_pool(st: &mut State, why: Error) {
         if let Some((job, _)) = w.current.take() {
             job.slot.fail(broken_error(&why));
         }
-        if let Some(job) = w.next.take() {
+        for Ahead { job, .. } in w.next.drain(..) {
             job.slot.fail(broken_error(&why));
         }
         w.stopping = true;
@@ -720,26 +822,30 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
             let why = e.clone_error().context("a pool worker could not start");
             for job in w
                 .next
-                .take()
-                .into_iter()
+                .drain(..)
+                .map(|a| a.job)
                 .chain(w.current.take().map(|(j, _)| j))
             {
                 job.slot.fail(broken_error(&why));
             }
         }
-        // Not started (see `Worker::next`): it runs elsewhere. Started: it
-        // is what the worker was running when it died.
+        // Sent ahead and not started (see `Worker::next`): they run
+        // elsewhere, in their order. Started: the last is what the worker
+        // was running when it died; `current` and the others finished, but
+        // their reports were lost with it.
         let replace = !st.shutdown && st.broken.is_none();
-        if let Some(job) = w.take_back_next() {
+        for job in w.take_back_ahead().into_iter().rev() {
             if replace {
                 st.pending.push_front(job);
             } else {
                 job.slot.cancel();
             }
-        } else if let Some(job) = w.next.take() {
-            job.slot.start();
-            if let Some((done, _)) = w.current.take() {
-                // Its report was lost with the worker, but it finished.
+        }
+        let mut started: Vec<Job> = w.next.drain(..).map(|a| a.job).collect();
+        if let Some(last) = started.pop() {
+            last.slot.start();
+            for done in w.current.take().map(|(j, _)| j).into_iter().chain(started) {
+                done.slot.start();
                 done.slot.fail(Error::new(
                     ErrorKind::ProcessDied,
                     format!(
@@ -750,7 +856,7 @@ fn supervise(shared: &Shared, st: &mut State, buf: &mut Vec<u8>) {
                     ),
                 ));
             }
-            w.current = Some((job, None));
+            w.current = Some((last, None));
         }
         if let Some((job, _)) = w.current {
             let e = match w.kill_reason {
@@ -846,8 +952,8 @@ fn stats_of(shared: &Shared, st: &State) -> super::PoolStats {
         .workers
         .iter()
         .flatten()
-        .filter(|w| w.next.is_some())
-        .count();
+        .map(|w| w.next.len())
+        .sum::<usize>();
     let c = &shared.counters;
     super::PoolStats {
         pending: st.pending.iter().filter(|j| j.slot.pending()).count() + ahead,
@@ -975,7 +1081,7 @@ impl ProcessPool {
                 job.slot.cancel();
             }
             for w in st.workers.iter_mut().flatten() {
-                if let Some(job) = w.take_back_next() {
+                for job in w.take_back_ahead() {
                     job.slot.cancel();
                 }
                 w.stopping = true;
@@ -1025,8 +1131,8 @@ fn cancel(shared: &Shared, id: u64, running: bool) -> bool {
     }
     // Sent ahead to a worker and not started: the worker will skip it.
     for w in st.workers.iter_mut().flatten() {
-        if w.next.as_ref().is_some_and(|job| job.id == id) {
-            return w.take_back_next().is_some_and(|job| job.slot.cancel());
+        if w.next.iter().any(|a| a.job.id == id) {
+            return w.take_back(id).is_some_and(|job| job.slot.cancel());
         }
     }
     if !running {
@@ -1080,7 +1186,7 @@ impl Executor for ProcessPool {
                     job.slot.cancel();
                 }
                 for w in st.workers.iter_mut().flatten() {
-                    if let Some(job) = w.take_back_next() {
+                    for job in w.take_back_ahead() {
                         job.slot.cancel();
                     }
                 }

@@ -10,12 +10,26 @@ use crate::process::{RemoteCall, Report};
 use crate::queue::Queue;
 use crate::segment::Segment;
 
-/// A word shared by the pool and one worker that decides who owns a task
-/// sent ahead (`prefetched`): the pool stores the task's id before sending
-/// it; the worker may run it only if it swaps the id for 0, and the pool
-/// may cancel it (or give it to another worker) only if it does. One
-/// compare-and-swap each, so a prefetched task runs at most once and is
-/// never cancelled once it started.
+/// How many tasks the pool may send a worker ahead of the one it runs.
+///
+/// One was not enough for short tasks: the worker ran its task sent ahead,
+/// then idled until the pool had heard of it and sent the next, a wake-up
+/// (tens of µs on a VM) per task (a `map` of 10 000 empty tasks in chunks
+/// of 1250 on 2 workers: 8 chunks, each worker waiting on the pool
+/// between its chunks). With a few, the parent is off the critical path;
+/// a worker left idle takes tasks sent ahead to another back (`steal`), so
+/// sending ahead never leaves a worker idle while tasks wait. Measured:
+/// see `docs/design-measurements.md`, "Tasks sent ahead: up to 4".
+pub(crate) const AHEAD: usize = 4;
+
+/// Words shared by the pool and one worker that decide who owns a task
+/// sent ahead: one per slot, [`AHEAD`] slots. The pool stores the task's id
+/// in a free slot (0) before sending it, with the slot's index; the worker
+/// may run it only if it swaps the id for 0, and the pool may cancel it (or
+/// give it to another worker) only if it does. One compare-and-swap each,
+/// so a task sent ahead runs at most once and is never cancelled once it
+/// started. Ids are unique, so a slot reused for another task never makes
+/// a stale take succeed.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Claim {
     seg: Segment,
@@ -24,41 +38,48 @@ pub(crate) struct Claim {
 impl Claim {
     pub(crate) fn new() -> Result<Claim> {
         Ok(Claim {
-            seg: Segment::new(8)?,
+            seg: Segment::new(8 * AHEAD)?,
         })
     }
 
-    fn word(&self) -> &AtomicU64 {
-        let p = self
-            .seg
-            .ptr_at(0, 8)
-            .expect("a claim segment holds 8 bytes");
-        // SAFETY: the mapping is page-aligned, at least 8 bytes long, lives
-        // as long as `self.seg`, and is only accessed through this atomic
-        // (by the pool and its one worker); every bit pattern is a u64.
-        unsafe { &*p.cast::<AtomicU64>() }
+    /// The word of `slot`, if there is one (the index travels in the task
+    /// message).
+    fn word(&self, slot: usize) -> Option<&AtomicU64> {
+        if slot >= AHEAD {
+            return None;
+        }
+        let p = self.seg.ptr_at(8 * slot, 8).ok()?;
+        // SAFETY: the mapping is page-aligned and holds `AHEAD` words, so
+        // the pointer is 8-aligned and in bounds; it lives as long as
+        // `self.seg`, and is only accessed through this atomic (by the pool
+        // and its one worker); every bit pattern is a u64.
+        Some(unsafe { &*p.cast::<AtomicU64>() })
     }
 
-    /// The pool: task `id` is being sent ahead.
-    pub(crate) fn offer(&self, id: u64) {
-        // Ordering: SeqCst, before the send; the queue orders the rest.
-        self.word().store(id, Ordering::SeqCst);
+    /// The pool: a slot with no offer outstanding (the last one was
+    /// taken), if any.
+    pub(crate) fn free_slot(&self) -> Option<usize> {
+        // Ordering: SeqCst like every access to the words; the pool reads
+        // them under its state lock, and a stale "taken" only delays an offer.
+        (0..AHEAD).find(|&i| self.word(i).is_some_and(|w| w.load(Ordering::SeqCst) == 0))
     }
 
-    /// Whether no offer is outstanding (the last one was taken). Only then
-    /// may the pool offer another: one word decides one task at a time.
-    pub(crate) fn is_free(&self) -> bool {
-        // Ordering: SeqCst like every access to the word; the pool reads it
-        // under its state lock, and a stale "taken" only delays an offer.
-        self.word().load(Ordering::SeqCst) == 0
+    /// The pool: task `id` is being sent ahead in `slot`.
+    pub(crate) fn offer(&self, slot: usize, id: u64) {
+        if let Some(w) = self.word(slot) {
+            // Ordering: SeqCst, before the send; the queue orders the rest.
+            w.store(id, Ordering::SeqCst);
+        }
     }
 
-    /// Either side: takes task `id`; `false` if the other side has.
-    pub(crate) fn take(&self, id: u64) -> bool {
+    /// Either side: takes task `id` offered in `slot`; `false` if the other
+    /// side has (or there is no such slot).
+    pub(crate) fn take(&self, slot: usize, id: u64) -> bool {
         // SYNC POINT "claim": one winner per offered id.
-        self.word()
-            .compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        self.word(slot).is_some_and(|w| {
+            w.compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
     }
 }
 
@@ -84,9 +105,10 @@ pub(crate) enum ToWorker {
         call: RemoteCall,
         #[serde(with = "serde_bytes")]
         arg: Vec<u8>,
-        /// Sent ahead, behind the running task: run only after winning the
-        /// claim (see [`Claim`]); skip silently otherwise.
-        prefetched: bool,
+        /// Sent ahead, behind the running task, in this claim slot: run
+        /// only after winning the claim (see [`Claim`]); skip silently
+        /// otherwise.
+        ahead: Option<u32>,
     },
     Stop,
 }
@@ -185,9 +207,9 @@ pub(crate) fn worker_main(mut args: WorkerArgs) {
                 id,
                 call,
                 arg,
-                prefetched,
+                ahead,
             }) => {
-                if prefetched && !args.claim.take(id) {
+                if ahead.is_some_and(|slot| !args.claim.take(slot as usize, id)) {
                     continue; // cancelled, or given to another worker
                 }
                 let report = call.run(&arg);
