@@ -2,9 +2,10 @@
 //!
 //! Each worker is this executable, started through `ipckit::process` as a
 //! daemon, with a task queue of its own and a result queue shared by all
-//! (ipckit `Queue`s). The pool sends a task only to an idle worker, so it
-//! always knows which task each worker runs: when a worker dies, exactly that
-//! task fails. A collector thread takes results, notices dead workers (at
+//! (ipckit `Queue`s). The pool sends a task to an idle worker, and up to
+//! [`AHEAD`] more behind it, each of which the worker must claim before it
+//! starts it (see `Worker::next`), so the pool always knows which task each
+//! worker runs: when a worker dies, exactly that task fails. A collector thread takes results, notices dead workers (at
 //! most 10 ms late), enforces task timeouts, replaces workers and hands out
 //! pending tasks.
 
