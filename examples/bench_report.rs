@@ -280,6 +280,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let _ = writeln!(md, "{row}");
     }
+    // Copying 1 MiB within one process bounds any 1 MiB transport: the
+    // Queue copies in and out, so half of memcpy's rate is its ceiling.
+    if let Some(ns) = criterion_mean_ns("memcpy_1MiB", "copy_from_slice") {
+        let memcpy = 1048576.0 * 1e9 / ns;
+        let _ = write!(
+            md,
+            "\n`memcpy` of 1 MiB within one process (`memcpy_1MiB`): {}",
+            fmt_bytes(memcpy)
+        );
+        if let Some(q) = rates.get(&(3, "ipckit_queue")) {
+            let _ = write!(
+                md,
+                "; the `Queue`'s 1 MiB one-way ({}) is {:.0}% of it (it copies each byte twice, in and out)",
+                fmt_bytes(q * 1048576.0),
+                100.0 * q * 1048576.0 / memcpy
+            );
+        }
+        let _ = writeln!(md, ".");
+    }
     let _ = writeln!(md, "\n![throughput](throughput.svg)\n");
 
     let _ = writeln!(md, "## 64 B round trip (the child echoes)\n");
