@@ -817,16 +817,19 @@ fn throughput(c: &mut Criterion) {
                 link.send(&msg);
             }
             link.ack();
-            g.bench_function(BenchmarkId::from_parameter(transport), |b| {
-                b.iter_custom(|iters| {
-                    let t = Instant::now();
-                    link.announce(iters);
-                    for _ in 0..iters {
-                        link.send(&msg);
-                    }
-                    link.ack();
-                    t.elapsed()
-                })
+            let id = format!("transports_throughput/{}/{transport}", label(size));
+            placed(id, || {
+                g.bench_function(BenchmarkId::from_parameter(transport), |b| {
+                    b.iter_custom(|iters| {
+                        let t = Instant::now();
+                        link.announce(iters);
+                        for _ in 0..iters {
+                            link.send(&msg);
+                        }
+                        link.ack();
+                        t.elapsed()
+                    })
+                });
             });
             stop(link, true);
         }
@@ -867,6 +870,49 @@ fn raw_futex_round_trip(g: &mut criterion::BenchmarkGroup<'_, criterion::measure
 
 /// Where the bench leaves what criterion does not keep: latency
 /// percentiles and the Python peers' results.
+/// The host's placement of the two vCPUs around each criterion benchmark:
+/// a cache-line round trip (ns) just before and just after it (see
+/// `common::line_round_trip_ns`), by "group/id"; written to
+/// `placement.json` for `bench_report`, which marks the rows measured with
+/// the vCPUs far apart.
+static PLACEMENT: std::sync::Mutex<Vec<Probed>> = std::sync::Mutex::new(Vec::new());
+
+/// A benchmark's id and its placement probes, before and after.
+type Probed = (String, Option<f64>, Option<f64>);
+
+/// Runs `bench` (one criterion benchmark, `group/id`) between two probes
+/// of the vCPUs' placement, if criterion's filter selects it.
+fn placed(id: String, bench: impl FnOnce()) {
+    if !selected(&id) {
+        return bench();
+    }
+    let before = common::line_round_trip_ns(LINE_PROBE);
+    bench();
+    let after = common::line_round_trip_ns(LINE_PROBE);
+    PLACEMENT.lock().unwrap().push((id, before, after));
+}
+
+/// Adds this run's probes to `placement.json` (entries of benchmarks not
+/// run this time are kept, as criterion keeps their estimates).
+fn save_placement() {
+    let probes = std::mem::take(&mut *PLACEMENT.lock().unwrap());
+    if probes.is_empty() {
+        return;
+    }
+    let path = out_dir().join("placement.json");
+    let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for (id, before, after) in probes {
+        all.insert(
+            id,
+            serde_json::json!({ "before_ns": before, "after_ns": after }),
+        );
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
+}
+
 fn out_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -897,21 +943,23 @@ fn round_trip(c: &mut Criterion) {
         // Every trip is timed on its own (an `Instant` costs ~25 ns, noise
         // beside microsecond trips) to report percentiles, not just a mean.
         let mut trips: Vec<Duration> = Vec::new();
-        g.bench_function(BenchmarkId::from_parameter(transport), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    link.send(&msg);
-                    link.recv(&mut back);
-                    let d = t.elapsed();
-                    total += d;
-                    if trips.len() < 4_000_000 {
-                        trips.push(d);
+        placed(format!("transports_round_trip_64B/{transport}"), || {
+            g.bench_function(BenchmarkId::from_parameter(transport), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        link.send(&msg);
+                        link.recv(&mut back);
+                        let d = t.elapsed();
+                        total += d;
+                        if trips.len() < 4_000_000 {
+                            trips.push(d);
+                        }
                     }
-                }
-                total
-            })
+                    total
+                })
+            });
         });
         stop(link, false);
         if trips.is_empty() {
@@ -1480,6 +1528,7 @@ fn main() {
     }
     pin_to(0);
     benches();
+    save_placement();
     // The regimes and Python run unless a filter selects only other benches.
     if selected("regimes") {
         regimes();

@@ -95,6 +95,58 @@ fn throughput(python: &Option<Value>) -> BTreeMap<(usize, &'static str), f64> {
     out
 }
 
+/// Which criterion benchmarks ran with the host's two vCPUs far apart:
+/// `placement.json` holds a cache-line round trip before and after each
+/// (the transports bench's `line_round_trip_ns`); a benchmark is "far" when
+/// either is over twice the run's fastest. Also the (min, median, max) of
+/// all probes, for the footnote.
+struct Placement {
+    far: std::collections::BTreeSet<String>,
+    spread: Option<(f64, f64, f64)>,
+}
+
+impl Placement {
+    fn read(path: &Path) -> Placement {
+        let v = read_json(path).unwrap_or(Value::Null);
+        let probes: Vec<(String, f64)> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(id, p)| {
+                ["before_ns", "after_ns"]
+                    .into_iter()
+                    .filter_map(move |k| p[k].as_f64().map(|ns| (id.clone(), ns)))
+            })
+            .collect();
+        let all: Vec<f64> = probes.iter().map(|(_, ns)| *ns).collect();
+        let spread = regime_report::spread(&all);
+        let far = match spread {
+            Some((fastest, _, _)) => probes
+                .into_iter()
+                .filter(|(_, ns)| *ns > 2.0 * fastest)
+                .map(|(id, _)| id)
+                .collect(),
+            None => Default::default(),
+        };
+        Placement { far, spread }
+    }
+
+    /// "‡" if benchmark `id` ran with the vCPUs far apart.
+    fn mark(&self, id: &str) -> &'static str {
+        if self.far.contains(id) { "‡" } else { "" }
+    }
+
+    fn footnote(&self) -> Option<String> {
+        let (lo, med, hi) = self.spread?;
+        Some(format!(
+            "‡ measured while the host ran the two vCPUs far apart: a cache line took over twice \
+             the run's fastest round trip between them just before or after this benchmark \
+             (probes over the run: {lo:.0} / {med:.0} / {hi:.0} ns, min / median / max). \
+             Shared-memory rows slow down most then (see the regimes section).\n"
+        ))
+    }
+}
+
 fn fmt_rate(msgs: f64) -> String {
     if msgs >= 1e6 {
         format!("{:.2} M/s", msgs / 1e6)
@@ -230,6 +282,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = read_json(&bench_dir.join("python.json"));
     let latency = read_json(&bench_dir.join("latency.json"));
     let rates = throughput(&python);
+    let placement = Placement::read(&bench_dir.join("placement.json"));
     if rates.is_empty() {
         return Err("no results: run `cargo bench --bench transports` first".into());
     }
@@ -273,7 +326,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             match (rates.get(&(si, id)), rates.get(&(si, BASELINE))) {
                 (Some(&r), base) => {
                     let ratio = base.map_or(String::new(), |b| format!(", {:.2}×", r / b));
-                    let _ = write!(row, " {} · {}{ratio} |", fmt_rate(r), fmt_bytes(r * bytes));
+                    let mark =
+                        placement.mark(&format!("transports_throughput/{}/{id}", SIZES[si].0));
+                    let _ = write!(
+                        row,
+                        " {}{mark} · {}{ratio} |",
+                        fmt_rate(r),
+                        fmt_bytes(r * bytes)
+                    );
                 }
                 (None, _) => row.push_str(" — |"),
             }
@@ -298,6 +358,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let _ = writeln!(md, ".");
+    }
+    if let Some(note) = placement.footnote() {
+        let _ = write!(md, "\n{note}");
     }
     let _ = writeln!(md, "\n![throughput](throughput.svg)\n");
 
@@ -329,9 +392,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let ratio = base_mean.map_or(String::new(), |b| format!("{:.2}×", b / mean));
+        let mark = placement.mark(&format!("transports_round_trip_64B/{id}"));
         let _ = writeln!(
             md,
-            "| {label} | {mean:.2} µs | {p50:.2} µs | {p99:.2} µs | {ratio} |"
+            "| {label}{mark} | {mean:.2} µs | {p50:.2} µs | {p99:.2} µs | {ratio} |"
         );
     }
     let _ = writeln!(
