@@ -95,18 +95,18 @@ fn throughput(python: &Option<Value>) -> BTreeMap<(usize, &'static str), f64> {
     out
 }
 
-/// Which criterion benchmarks ran with the host's two vCPUs far apart:
+/// Where the host ran the two vCPUs during each criterion benchmark:
 /// `placement.json` holds a cache-line round trip before and after each
-/// (the transports bench's `line_round_trip_ns`); a benchmark is "far" when
-/// either is over twice the run's fastest. Also the (min, median, max) of
-/// all probes, for the footnote.
-struct Placement {
-    far: std::collections::BTreeSet<String>,
+/// (the transports bench's `line_round_trip_ns`), judged against the
+/// median of the run's probes (`regime_report::Placement`). Also the (min,
+/// median, max) of all probes, for the footnote.
+struct Placements {
+    of: BTreeMap<String, Vec<regime_report::Placement>>,
     spread: Option<(f64, f64, f64)>,
 }
 
-impl Placement {
-    fn read(path: &Path) -> Placement {
+impl Placements {
+    fn read(path: &Path) -> Placements {
         let v = read_json(path).unwrap_or(Value::Null);
         let probes: Vec<(String, f64)> = v
             .as_object()
@@ -120,29 +120,40 @@ impl Placement {
             .collect();
         let all: Vec<f64> = probes.iter().map(|(_, ns)| *ns).collect();
         let spread = regime_report::spread(&all);
-        let far = match spread {
-            Some((fastest, _, _)) => probes
-                .into_iter()
-                .filter(|(_, ns)| *ns > 2.0 * fastest)
-                .map(|(id, _)| id)
-                .collect(),
-            None => Default::default(),
-        };
-        Placement { far, spread }
+        let mut of: BTreeMap<String, Vec<regime_report::Placement>> = BTreeMap::new();
+        if let Some((_, median, _)) = spread {
+            for (id, ns) in probes {
+                of.entry(id)
+                    .or_default()
+                    .push(regime_report::Placement::of(ns, median));
+            }
+        }
+        Placements { of, spread }
     }
 
-    /// "‡" if benchmark `id` ran with the vCPUs far apart.
+    /// "‡" if benchmark `id` began or ended with the vCPUs far apart, "†"
+    /// if on siblings of one core, "" otherwise.
     fn mark(&self, id: &str) -> &'static str {
-        if self.far.contains(id) { "‡" } else { "" }
+        use regime_report::Placement::{Far, Siblings};
+        let seen = self.of.get(id).map_or(&[][..], Vec::as_slice);
+        if seen.contains(&Far) {
+            "‡"
+        } else if seen.contains(&Siblings) {
+            "†"
+        } else {
+            ""
+        }
     }
 
     fn footnote(&self) -> Option<String> {
         let (lo, med, hi) = self.spread?;
         Some(format!(
-            "‡ measured while the host ran the two vCPUs far apart: a cache line took over twice \
-             the run's fastest round trip between them just before or after this benchmark \
-             (probes over the run: {lo:.0} / {med:.0} / {hi:.0} ns, min / median / max). \
-             Shared-memory rows slow down most then (see the regimes section).\n"
+            "Where the host ran the two vCPUs changes the shared-memory rows most: the bench \
+             bounces a cache line between them just before and after each benchmark (probes \
+             over the run: {lo:.0} / {med:.0} / {hi:.0} ns, min / median / max). ‡: a probe of \
+             that benchmark was over 1.7× the median (the vCPUs far apart: every line that \
+             crosses is slower); †: under 1/1.7 of it (two threads of one core: hand-offs \
+             faster, bulk copies slower, as they share the core). See the regimes section.\n"
         ))
     }
 }
@@ -282,7 +293,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = read_json(&bench_dir.join("python.json"));
     let latency = read_json(&bench_dir.join("latency.json"));
     let rates = throughput(&python);
-    let placement = Placement::read(&bench_dir.join("placement.json"));
+    let placement = Placements::read(&bench_dir.join("placement.json"));
     if rates.is_empty() {
         return Err("no results: run `cargo bench --bench transports` first".into());
     }

@@ -114,21 +114,49 @@ fn lines(row: &Value) -> Vec<Option<f64>> {
         .unwrap_or_default()
 }
 
-/// A run is on "far" CPUs when its cache-line round trip is over twice the
-/// fastest of its load section (the host moved the virtual CPUs apart).
-const FAR: f64 = 2.0;
+/// Where the host ran the two vCPUs during a measurement, judged by a
+/// cache-line round trip between them (`common::line_round_trip_ns`)
+/// against the median of the run's probes: on this project's machine the
+/// host runs them as siblings of one core (~45 ns: small hand-offs faster,
+/// bulk copies slower, as the two share one core), on one core complex
+/// (~100 ns, most of the time) or far apart (~500 ns: every line that
+/// crosses between them is slower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Siblings,
+    Typical,
+    Far,
+}
 
-/// The rates of `row` split by the placement its runs had: (near, far).
-fn by_placement(row: &Value, fastest: f64) -> (Vec<f64>, Vec<f64>) {
-    let (mut near, mut far) = (Vec::new(), Vec::new());
-    for (rate, line) in rates(row).into_iter().zip(lines(row)) {
-        match line {
-            Some(ns) if ns > FAR * fastest => far.push(rate),
-            Some(_) => near.push(rate),
-            None => {}
+/// How far from the run's median probe a placement counts as another.
+const PLACEMENT_STEP: f64 = 1.7;
+
+impl Placement {
+    pub fn of(ns: f64, median: f64) -> Placement {
+        if ns > median * PLACEMENT_STEP {
+            Placement::Far
+        } else if ns < median / PLACEMENT_STEP {
+            Placement::Siblings
+        } else {
+            Placement::Typical
         }
     }
-    (near, far)
+}
+
+/// The rates of `row` by the placement of their runs: (typical, far,
+/// siblings).
+fn by_placement(row: &Value, median: f64) -> [Vec<f64>; 3] {
+    let mut out: [Vec<f64>; 3] = Default::default();
+    for (rate, line) in rates(row).into_iter().zip(lines(row)) {
+        let Some(ns) = line else { continue };
+        let i = match Placement::of(ns, median) {
+            Placement::Typical => 0,
+            Placement::Far => 1,
+            Placement::Siblings => 2,
+        };
+        out[i].push(rate);
+    }
+    out
 }
 
 /// The table of one load section's throughput by host placement, if its
@@ -142,43 +170,44 @@ fn placement_table(md: &mut String, label: &str, of_load: &[&Value]) {
         md,
         "\n{label}, by where the host ran the two virtual CPUs: before each run the bench \
          bounces a cache line between them (`line_round_trip_ns`), {fastest:.0} / {median:.0} / \
-         {slowest:.0} ns (min / median / max over the section's runs). \"Far\" runs are those \
-         over {FAR}× the fastest: the same code, its cache-line transfers slower. Ratios and \
-         stability within one placement:\n"
+         {slowest:.0} ns (min / median / max over the section's runs). A run is \"far\" when \
+         its round trip was over {PLACEMENT_STEP}× the median (the vCPUs far apart: every line \
+         that crosses is slower), on \"siblings\" when under 1/{PLACEMENT_STEP} of it (two \
+         threads of one core, which share its caches and its execution units), typical \
+         otherwise. Ratios and the stability target within one placement (medians):\n"
     );
     let _ = writeln!(
         md,
-        "| regime | near runs | Queue median | socketpair median | ratio | Queue min ÷ median \
-         | far runs | Queue median | socketpair median | ratio |"
+        "| regime | runs: typical · far · siblings | typical: Queue, socketpair, ratio | Queue \
+         min ÷ median, typical | far: Queue, socketpair, ratio | siblings: Queue, socketpair, \
+         ratio |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
     let sock = of_load
         .iter()
         .find(|r| r["transport"] == "unix_socketpair")
-        .map(|r| by_placement(r, fastest));
-    let median = |v: &[f64]| spread(v).map(|s| s.1);
-    let cell = |v: Option<f64>| v.map_or("—".into(), rate_cell);
+        .map(|r| by_placement(r, median))
+        .unwrap_or_default();
+    let med = |v: &[f64]| spread(v).map(|s| s.1);
+    let group = |q: &[f64], s: &[f64]| match (med(q), med(s)) {
+        (Some(x), Some(y)) => format!("{}, {}, {}", rate_cell(x), rate_cell(y), ratio(x / y)),
+        (Some(x), None) => format!("{}, —, —", rate_cell(x)),
+        _ => "—".into(),
+    };
     for q in of_load.iter().filter(|r| r["transport"] == "ipckit_queue") {
-        let (near, far) = by_placement(q, fastest);
-        let (s_near, s_far) = sock.clone().unwrap_or_default();
-        let ratio_of = |a: &[f64], b: &[f64]| match (median(a), median(b)) {
-            (Some(x), Some(y)) => ratio(x / y),
-            _ => "—".into(),
-        };
+        let [typical, far, siblings] = by_placement(q, median);
         let stability =
-            spread(&near).map_or("—".into(), |(lo, med, _)| format!("{:.2}", lo / med));
+            spread(&typical).map_or("—".into(), |(lo, m, _)| format!("{:.2}", lo / m));
         let _ = writeln!(
             md,
-            "| {label}, {} ring | {} | {} | {} | {} | {stability} | {} | {} | {} | {} |",
+            "| {label}, {} ring | {} · {} · {} | {} | {stability} | {} | {} |",
             ring_label(q["ring"].as_u64().unwrap_or(0)),
-            near.len(),
-            cell(median(&near)),
-            cell(median(&s_near)),
-            ratio_of(&near, &s_near),
+            typical.len(),
             far.len(),
-            cell(median(&far)),
-            cell(median(&s_far)),
-            ratio_of(&far, &s_far),
+            siblings.len(),
+            group(&typical, &sock[0]),
+            group(&far, &sock[1]),
+            group(&siblings, &sock[2]),
         );
     }
 }
