@@ -808,36 +808,46 @@ fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
 /// `IPCKIT_MEMBARRIER=off` in the environment makes it `false` (and
 /// [`membarrier_global`] a no-op), as on a kernel without membarrier: the
 /// switch that tests the fenced fallback.
+#[inline]
 pub(crate) fn membarrier_registered() -> bool {
-    use std::sync::atomic::AtomicU8;
-    const UNASKED: u8 = 0;
-    const PENDING: u8 = 1;
-    const YES: u8 = 2;
-    const NO: u8 = 3;
-    // Ordering: YES is stored (Release) after the registration returned and
-    // read with Acquire, so a caller that sees it commits unfenced only
-    // after the kernel registered the process.
-    static STATE: AtomicU8 = AtomicU8::new(UNASKED);
+    // The answer of every commit after the first: one load, inlined.
+    // Ordering: see `MEMBARRIER`.
+    match MEMBARRIER.load(Ordering::Acquire) {
+        MB_YES => true,
+        MB_PENDING | MB_NO => false,
+        _ => membarrier_register(),
+    }
+}
+
+/// Whether this process is registered for membarrier: one of the `MB_`
+/// states. Ordering: `MB_YES` is stored (Release) after the registration
+/// returned and read with Acquire, so a caller that sees it commits
+/// unfenced only after the kernel registered the process.
+static MEMBARRIER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(MB_UNASKED);
+const MB_UNASKED: u8 = 0;
+const MB_PENDING: u8 = 1;
+const MB_YES: u8 = 2;
+const MB_NO: u8 = 3;
+
+/// The first ask of [`membarrier_registered`]: registers (or starts a
+/// thread that does), and answers for now.
+#[cold]
+fn membarrier_register() -> bool {
     fn register() -> bool {
         let ok = membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok();
-        STATE.store(if ok { YES } else { NO }, Ordering::Release);
+        MEMBARRIER.store(if ok { MB_YES } else { MB_NO }, Ordering::Release);
         ok
     }
-    match STATE.load(Ordering::Acquire) {
-        YES => return true,
-        PENDING | NO => return false,
-        _ => {}
-    }
-    if STATE
-        .compare_exchange(UNASKED, PENDING, Ordering::AcqRel, Ordering::Acquire)
+    if MEMBARRIER
+        .compare_exchange(MB_UNASKED, MB_PENDING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return STATE.load(Ordering::Acquire) == YES;
+        return MEMBARRIER.load(Ordering::Acquire) == MB_YES;
     }
     let needed = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
         as libc::c_long;
     if membarrier_disabled() || membarrier(MEMBARRIER_CMD_QUERY).unwrap_or(0) & needed != needed {
-        STATE.store(NO, Ordering::Release);
+        MEMBARRIER.store(MB_NO, Ordering::Release);
         return false;
     }
     if own_thread_count().is_ok_and(|n| n == 1) {

@@ -374,7 +374,14 @@ impl<'a> Ring<'a> {
         // `prod_lock`, so no other process reads or writes it now.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+            // Most frames do not wrap: no second (empty) copy call.
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(first),
+                    self.data,
+                    src.len() - first,
+                );
+            }
         }
     }
 
@@ -412,11 +419,13 @@ impl<'a> Ring<'a> {
         // committed tail and we hold `cons_lock`, so producers do not write it.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.add(off), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.data,
-                dst.as_mut_ptr().add(first),
-                dst.len() - first,
-            );
+            if first < dst.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.data,
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
         }
     }
 

@@ -125,11 +125,30 @@ fn process_tag(p: ProcessId) -> u32 {
     ((h >> 32) as u32 ^ h as u32) | 1
 }
 
-/// The calling thread's `owner` word (no system call after the thread's
-/// first).
+/// The calling thread's `owner` word: computed once per thread (and again
+/// in a `fork` child, whose pid differs), since every lock and unlock asks
+/// for it (hashing the process identity each time cost ~80 instructions
+/// per call; callgrind, a 64 B queue put + get: 1 344 instructions with it,
+/// see `docs/design-measurements.md`, "The lock's owner word, once per
+/// thread").
 #[inline]
 fn me() -> u64 {
-    (u64::from(platform::current_tid()) << 32) | u64::from(process_tag(platform::current_process()))
+    use std::cell::Cell;
+    thread_local! {
+        // (owner word, pid it was computed in); (0, 0): not computed yet.
+        static ME: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
+    }
+    let pid = platform::current_process().pid;
+    ME.with(|c| {
+        let (word, at) = c.get();
+        if word != 0 && at == pid {
+            return word;
+        }
+        let word = (u64::from(platform::current_tid()) << 32)
+            | u64::from(process_tag(platform::current_process()));
+        c.set((word, pid));
+        word
+    })
 }
 
 /// Whether the holder an `owner` word names still runs: its thread exists,
