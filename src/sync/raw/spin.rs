@@ -17,19 +17,24 @@ pub(crate) fn spin_allowed() -> bool {
 /// Whether the machine has more runnable threads than CPUs. A waiter that
 /// spins then takes a CPU from a runnable thread — often the very peer it
 /// waits for — so it sleeps at once instead. Read from `/proc/loadavg` (a
-/// few microseconds) at most every [`BUSY_CHECK`] per thread.
+/// few microseconds) at most every [`BUSY_CHECK`] per thread, timed by the
+/// coarse clock: every wait that polls asks, so this runs once per
+/// hand-off (`Instant::now()` here cost ~23 ns of a ~100 ns `Event`
+/// hand-off; see `docs/design-measurements.md`, "No clock read before the
+/// first polls").
 pub(crate) fn machine_busy() -> bool {
     use std::cell::Cell;
     thread_local! {
-        static LAST: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
+        // (coarse ns when read, busy); at 0: never read.
+        static LAST: Cell<(u64, bool)> = const { Cell::new((0, false)) };
     }
-    let now = Instant::now();
+    let now = crate::platform::coarse_nanos();
     LAST.with(|last| match last.get() {
-        Some((at, busy)) if now.duration_since(at) < BUSY_CHECK => busy,
+        (at, busy) if at != 0 && now.saturating_sub(at) < BUSY_CHECK.as_nanos() as u64 => busy,
         _ => {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
             let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
-            last.set(Some((now, busy)));
+            last.set((now.max(1), busy));
             busy
         }
     })
@@ -47,8 +52,10 @@ pub(crate) const BUSY_CHECK: Duration = Duration::from_millis(10);
 pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(25);
 
 /// A bounded spin: `spin()` pauses and says whether the budget allows
-/// another poll. It reads the clock only every 32 polls and backs off to
-/// 16 pauses between polls, so the polled line is left to its writer.
+/// another poll. It reads the clock only every 32 polls, first at the
+/// 32nd (most waits end before: a hand-off between running processes takes
+/// a few polls), and counts the budget from there, and backs off to 16
+/// pauses between polls, so the polled line is left to its writer.
 pub(crate) struct Spinner {
     start: Option<Instant>,
     polls: u32,
@@ -74,7 +81,7 @@ impl Spinner {
             return false;
         }
         self.polls += 1;
-        if self.polls % 32 == 1 {
+        if self.polls % 32 == 0 {
             let now = Instant::now();
             let start = *self.start.get_or_insert(now);
             if now.duration_since(start) >= WAIT_SPIN {
