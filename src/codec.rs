@@ -29,7 +29,7 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
 
 /// Encodes `value` with postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value)
+    postcard::serialize_with_flavor(value, VecOut(Vec::new()))
         .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode value: {e}")))
 }
 
@@ -37,9 +37,65 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
     buf.clear();
     let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(value, taken)
+    *buf = postcard::serialize_with_flavor(value, VecOut(taken))
         .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode value: {e}")))?;
     Ok(())
+}
+
+/// postcard's output into a `Vec<u8>`, the same bytes as its own `Vec`
+/// flavors write, but short pieces (varints, at most 10 bytes; postcard
+/// hands every integer over as one) are copied with a fixed-size copy
+/// instead of a `memcpy` call each: 1 250 `u64`s encode in 3.0 µs instead
+/// of 7.7 µs (the arguments and results of a pool's chunked `map`; see
+/// `docs/design-measurements.md`, "Encoding integers without a call per
+/// varint").
+struct VecOut(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecOut {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        const SHORT: usize = 16;
+        let n = data.len();
+        if n > SHORT {
+            self.0.extend_from_slice(data);
+            return Ok(());
+        }
+        self.0.reserve(SHORT);
+        let len = self.0.len();
+        // SAFETY: `reserve` made room for at least SHORT ≥ n more bytes, so
+        // the n bytes after `len` are inside the allocation; `data` is
+        // valid for n bytes and cannot overlap our spare capacity; the n
+        // bytes are initialised by the copy before `set_len` covers them.
+        unsafe {
+            let dst = self.0.as_mut_ptr().add(len);
+            let src = data.as_ptr();
+            // One arm per length, so each copy has a constant size the
+            // compiler turns into moves.
+            macro_rules! copy_of {
+                ($($k:literal)*) => {
+                    match n {
+                        $($k => std::ptr::copy_nonoverlapping(src, dst, $k),)*
+                        _ => std::ptr::copy_nonoverlapping(src, dst, n),
+                    }
+                };
+            }
+            copy_of!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+            self.0.set_len(len + n);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 thread_local! {
@@ -197,6 +253,22 @@ mod tests {
             let plain = encode(&v).unwrap();
             prop_assert_eq!(&encode(&AsBytes(v.clone())).unwrap(), &plain);
             prop_assert_eq!(decode::<AsBytes>(&plain).unwrap(), AsBytes(v));
+        }
+
+        /// `VecOut` writes exactly what postcard's own flavor writes.
+        #[test]
+        fn the_output_flavor_writes_postcards_bytes(
+            ints in proptest::collection::vec(any::<u64>(), 0..200),
+            small in proptest::collection::vec(any::<i16>(), 0..50),
+            text in ".{0,40}",
+            raw in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let value = (ints, small, text, AsBytes(raw), Some(-3i128), 1.5f64);
+            let ours = encode(&value).unwrap();
+            prop_assert_eq!(&ours, &postcard::to_allocvec(&value).unwrap());
+            let mut buf = vec![9u8; 3];
+            encode_into(&value, &mut buf).unwrap();
+            prop_assert_eq!(&buf, &ours);
         }
 
         #[test]
