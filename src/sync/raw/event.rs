@@ -15,7 +15,8 @@ const EV_SET: u32 = 1;
 /// | anything else | written by a foreign or corrupt peer; read as clear |
 ///
 /// `set` is a Release swap, waiters see it with an Acquire load: SYNC POINT
-/// "event"; then it notifies the [`WaitCell`] (SYNC POINT "wake"), which
+/// "event"; then it notifies the [`WaitCell`] (SYNC POINT "wake"; the swap
+/// is the waker's barrier on x86_64, `WaitCell::notify_after_rmw`), which
 /// makes no system call when nobody sleeps. A sleeper killed while asleep
 /// costs at most one fruitless wake-up.
 #[repr(C)]
@@ -35,7 +36,8 @@ impl RawEvent {
     pub(crate) fn set(&self) {
         // SYNC POINT "event".
         if self.state.swap(EV_SET, Ordering::Release) != EV_SET {
-            self.cell.notify(u32::MAX);
+            // SYNC POINT "wake": the swap is the commit (an RMW).
+            self.cell.notify_after_rmw(u32::MAX);
         }
     }
 

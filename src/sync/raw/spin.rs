@@ -18,27 +18,41 @@ pub(crate) fn spin_allowed() -> bool {
 /// spins then takes a CPU from a runnable thread — often the very peer it
 /// waits for — so it sleeps at once instead. Read from `/proc/loadavg` (a
 /// few microseconds) at most every [`BUSY_CHECK`] per thread, timed by the
-/// coarse clock: every wait that polls asks, so this runs once per
-/// hand-off (`Instant::now()` here cost ~23 ns of a ~100 ns `Event`
-/// hand-off; see `docs/design-measurements.md`, "No clock read before the
-/// first polls").
+/// coarse clock, which is read only every [`CLOCK_EVERY`] asks: every wait
+/// that polls asks, so this runs once per hand-off (`Instant::now()` here
+/// cost ~23 ns of a ~100 ns `Event` hand-off; see
+/// `docs/design-measurements.md`, "No clock read before the first polls").
 pub(crate) fn machine_busy() -> bool {
     use std::cell::Cell;
     thread_local! {
-        // (coarse ns when read, busy); at 0: never read.
-        static LAST: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+        // (coarse ns when read, busy, asks since the clock was last
+        // read); at 0: never read.
+        static LAST: Cell<(u64, bool, u32)> = const { Cell::new((0, false, 0)) };
     }
-    let now = crate::platform::coarse_nanos();
-    LAST.with(|last| match last.get() {
-        (at, busy) if at != 0 && now.saturating_sub(at) < BUSY_CHECK.as_nanos() as u64 => busy,
-        _ => {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
-            last.set((now.max(1), busy));
-            busy
+    LAST.with(|last| {
+        let (at, busy, asks) = last.get();
+        // Most asks reuse the answer without reading even the coarse
+        // clock: a hand-off asks once per wait.
+        if at != 0 && asks < CLOCK_EVERY {
+            last.set((at, busy, asks + 1));
+            return busy;
         }
+        let now = crate::platform::coarse_nanos();
+        if at != 0 && now.saturating_sub(at) < BUSY_CHECK.as_nanos() as u64 {
+            last.set((at, busy, 0));
+            return busy;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
+        last.set((now.max(1), busy, 0));
+        busy
     })
 }
+
+/// How many asks of [`machine_busy`] reuse its answer before it reads the
+/// clock to see whether [`BUSY_CHECK`] has passed: an answer is at most
+/// this many waits or `BUSY_CHECK` old, whichever comes later.
+const CLOCK_EVERY: u32 = 16;
 
 /// How often a thread re-reads whether the machine is oversubscribed.
 pub(crate) const BUSY_CHECK: Duration = Duration::from_millis(10);
