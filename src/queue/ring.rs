@@ -75,7 +75,9 @@ use super::frame::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Padded;
 use crate::platform::{self, ProcessId};
-use crate::sync::raw::{LockSnapshot, Locked, RawGuard, RawMutex, Spin, Spinner, WaitCell};
+use crate::sync::raw::{
+    LockSnapshot, Locked, RawGuard, RawMutex, Spin, Spinner, WaitCell, machine_busy, spin_allowed,
+};
 
 /// How often a producer waiting for space on a full ring reads `head`.
 const POLL_PACE: std::time::Duration = std::time::Duration::from_micros(1);
@@ -494,7 +496,8 @@ impl<'a> Ring<'a> {
     /// streak, so a consumer waiting for a message (a round trip) looks at
     /// once, as before; only a consumer that keeps finding messages lets
     /// them gather, for at most the pace. A `try_get` (deadline passed)
-    /// never waits. 64 B messages, 64 KiB ring, two processes, the lines
+    /// never waits, nor does a consumer where the spin policy forbids
+    /// spinning (`machine_busy`, `spin_allowed`). 64 B messages, 64 KiB ring, two processes, the lines
     /// taken over (`hand_back`): with the CPUs ~520 ns apart 10.2 -> 12.3
     /// M/s, at ~115 ns 15.4 -> 15.3 (`docs/design-measurements.md`).
     fn reload_tail(&self, hpos: u64, deadline: Option<Instant>) -> u64 {
@@ -503,7 +506,14 @@ impl<'a> Ring<'a> {
         // wait, for at most the pace (`last_load` in the future is ignored).
         let streak = seen.streak.load(Ordering::Relaxed);
         let mut now = 0;
-        if streak >= STREAM_STREAK && deadline.is_none_or(|d| Instant::now() < d) {
+        // Waiting is spinning: not where spinning cannot pay (one CPU, or
+        // more runnable threads than CPUs: the producer may be the thread
+        // this spin keeps off a CPU).
+        if streak >= STREAM_STREAK
+            && spin_allowed()
+            && !machine_busy()
+            && deadline.is_none_or(|d| Instant::now() < d)
+        {
             now = platform::monotonic_nanos();
             let due = seen
                 .last_load
