@@ -26,6 +26,12 @@
 //! Release-stores `head`; a producer Acquire-loads `head` before reusing the
 //! space.
 //!
+//! Before its `head` store, a consumer also writes one byte in each cache
+//! line of the frame it consumed (`Ring::hand_back`): the line then leaves
+//! the producer's cache, whose next store to it is a prefetchable miss
+//! rather than an invalidation its lock's barrier waits for. The bytes are
+//! the consumer's until the `head` store, and nothing reads them after.
+//!
 //! # Crashes
 //!
 //! A producer killed before its `tail` store leaves bytes beyond the tail
@@ -107,6 +113,13 @@ const RELOAD_PACE_NANOS: u64 = 1_000;
 
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
+
+thread_local! {
+    /// The address of the shared state of the queue this thread last put
+    /// to, in this thread's mapping (0: none). An address, not an identity:
+    /// two mappings of one queue do not match, which only costs pacing.
+    static LAST_PUT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// What consumers keep of their looks at `tail`: written and read only under
 /// `cons_lock`, so the line stays in the consumer's cache. Fits the padding
@@ -492,14 +505,22 @@ impl<'a> Ring<'a> {
     /// between the CPUs, and the producer's next store waits for each.
     /// So once `STREAM_STREAK` looks in a row found new frames, the next
     /// look waits until `RELOAD_PACE_NANOS` after the last, and the producer
-    /// writes several frames undisturbed. A look that finds nothing ends the
-    /// streak, so a consumer waiting for a message (a round trip) looks at
-    /// once, as before; only a consumer that keeps finding messages lets
-    /// them gather, for at most the pace. A `try_get` (deadline passed)
-    /// never waits, nor does a consumer where the spin policy forbids
-    /// spinning (`machine_busy`, `spin_allowed`). 64 B messages, 64 KiB ring, two processes, the lines
-    /// taken over (`hand_back`): with the CPUs ~520 ns apart 10.2 -> 12.3
-    /// M/s, at ~115 ns 15.4 -> 15.3 (`docs/design-measurements.md`).
+    /// writes several frames undisturbed — unless this thread's last put
+    /// was to this queue: a thread that puts and then gets its own messages
+    /// finds a new frame at every look too, and would wait the whole pace
+    /// for nothing on every get (1 µs instead of ~90 ns per put + get).
+    /// (Asking whether a producer holds `prod_lock` instead cost the
+    /// producer a transfer of its lock's line per look: with the CPUs far
+    /// apart, the pacing then gained nothing.) A look that finds nothing
+    /// ends the streak, so a consumer waiting for a message (a round trip)
+    /// looks at once, as before; only a consumer that keeps finding
+    /// messages lets them gather, for at most the pace. A `try_get`
+    /// (deadline passed) never waits, nor does a consumer where the spin
+    /// policy forbids spinning (`machine_busy`, `spin_allowed`). 64 B
+    /// messages, 64 KiB ring, two processes, the lines taken over
+    /// (`hand_back`) in both, medians of ~185 runs: CPUs ~520 ns apart
+    /// 12.1 -> 12.6 M/s (slowest run 3.9 -> 5.2), ~115 ns apart 17.4 ->
+    /// 17.5 (`docs/design-measurements.md`).
     fn reload_tail(&self, hpos: u64, deadline: Option<Instant>) -> u64 {
         let seen = &self.s.tail_seen;
         // Both words come from shared memory: a forged streak only makes us
@@ -510,6 +531,7 @@ impl<'a> Ring<'a> {
         // more runnable threads than CPUs: the producer may be the thread
         // this spin keeps off a CPU).
         if streak >= STREAM_STREAK
+            && !self.last_put_here()
             && spin_allowed()
             && !machine_busy()
             && deadline.is_none_or(|d| Instant::now() < d)
@@ -534,16 +556,26 @@ impl<'a> Ring<'a> {
                 seen.streak.store(0, Ordering::Relaxed);
             }
         } else {
-            let streak = streak.saturating_add(1);
-            seen.streak.store(streak, Ordering::Relaxed);
-            if streak >= STREAM_STREAK {
-                if now == 0 {
-                    now = platform::monotonic_nanos();
-                }
+            seen.streak
+                .store(streak.saturating_add(1), Ordering::Relaxed);
+            // The clock was read only if pacing was considered (a producer
+            // at work): the first such look never waits (`last_load` is
+            // old), and a thread that gets its own messages reads no clock.
+            if now != 0 {
                 seen.last_load.store(now, Ordering::Relaxed);
             }
         }
         tail
+    }
+
+    /// Whether this thread's last put was to this queue (see
+    /// `reload_tail`); `note_put` records it.
+    fn last_put_here(&self) -> bool {
+        LAST_PUT.with(|l| l.get() == self.s as *const QueueShared as usize)
+    }
+
+    fn note_put(&self) {
+        LAST_PUT.with(|l| l.set(self.s as *const QueueShared as usize));
     }
 
     fn copy_out(&self, pos: u64, dst: &mut [u8]) {
@@ -875,6 +907,7 @@ impl ProducerGuard<'_> {
             let tail = self.wait_space(units, true, deadline, consumer_alive)?;
             self.commit_frame(tail, FrameKind::Whole, msg, true);
             r.s.not_empty.wake(1);
+            r.note_put();
             return Ok(());
         }
         // A stream: Start (total length), Cont..., End.
@@ -922,6 +955,7 @@ impl ProducerGuard<'_> {
         }
         let _ = tail;
         r.s.stream_open.store(0, Ordering::Release);
+        r.note_put();
         Ok(())
     }
 }
@@ -1478,5 +1512,31 @@ mod tests {
         }
         // 6 000 looks, each delayed by at most 1 µs.
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    /// A thread that gets the messages it put itself never paces (it would
+    /// wait for nothing): no clock read, however long the streak. Messages
+    /// from another thread may be paced (if the machine is not busy), and
+    /// all arrive.
+    #[test]
+    fn a_thread_reading_its_own_puts_does_not_pace() {
+        let q = Queue::<()>::new(4096).unwrap();
+        let ring = q.ring();
+        let seen = &ring.s.tail_seen;
+        for _ in 0..100 {
+            q.put_bytes(b"m").unwrap();
+            assert_eq!(q.get_bytes().unwrap(), b"m");
+        }
+        assert!(seen.streak.load(Ordering::Relaxed) >= STREAM_STREAK);
+        assert_eq!(seen.last_load.load(Ordering::Relaxed), 0);
+        // This thread's last put goes elsewhere; another thread produces.
+        Queue::<()>::new(4096).unwrap().put_bytes(b"x").unwrap();
+        for _ in 0..100 {
+            let q2 = q.clone();
+            std::thread::spawn(move || q2.put_bytes(b"m").unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(q.get_bytes().unwrap(), b"m");
+        }
     }
 }
