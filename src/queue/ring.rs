@@ -121,6 +121,13 @@ thread_local! {
     static LAST_PUT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The ring offsets `hand_back` stored to on this thread, for tests:
+    /// the stores change no value, so only this shows where they went.
+    static HANDED_BACK: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What consumers keep of their looks at `tail`: written and read only under
 /// `cons_lock`, so the line stays in the consumer's cache. Fits the padding
 /// of the single word it replaced, so the layout is unchanged; in a queue
@@ -458,9 +465,17 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Writes one byte (zero) in every cache line of the consumed frame of
-    /// `units` at `pos`, before its space is handed back by the `head`
-    /// store; frames over `HAND_BACK_MAX` are left as they are.
+    /// Stores to one byte in every cache line of the consumed frame of
+    /// `units` at `pos` — the value it already holds — before its space is
+    /// handed back by the `head` store; frames over `HAND_BACK_MAX` are
+    /// left as they are.
+    ///
+    /// The value is the byte's own: a consumer killed between this and its
+    /// `head` store leaves the frame to the next consumer, which must read
+    /// it exactly as committed. (The first version stored zero: a consumer
+    /// SIGKILLed in that window left a frame whose length had lost its low
+    /// byte, and the next consumer read a corrupt frame —
+    /// `a_consumer_killed_after_handing_back_leaves_its_frame_whole`.)
     ///
     /// Why: a line the consumer only read stays shared — the producer
     /// keeps a copy, the consumer another — and the producer's store to it
@@ -487,11 +502,17 @@ impl<'a> Ring<'a> {
         while off < start + len {
             // SAFETY: `off % cap < cap`, inside the ring's allocation. The
             // byte belongs to the frame being consumed (between `head` and
-            // the committed tail, under `cons_lock`), which no other process
-            // reads or writes until our `head` store hands it back; nothing
-            // reads it after. Volatile: the store has no reader in this
-            // program and must not be elided.
-            unsafe { std::ptr::write_volatile(self.data.add(off & (self.cap - 1)), 0) };
+            // the committed tail, under `cons_lock`), which no producer
+            // writes until our `head` store hands it back, and no other
+            // consumer touches while we hold `cons_lock`; storing its own
+            // value changes nothing any process can read. Volatile: the
+            // store changes no value and must not be elided.
+            unsafe {
+                let p = self.data.add(off & (self.cap - 1));
+                std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+            }
+            #[cfg(test)]
+            HANDED_BACK.with(|h| h.borrow_mut().push(off & (self.cap - 1)));
             // The next line's first byte (the ring's start is line-aligned).
             off = (off | 63) + 1;
         }
@@ -1457,11 +1478,10 @@ mod tests {
         assert!(q.try_put_bytes(b"x").is_err());
     }
 
-    /// `hand_back` writes only inside the frame being consumed: with
-    /// frames of every length from 1 to 300 bytes crossing line boundaries
-    /// and the ring's end, and several frames queued behind the one
-    /// consumed, every message arrives intact — and the consumed frame's
-    /// bytes at each line start were written.
+    /// `hand_back` stores to exactly one byte in each line of the frame
+    /// being consumed and nowhere else: frames of every length from 1 to
+    /// 300 bytes, crossing line boundaries and the ring's end, with several
+    /// frames queued behind the one consumed; every message arrives intact.
     #[test]
     fn consumed_frames_are_handed_back_within_their_own_bytes() {
         let q = Queue::<()>::new(4096).unwrap();
@@ -1472,20 +1492,54 @@ mod tests {
         };
         let (mut sent, mut got) = (0, 0);
         let mut buf = Vec::new();
+        let mut wrapped = 0;
         while got < 2_000 {
             // Keep up to 8 messages queued behind the one read.
             while sent < got + 8 {
                 q.put_bytes(&msg(sent)).unwrap();
                 sent += 1;
             }
-            let head = ring.s.head.load(Ordering::Acquire);
-            let at = frame::ring_offset(unpack(head).0, ring.cap);
+            let pos = unpack(ring.s.head.load(Ordering::Acquire)).0;
+            HANDED_BACK.with(|h| h.borrow_mut().clear());
             q.get_bytes_into(&mut buf).unwrap();
             assert_eq!(buf, msg(got), "message {got}");
-            // The frame's first byte (its header's) is the one written.
-            // SAFETY: inside the ring; no other thread uses the queue.
-            assert_eq!(unsafe { *ring.data.add(at) }, 0, "message {got}");
+            let len = (unpack(ring.s.head.load(Ordering::Acquire)).0 - pos) as usize * UNIT;
+            let at = frame::ring_offset(pos, ring.cap);
+            // One store per line the frame's bytes `at..at + len` touch, at
+            // the frame's first byte, then at each later line's first byte.
+            let want: Vec<usize> = std::iter::once(at)
+                .chain((at / 64 + 1..=(at + len - 1) / 64).map(|l| l * 64))
+                .map(|o| o % ring.cap)
+                .collect();
+            wrapped += usize::from(at + len > ring.cap);
+            assert_eq!(HANDED_BACK.with(|h| h.take()), want, "message {got}");
             got += 1;
+        }
+        assert!(wrapped > 10, "only {wrapped} frames crossed the ring's end");
+    }
+
+    /// A consumer SIGKILLed after `hand_back` and before its `head` store
+    /// leaves the frame to the next consumer: it must read the message as
+    /// it was committed (a hand-back that stored zero cut the length's low
+    /// byte, and the next consumer found a corrupt frame).
+    #[test]
+    fn a_consumer_killed_after_handing_back_leaves_its_frame_whole() {
+        let q = Queue::<()>::new(4096).unwrap();
+        let ring = q.ring();
+        let mut buf = Vec::new();
+        for len in [1, 7, 8, 63, 64, 200, 300, 1000] {
+            let m: Vec<u8> = (0..len).map(|j| (j * 31 + len) as u8 | 0x80).collect();
+            q.put_bytes(&m).unwrap();
+            q.put_bytes(b"behind").unwrap();
+            let head = ring.s.head.load(Ordering::Acquire);
+            let tail = unpack(ring.s.tail.load(Ordering::Acquire)).0;
+            let (pos, _) = unpack(head);
+            // What the dying consumer did before its `head` store.
+            ring.hand_back(pos, tail - pos);
+            assert_eq!(ring.s.head.load(Ordering::Acquire), head);
+            q.get_bytes_into(&mut buf).unwrap();
+            assert_eq!(buf, m, "a {len}-byte message");
+            assert_eq!(q.get_bytes().unwrap(), b"behind");
         }
     }
 
