@@ -255,23 +255,28 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
 /// The calling thread's kernel id (`gettid`), cached per thread. The cache
 /// remembers the process it was taken in, so a `fork` child (whose only
 /// thread has a new id) computes its own.
+#[inline]
 pub(crate) fn current_tid() -> u32 {
-    use std::cell::Cell;
-    thread_local! {
-        // (tid, pid when it was read); (0, 0): not read yet.
-        static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
-    }
     let pid = getpid();
-    TID.with(|c| {
-        let (tid, at) = c.get();
-        if tid != 0 && at == pid {
-            return tid;
-        }
-        // SAFETY: gettid has no preconditions and cannot fail.
-        let tid = unsafe { libc::gettid() } as u32;
-        c.set((tid, pid));
-        tid
-    })
+    let (tid, at) = TID.get();
+    if tid != 0 && at == pid {
+        return tid;
+    }
+    read_tid(pid)
+}
+
+thread_local! {
+    /// (tid, pid when it was read); (0, 0): not read yet.
+    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+#[cold]
+#[inline(never)]
+fn read_tid(pid: u32) -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    TID.set((tid, pid));
+    tid
 }
 
 /// Whether no thread with id `tid` exists (`kill(tid, 0)` fails with
@@ -407,12 +412,16 @@ extern "C" fn reset_identity_after_fork() {
 }
 
 /// The calling process's id, without a system call after the first.
+#[inline]
 pub(crate) fn getpid() -> u32 {
     current_process().pid
 }
 
 /// This process's identity (pid and start time). Computed once; operations
 /// that record their holder (semaphore permits) make no system call for it.
+/// Every lock asks (for its owner word), so the cached answer is inlined and
+/// the first computation kept out of line.
+#[inline]
 pub(crate) fn current_process() -> ProcessId {
     // Ordering: the start time is stored before the pid (Release) and read
     // after it (Acquire), so a non-zero pid comes with its start time.
@@ -423,6 +432,12 @@ pub(crate) fn current_process() -> ProcessId {
             start_time: CACHED_START.load(Ordering::Relaxed),
         };
     }
+    compute_current_process()
+}
+
+#[cold]
+#[inline(never)]
+fn compute_current_process() -> ProcessId {
     static ATFORK: OnceLock<()> = OnceLock::new();
     ATFORK.get_or_init(|| {
         // SAFETY: registers a handler that only stores to an atomic.

@@ -592,12 +592,14 @@ impl<'a> Ring<'a> {
 
     /// Whether this thread's last put was to this queue (see
     /// `reload_tail`); `note_put` records it.
+    #[inline]
     fn last_put_here(&self) -> bool {
-        LAST_PUT.with(|l| l.get() == self.s as *const QueueShared as usize)
+        LAST_PUT.get() == self.s as *const QueueShared as usize
     }
 
+    #[inline]
     fn note_put(&self) {
-        LAST_PUT.with(|l| l.set(self.s as *const QueueShared as usize));
+        LAST_PUT.set(self.s as *const QueueShared as usize);
     }
 
     fn copy_out(&self, pos: u64, dst: &mut [u8]) {

@@ -22,31 +22,37 @@ pub(crate) fn spin_allowed() -> bool {
 /// that polls asks, so this runs once per hand-off (`Instant::now()` here
 /// cost ~23 ns of a ~100 ns `Event` hand-off; see
 /// `docs/design-measurements.md`, "No clock read before the first polls").
+#[inline]
 pub(crate) fn machine_busy() -> bool {
-    use std::cell::Cell;
-    thread_local! {
-        // (coarse ns when read, busy, asks since the clock was last
-        // read); at 0: never read.
-        static LAST: Cell<(u64, bool, u32)> = const { Cell::new((0, false, 0)) };
+    // Most asks reuse the answer without reading even the coarse clock: a
+    // hand-off asks once per wait. Kept small so that it inlines, the
+    // thread-local's access included; the rest is out of line.
+    let (at, busy, asks) = BUSY_SEEN.get();
+    if at != 0 && asks < CLOCK_EVERY {
+        BUSY_SEEN.set((at, busy, asks + 1));
+        return busy;
     }
-    LAST.with(|last| {
-        let (at, busy, asks) = last.get();
-        // Most asks reuse the answer without reading even the coarse
-        // clock: a hand-off asks once per wait.
-        if at != 0 && asks < CLOCK_EVERY {
-            last.set((at, busy, asks + 1));
-            return busy;
-        }
-        let now = crate::platform::coarse_nanos();
-        if at != 0 && now.saturating_sub(at) < BUSY_CHECK.as_nanos() as u64 {
-            last.set((at, busy, 0));
-            return busy;
-        }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
-        last.set((now.max(1), busy, 0));
-        busy
-    })
+    recheck_machine_busy(at, busy)
+}
+
+thread_local! {
+    /// (coarse ns when read, busy, asks since the clock was last read); at
+    /// 0: never read.
+    static BUSY_SEEN: std::cell::Cell<(u64, bool, u32)> = const { std::cell::Cell::new((0, false, 0)) };
+}
+
+#[cold]
+#[inline(never)]
+fn recheck_machine_busy(at: u64, busy: bool) -> bool {
+    let now = crate::platform::coarse_nanos();
+    if at != 0 && now.saturating_sub(at) < BUSY_CHECK.as_nanos() as u64 {
+        BUSY_SEEN.set((at, busy, 0));
+        return busy;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let busy = crate::platform::runnable_threads().is_some_and(|n| n > cpus);
+    BUSY_SEEN.set((now.max(1), busy, 0));
+    busy
 }
 
 /// How many asks of [`machine_busy`] reuse its answer before it reads the
