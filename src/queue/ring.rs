@@ -123,9 +123,10 @@ thread_local! {
 
 #[cfg(test)]
 thread_local! {
-    /// The ring offsets `hand_back` stored to on this thread, for tests:
-    /// the stores change no value, so only this shows where they went.
-    static HANDED_BACK: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The ring offsets `hand_back` stored to on this thread, for tests
+    /// that ask (`Some`): the stores change no value, so only this shows
+    /// where they went.
+    static HANDED_BACK: std::cell::RefCell<Option<Vec<usize>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// What consumers keep of their looks at `tail`: written and read only under
@@ -512,7 +513,11 @@ impl<'a> Ring<'a> {
                 std::ptr::write_volatile(p, std::ptr::read_volatile(p));
             }
             #[cfg(test)]
-            HANDED_BACK.with(|h| h.borrow_mut().push(off & (self.cap - 1)));
+            HANDED_BACK.with(|h| {
+                if let Some(v) = h.borrow_mut().as_mut() {
+                    v.push(off & (self.cap - 1));
+                }
+            });
             // The next line's first byte (the ring's start is line-aligned).
             off = (off | 63) + 1;
         }
@@ -1502,7 +1507,7 @@ mod tests {
                 sent += 1;
             }
             let pos = unpack(ring.s.head.load(Ordering::Acquire)).0;
-            HANDED_BACK.with(|h| h.borrow_mut().clear());
+            HANDED_BACK.with(|h| *h.borrow_mut() = Some(Vec::new()));
             q.get_bytes_into(&mut buf).unwrap();
             assert_eq!(buf, msg(got), "message {got}");
             let len = (unpack(ring.s.head.load(Ordering::Acquire)).0 - pos) as usize * UNIT;
@@ -1514,7 +1519,7 @@ mod tests {
                 .map(|o| o % ring.cap)
                 .collect();
             wrapped += usize::from(at + len > ring.cap);
-            assert_eq!(HANDED_BACK.with(|h| h.take()), want, "message {got}");
+            assert_eq!(HANDED_BACK.with(|h| h.take()), Some(want), "message {got}");
             got += 1;
         }
         assert!(wrapped > 10, "only {wrapped} frames crossed the ring's end");
