@@ -252,31 +252,51 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
 // Threads: identity and liveness (for lock owners)
 // ---------------------------------------------------------------------------
 
+/// A value cached per thread and recomputed in a `fork` child: `cell` holds
+/// it with the pid it was computed in (no pid is 0, so a cell made as
+/// `(_, 0)` has never been filled). The fast path is a few instructions and
+/// inlines, the `thread_local!` access included; `compute` runs out of
+/// line. (A computation inside a `LocalKey::with` closure kept `with` out
+/// of line, reaching the slot through an indirect call: ~28 instructions
+/// per ask instead of ~5; see `docs/design-measurements.md`,
+/// "Thread-locals through a small inlined fast path".)
+#[inline]
+pub(crate) fn cached_per_thread<T: Copy>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<(T, u32)>>,
+    compute: fn() -> T,
+) -> T {
+    let pid = getpid();
+    let (value, at) = cell.get();
+    if at == pid {
+        return value;
+    }
+    fill_per_thread(cell, pid, compute)
+}
+
+#[cold]
+#[inline(never)]
+fn fill_per_thread<T: Copy>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<(T, u32)>>,
+    pid: u32,
+    compute: fn() -> T,
+) -> T {
+    let value = compute();
+    cell.set((value, pid));
+    value
+}
+
 /// The calling thread's kernel id (`gettid`), cached per thread. The cache
 /// remembers the process it was taken in, so a `fork` child (whose only
 /// thread has a new id) computes its own.
 #[inline]
 pub(crate) fn current_tid() -> u32 {
-    let pid = getpid();
-    let (tid, at) = TID.get();
-    if tid != 0 && at == pid {
-        return tid;
+    thread_local! {
+        static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
     }
-    read_tid(pid)
-}
-
-thread_local! {
-    /// (tid, pid when it was read); (0, 0): not read yet.
-    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-#[cold]
-#[inline(never)]
-fn read_tid(pid: u32) -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    let tid = unsafe { libc::gettid() } as u32;
-    TID.set((tid, pid));
-    tid
+    cached_per_thread(&TID, || {
+        // SAFETY: gettid has no preconditions and cannot fail.
+        unsafe { libc::gettid() as u32 }
+    })
 }
 
 /// Whether no thread with id `tid` exists (`kill(tid, 0)` fails with

@@ -131,33 +131,15 @@ fn process_tag(p: ProcessId) -> u32 {
 /// per call; callgrind, a 64 B queue put + get: 1 344 instructions with it,
 /// see `docs/design-measurements.md`, "The lock's owner word, once per
 /// thread").
-///
-/// The fast path is kept small so that it inlines into every lock and
-/// unlock, `thread_local!` access included: with the computation inside the
-/// closure, `LocalKey::with` stayed out of line and reached the slot through
-/// an indirect call (~28 instructions per ask instead of ~5).
 #[inline]
 fn me() -> u64 {
-    let pid = platform::current_process().pid;
-    let (word, at) = ME.get();
-    if word != 0 && at == pid {
-        return word;
+    thread_local! {
+        static ME: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
     }
-    compute_me(pid)
-}
-
-thread_local! {
-    /// (owner word, pid it was computed in); (0, 0): not computed yet.
-    static ME: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-#[cold]
-#[inline(never)]
-fn compute_me(pid: u32) -> u64 {
-    let word = (u64::from(platform::current_tid()) << 32)
-        | u64::from(process_tag(platform::current_process()));
-    ME.set((word, pid));
-    word
+    platform::cached_per_thread(&ME, || {
+        (u64::from(platform::current_tid()) << 32)
+            | u64::from(process_tag(platform::current_process()))
+    })
 }
 
 /// Whether the holder an `owner` word names still runs: its thread exists,
