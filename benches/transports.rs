@@ -1307,9 +1307,11 @@ fn same_cpu(link: &mut dyn Link) -> Option<bool> {
 }
 
 /// One measurement: a fresh link, warmed up, then `n` messages; msgs/s,
-/// whether parent and child ended the run on one CPU, and the cache-line
+/// whether parent and child ended the run on one CPU, the cache-line
 /// round trip between the two CPUs measured just before (the host's
-/// placement of the virtual CPUs; see `common::line_round_trip_ns`).
+/// placement of the virtual CPUs; see `common::line_round_trip_ns`), and
+/// where the run's time went (`common::RunAccount`: each side's time on a
+/// CPU and waiting for one, the hypervisor's steal).
 ///
 /// Not under load: the probe's spinning threads would share their CPUs
 /// with the busy loops and measure the scheduler instead.
@@ -1318,17 +1320,19 @@ fn regime_run(
     ring: Option<usize>,
     n: u64,
     loaded: bool,
-) -> (f64, Option<bool>, Option<f64>) {
+) -> (f64, Option<bool>, Option<f64>, common::RunShares) {
     let mut link = warm_sink(transport, ring);
     let line = if loaded {
         None
     } else {
         common::line_round_trip_ns(LINE_PROBE)
     };
+    let account = common::RunAccount::start(link.child().id());
     let took = batch(&mut *link, n);
+    let shares = account.finish();
     let same = same_cpu(&mut *link);
     stop(link, true);
-    (n as f64 / took.as_secs_f64(), same, line)
+    (n as f64 / took.as_secs_f64(), same, line, shares)
 }
 
 /// How long the cache-line probe before each regime run bounces its line.
@@ -1400,19 +1404,25 @@ fn regimes() {
         let mut rates = vec![Vec::new(); REGIME_CASES.len()];
         let mut same = vec![Vec::new(); REGIME_CASES.len()];
         let mut line = vec![Vec::new(); REGIME_CASES.len()];
+        let mut shares = vec![Vec::new(); REGIME_CASES.len()];
         for _ in 0..runs {
             for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
-                let (rate, one_cpu, line_ns) = regime_run(t, ring, counts[i], loaded);
+                let (rate, one_cpu, line_ns, run) = regime_run(t, ring, counts[i], loaded);
                 rates[i].push(rate);
                 same[i].push(one_cpu);
                 line[i].push(line_ns);
+                shares[i].push(run);
             }
         }
         for (i, &(t, ring)) in REGIME_CASES.iter().enumerate() {
+            // Per run, fractions of its wall-clock time: [bench thread, child].
+            let ran: Vec<_> = shares[i].iter().map(|s| s.ran).collect();
+            let waited: Vec<_> = shares[i].iter().map(|s| s.waited).collect();
+            let stolen: Vec<_> = shares[i].iter().map(|s| s.stolen).collect();
             throughput.push(serde_json::json!({
                 "load": load, "load_label": label, "transport": t, "ring": ring,
                 "msgs_per_run": counts[i], "msgs_per_s": rates[i], "same_cpu": same[i],
-                "line_rtt_ns": line[i],
+                "line_rtt_ns": line[i], "ran": ran, "waited": waited, "stolen": stolen,
             }));
         }
         for t in ["ipckit_queue", "unix_socketpair"] {

@@ -59,6 +59,79 @@ fn cpu_times() -> Option<Vec<u64>> {
     line.split_whitespace().map(|f| f.parse().ok()).collect()
 }
 
+/// Where one measurement's wall-clock time went, for telling a slow run
+/// of the Queue's own making from one the machine imposed: for each of two
+/// tasks (the bench's thread and the child's), the time it ran and the time
+/// it waited runnable for a CPU (`/proc/<task>/schedstat`: the kernel's
+/// run time excludes what the hypervisor stole, on kernels with paravirt
+/// steal accounting), and the time the hypervisor took from the guest's
+/// CPUs (`steal` in `/proc/stat`, summed over CPUs, 10 ms resolution).
+/// Start it, run, then [`RunAccount::finish`].
+pub struct RunAccount {
+    tasks: [String; 2],
+    at: [Option<[u64; 2]>; 2],
+    steal: Option<Vec<u64>>,
+    began: std::time::Instant,
+}
+
+/// What a [`RunAccount`] saw, as fractions of the run's wall-clock time:
+/// `ran` and `waited` per task (bench thread, child), `stolen` summed over
+/// CPUs (2.0 would be both CPUs taken for the whole run).
+#[derive(Clone, Copy, Debug)]
+pub struct RunShares {
+    pub ran: [Option<f64>; 2],
+    pub waited: [Option<f64>; 2],
+    pub stolen: Option<f64>,
+}
+
+impl RunAccount {
+    /// `child`: the pid whose main thread is the peer.
+    pub fn start(child: u32) -> RunAccount {
+        let tasks = [
+            "/proc/thread-self/schedstat".to_owned(),
+            format!("/proc/{child}/schedstat"),
+        ];
+        RunAccount {
+            at: [schedstat(&tasks[0]), schedstat(&tasks[1])],
+            tasks,
+            steal: cpu_times(),
+            began: std::time::Instant::now(),
+        }
+    }
+
+    pub fn finish(self) -> RunShares {
+        let wall = self.began.elapsed().as_nanos().max(1) as f64;
+        let mut ran = [None; 2];
+        let mut waited = [None; 2];
+        for i in 0..2 {
+            if let (Some(a), Some(b)) = (self.at[i], schedstat(&self.tasks[i])) {
+                ran[i] = Some(b[0].saturating_sub(a[0]) as f64 / wall);
+                waited[i] = Some(b[1].saturating_sub(a[1]) as f64 / wall);
+            }
+        }
+        let stolen = match (self.steal, cpu_times()) {
+            (Some(a), Some(b)) if a.len() >= 8 && b.len() >= 8 => {
+                // SAFETY: sysconf has no preconditions.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                Some(b[7].saturating_sub(a[7]) as f64 / hz * 1e9 / wall)
+            }
+            _ => None,
+        };
+        RunShares {
+            ran,
+            waited,
+            stolen,
+        }
+    }
+}
+
+/// (ns on a CPU, ns waiting runnable) from a schedstat file.
+fn schedstat(path: &str) -> Option<[u64; 2]> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let mut f = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+    Some([f.next()??, f.next()??])
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

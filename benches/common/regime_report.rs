@@ -212,6 +212,99 @@ fn placement_table(md: &mut String, label: &str, of_load: &[&Value]) {
     }
 }
 
+/// Per run of `row`, the fractions of its wall-clock time in `key` ("ran",
+/// "waited": [bench thread, child]; "stolen": one figure), `None` where
+/// not recorded (results older than the fields).
+fn shares(row: &Value, key: &str) -> Vec<Option<Vec<Option<f64>>>> {
+    let Some(runs) = row[key].as_array() else {
+        return Vec::new();
+    };
+    runs.iter()
+        .map(|r| match r {
+            Value::Array(a) => Some(a.iter().map(Value::as_f64).collect()),
+            Value::Number(n) => Some(vec![n.as_f64()]),
+            _ => None,
+        })
+        .collect()
+}
+
+fn percent(x: Option<f64>) -> String {
+    x.map_or("?".into(), |x| format!("{:.0}%", 100.0 * x))
+}
+
+/// The slowest run of each Queue row, against the row's median, with where
+/// its time went: how much of the run each side was on a CPU and how much
+/// it waited runnable for one (the guest's scheduler), and how much the
+/// hypervisor stole from the guest's CPUs (the host's). A Queue whose own
+/// waiting made a run slow shows a side neither running nor waiting (asleep
+/// while there was work), or both sides running with nothing stolen.
+fn slowest_runs(md: &mut String, tp: &[Value]) {
+    let rows: Vec<&Value> = tp
+        .iter()
+        .filter(|r| r["transport"] == "ipckit_queue" && r["ran"].is_array())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nThe slowest run of each Queue row and where its time went, as shares of the \
+         run's wall-clock time (`/proc/<pid>/schedstat` of the producer's thread and the \
+         consumer's, whose run time excludes what the hypervisor took; `steal` of \
+         `/proc/stat`, summed over the CPUs, in 10 ms steps). The row's median run beside \
+         it for comparison:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| regime | slowest ÷ median | on a CPU: producer, consumer (median run) | waiting \
+         for a CPU: producer, consumer (median run) | stolen (median run) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for r in rows {
+        let rate = rates(r);
+        let Some((_, med, _)) = spread(&rate) else {
+            continue;
+        };
+        let mut order: Vec<usize> = (0..rate.len()).collect();
+        order.sort_by(|&a, &b| rate[a].total_cmp(&rate[b]));
+        let (slow, mid) = (order[0], order[order.len() / 2]);
+        let (ran, waited, stolen) = (shares(r, "ran"), shares(r, "waited"), shares(r, "stolen"));
+        let pair = |v: &[Option<Vec<Option<f64>>>], i: usize| -> String {
+            match v.get(i).and_then(Option::as_ref) {
+                Some(x) => format!(
+                    "{}, {}",
+                    percent(x.first().copied().flatten()),
+                    percent(x.get(1).copied().flatten())
+                ),
+                None => "?".into(),
+            }
+        };
+        let one = |v: &[Option<Vec<Option<f64>>>], i: usize| -> String {
+            percent(
+                v.get(i)
+                    .and_then(Option::as_ref)
+                    .and_then(|x| x.first().copied().flatten()),
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {}, {} ring | {:.2} | {} ({}) | {} ({}) | {} ({}) |",
+            r["load_label"]
+                .as_str()
+                .or(r["load"].as_str())
+                .unwrap_or("?"),
+            ring_label(r["ring"].as_u64().unwrap_or(0)),
+            rate[slow] / med,
+            pair(&ran, slow),
+            pair(&ran, mid),
+            pair(&waited, slow),
+            pair(&waited, mid),
+            one(&stolen, slow),
+            one(&stolen, mid),
+        );
+    }
+}
+
 /// The Markdown tables (throughput, then round trip), without a heading.
 pub fn markdown(v: &Value) -> String {
     let mut md = String::new();
@@ -283,6 +376,7 @@ pub fn markdown(v: &Value) -> String {
             .collect();
         placement_table(&mut md, label, &rows);
     }
+    slowest_runs(&mut md, tp);
     let _ = writeln!(
         md,
         "\n64 B round trip (the child echoes), every trip timed: {runs} runs per row of {} \
