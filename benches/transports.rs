@@ -1483,16 +1483,44 @@ fn regimes() {
     println!("regimes: results in {}", path.display());
 }
 
+/// `memcpy` of 1 MiB within one process: alone, and while a second thread
+/// copies 1 MiB buffers of its own without pause (`both_cpus`: the two
+/// copies a 1 MiB one-way transport makes run at once, one per CPU; when
+/// the host runs the two vCPUs as two threads of one core they share its
+/// load and store units and caches, and this row shows what is left of
+/// each). Each with its placement probes, as the transports have.
 fn memcpy(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let mut g = c.benchmark_group("memcpy_1MiB");
     g.throughput(Throughput::Bytes(1 << 20));
     let src = vec![1u8; 1 << 20];
     let mut dst = vec![0u8; 1 << 20];
-    g.bench_function("copy_from_slice", |b| {
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&src));
-            black_box(&dst);
-        })
+    placed("memcpy_1MiB/copy_from_slice".into(), || {
+        g.bench_function("copy_from_slice", |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&dst);
+            })
+        });
+    });
+    placed("memcpy_1MiB/copy_from_slice_both_cpus".into(), || {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (src, mut dst) = (vec![2u8; 1 << 20], vec![0u8; 1 << 20]);
+                while !stop.load(Ordering::Relaxed) {
+                    dst.copy_from_slice(black_box(&src));
+                    black_box(&dst);
+                }
+            });
+            g.bench_function("copy_from_slice_both_cpus", |b| {
+                b.iter(|| {
+                    dst.copy_from_slice(black_box(&src));
+                    black_box(&dst);
+                })
+            });
+            stop.store(true, Ordering::Relaxed);
+        });
     });
     g.finish();
 }

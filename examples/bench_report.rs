@@ -369,6 +369,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let _ = writeln!(md, ".");
+        // The two copies of a one-way transport run at once, one per CPU:
+        // what each gets while the other CPU copies too (less when the host
+        // runs the two vCPUs as threads of one core) is the same run's
+        // ceiling for a transport that copies in on one side and out on
+        // the other.
+        if let Some(ns) = criterion_mean_ns("memcpy_1MiB", "copy_from_slice_both_cpus") {
+            let both = 1048576.0 * 1e9 / ns;
+            let _ = write!(
+                md,
+                "While the other CPU copies 1 MiB buffers of its own without pause \
+                 (`copy_from_slice_both_cpus`{}): {} per copy, {:.0}% of the copy alone",
+                placement.mark("memcpy_1MiB/copy_from_slice_both_cpus"),
+                fmt_bytes(both),
+                100.0 * both / memcpy
+            );
+            if let Some(q) = rates.get(&(3, "ipckit_queue")) {
+                let _ = write!(
+                    md,
+                    "; the `Queue`'s 1 MiB one-way is {:.0}% of that",
+                    100.0 * q * 1048576.0 / both
+                );
+            }
+            let _ = writeln!(md, ".");
+        }
     }
     if let Some(note) = placement.footnote() {
         let _ = write!(md, "\n{note}");
