@@ -164,14 +164,14 @@ impl FrameKind {
 /// `tail_pos` and the head at `head_pos` (units; the head may be stale, as
 /// it only moves forward), a frame of `frame_units` that would be written
 /// at or past `after_units` into a ring of `cap_units` goes to the ring's
-/// start instead if at most a quarter of `after_units` is queued (the
+/// start instead if at most half of `after_units` is queued (the
 /// consumer keeps up) and everything queued and the frame then fit: the
 /// rest of the ring becomes a `Skip` frame of the returned units, committed
 /// with the frame. `None`: the frame stays where it is.
 ///
 /// The skip holds its space until the consumer passes it, which it does
 /// right after the little queued before it; so a ring with a skip in it
-/// still has room for at least `after_units` less that quarter and a frame.
+/// still has room for at least `after_units` less that half and a frame.
 /// Open (this branch is an experiment): a producer that finds the ring full
 /// with the skip at the head and no consumer at work should step over it
 /// itself, so that a burst right after a wrap gets the whole ring.
@@ -194,7 +194,7 @@ pub(crate) fn early_wrap(
         return None;
     }
     let used = used_units(head_pos, tail_pos);
-    if used > after_units / 4 {
+    if used > after_units / 2 {
         return None;
     }
     let skip = cap_units - off;
@@ -386,9 +386,9 @@ mod tests {
         let w = |head, tail, frame| early_wrap(head, tail, 4096, frame, 1024);
         // Consumer caught up at 2000: the rest of the ring (2096) is skipped.
         assert_eq!(w(2000, 2000, 100), Some(2096));
-        // Up to a quarter of the bound queued; not more.
-        assert_eq!(w(1744, 2000, 100), Some(2096));
-        assert_eq!(w(1743, 2000, 100), None);
+        // Up to half the bound queued; not more.
+        assert_eq!(w(1488, 2000, 100), Some(2096));
+        assert_eq!(w(1487, 2000, 100), None);
         // Not yet past the bound, or already at the ring's start.
         assert_eq!(w(1000, 1000, 100), None);
         assert_eq!(w(4096, 4096, 100), None);
@@ -425,7 +425,7 @@ mod tests {
                 prop_assert_eq!((tail + skip) & (cap - 1), 0);
                 prop_assert!(used + skip + frame <= cap);
                 prop_assert!((tail & (cap - 1)) >= after);
-                prop_assert!(used <= after / 4);
+                prop_assert!(used <= after / 2);
                 prop_assert_eq!(frame_units(((skip - 1) * UNIT as u64) as usize), Some(skip));
             }
         }
