@@ -172,9 +172,9 @@ impl FrameKind {
 /// The skip holds its space until the consumer passes it, which it does
 /// right after the little queued before it; so a ring with a skip in it
 /// still has room for at least `after_units` less that half and a frame.
-/// Open (this branch is an experiment): a producer that finds the ring full
-/// with the skip at the head and no consumer at work should step over it
-/// itself, so that a burst right after a wrap gets the whole ring.
+/// A producer that finds the ring full with the skip at the head and no
+/// consumer at work steps over it itself (`ProducerGuard::reclaim_skip`,
+/// also between the slices of its sleep), so a burst gets the whole ring.
 ///
 /// Why: every frame goes to the ring's next bytes, so a ring sized for
 /// bursts cycles all of itself through the caches even while its consumer
