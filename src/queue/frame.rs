@@ -27,6 +27,11 @@
 //! A message is one `Whole` frame, or, when larger than half the ring, a
 //! stream: `Start` (payload: the total length as a `u64`), `Cont` frames, and
 //! a final `End` frame — or an `Abort` frame if the producer gave up or died.
+//!
+//! A `Skip` frame fills the ring from its position to the ring's end, and
+//! consumers step over it: a producer writes one, committed with the frame
+//! after it (at the ring's start) by a single `tail` store, to go back to
+//! the ring's start early ([`early_wrap`]).
 
 use std::fmt;
 
@@ -124,6 +129,7 @@ pub(crate) enum FrameKind {
     Cont,
     End,
     Abort,
+    Skip,
 }
 
 const KIND_TAG: u32 = 0x4652_0000; // "FR"
@@ -137,6 +143,7 @@ impl FrameKind {
                 FrameKind::Cont => 3,
                 FrameKind::End => 4,
                 FrameKind::Abort => 5,
+                FrameKind::Skip => 6,
             }
     }
 
@@ -147,9 +154,58 @@ impl FrameKind {
             c if c == FrameKind::Cont.code() => Some(FrameKind::Cont),
             c if c == FrameKind::End.code() => Some(FrameKind::End),
             c if c == FrameKind::Abort.code() => Some(FrameKind::Abort),
+            c if c == FrameKind::Skip.code() => Some(FrameKind::Skip),
             _ => None,
         }
     }
+}
+
+/// Where a producer goes back to the ring's start early: with its tail at
+/// `tail_pos` and the head at `head_pos` (units; the head may be stale, as
+/// it only moves forward), a frame of `frame_units` that would be written
+/// at or past `after_units` into a ring of `cap_units` goes to the ring's
+/// start instead if at most half of `after_units` is queued (the
+/// consumer keeps up) and everything queued and the frame then fit: the
+/// rest of the ring becomes a `Skip` frame of the returned units, committed
+/// with the frame. `None`: the frame stays where it is.
+///
+/// The skip holds its space until the consumer passes it, which it does
+/// right after the little queued before it; so a ring with a skip in it
+/// still has room for at least `after_units` less that half and a frame.
+/// A producer that finds the ring full with the skip at the head and no
+/// consumer at work steps over it itself (`ProducerGuard::reclaim_skip`,
+/// also between the slices of its sleep), so a burst gets the whole ring.
+///
+/// Why: every frame goes to the ring's next bytes, so a ring sized for
+/// bursts cycles all of itself through the caches even while its consumer
+/// keeps up and a few frames are queued at a time. Going back to the start
+/// keeps it to `after_units` and a frame while the consumer keeps up, and
+/// uses the rest only for a backlog (`docs/design-measurements.md`, "The
+/// 1 MiB one-way and the ring's size").
+pub(crate) fn early_wrap(
+    head_pos: u64,
+    tail_pos: u64,
+    cap_units: u64,
+    frame_units: u64,
+    after_units: u64,
+) -> Option<u64> {
+    let off = tail_pos & (cap_units - 1);
+    if off < after_units || off == 0 {
+        return None;
+    }
+    let used = used_units(head_pos, tail_pos);
+    if used > after_units / 2 {
+        return None;
+    }
+    let skip = cap_units - off;
+    // The skip's payload length must fit a header's 32 bits.
+    if (skip - 1) * UNIT as u64 > MAX_FRAME_PAYLOAD as u64 {
+        return None;
+    }
+    // Saturating: positions come from shared memory; a forged head reads as
+    // a full ring, never as room.
+    let free = cap_units.saturating_sub(used);
+    (used <= cap_units && skip.checked_add(frame_units)? <= free).then_some(skip)
 }
 
 /// A frame header's bytes.
@@ -288,6 +344,7 @@ mod tests {
             FrameKind::Cont,
             FrameKind::End,
             FrameKind::Abort,
+            FrameKind::Skip,
         ] {
             let h = encode_header(kind, 100);
             assert_eq!(decode_header(h, 14, 512), Ok((kind, 100, 14)));
@@ -323,7 +380,56 @@ mod tests {
         assert!(e.to_string().contains("in a ring of 4096"), "{e}");
     }
 
+    #[test]
+    fn a_producer_wraps_early_only_into_free_space() {
+        // A 4096-unit ring, wrapping after 1024 units.
+        let w = |head, tail, frame| early_wrap(head, tail, 4096, frame, 1024);
+        // Consumer caught up at 2000: the rest of the ring (2096) is skipped.
+        assert_eq!(w(2000, 2000, 100), Some(2096));
+        // Up to half the bound queued; not more.
+        assert_eq!(w(1488, 2000, 100), Some(2096));
+        assert_eq!(w(1487, 2000, 100), None);
+        // Not yet past the bound, or already at the ring's start.
+        assert_eq!(w(1000, 1000, 100), None);
+        assert_eq!(w(4096, 4096, 100), None);
+        // A frame at the start that would reach what is still queued...
+        assert_eq!(w(1900, 2000, 1901), None);
+        // ...and one that ends before it.
+        assert_eq!(w(1900, 2000, 1900), Some(2096));
+        // A queue that already wrapped (head past the tail's offset).
+        assert_eq!(w(3000, 4096 + 1500, 100), None);
+        // Forged positions: more queued than the ring holds.
+        assert_eq!(w(0, 8192 + 2000, 1), None);
+        // Rings whose skip would not fit a header's length: never.
+        let big = 1u64 << 35;
+        assert_eq!(early_wrap(big - 8, big - 8 + (1 << 28), big, 1, 1), None);
+    }
+
     proptest! {
+        #[test]
+        fn an_early_wrap_keeps_everything_queued_intact(
+            cap_log in 9u32..30,
+            head in any::<u64>(),
+            used_frac in 0.0f64..1.0,
+            frame in 1u64..4096,
+            after_frac in 0.0f64..1.0,
+        ) {
+            let cap = 1u64 << cap_log;
+            let head = head & POS_MASK;
+            let tail = (head + (used_frac * cap as f64) as u64) & POS_MASK;
+            let after = (after_frac * cap as f64) as u64;
+            if let Some(skip) = early_wrap(head, tail, cap, frame, after) {
+                let used = used_units(head, tail);
+                // The skip ends at the ring's end, the frame starts there,
+                // and the new tail is still within a ring of the head.
+                prop_assert_eq!((tail + skip) & (cap - 1), 0);
+                prop_assert!(used + skip + frame <= cap);
+                prop_assert!((tail & (cap - 1)) >= after);
+                prop_assert!(used <= after / 2);
+                prop_assert_eq!(frame_units(((skip - 1) * UNIT as u64) as usize), Some(skip));
+            }
+        }
+
         #[test]
         fn any_header_bytes_decode_safely(
             b in any::<[u8; 8]>(),

@@ -29,6 +29,15 @@
 //! queued or not at all. When nobody sleeps, `put` and `get` make no system
 //! call. A waiting side spins briefly, then sleeps on a futex.
 //!
+//! A ring larger than 4 MiB is used from its start for as long as its
+//! consumer keeps up: a producer of a message of 4 KiB or more whose place
+//! is past the first 4 MiB, with at most 2 MiB queued, writes it at the
+//! ring's start behind a skip marker over the rest, so large messages move
+//! through memory the caches still hold instead of through the whole ring.
+//! The rest of the ring takes a backlog: the skip is consumed with the
+//! frames before it, and a producer that finds the ring full with a skip
+//! at the head and no consumer at work takes its room back itself.
+//!
 //! # Messages larger than the ring
 //!
 //! A message whose frame would take more than half the ring is *streamed*

@@ -113,6 +113,14 @@ const HAND_BACK_MAX: usize = 64 << 10;
 const STREAM_STREAK: u64 = 4;
 const RELOAD_PACE_NANOS: u64 = 1_000;
 
+/// How far into the ring a producer may write before it goes back to the
+/// ring's start early when the frames queued leave room there
+/// (`frame::early_wrap`), and the smallest message it does that for (each
+/// such put loads `head`, the consumer's line). Rings of at most this are
+/// used whole, as before.
+const EARLY_WRAP_AFTER: usize = 4 << 20;
+const EARLY_WRAP_MIN_PAYLOAD: usize = 4 << 10;
+
 /// Space every stream keeps free for an `Abort` frame.
 const ABORT_RESERVE: u64 = (FRAME_HEADER / UNIT) as u64;
 
@@ -803,6 +811,11 @@ impl ProducerGuard<'_> {
         if fits() {
             return Ok(tail);
         }
+        // A `Skip` at the head holds room no consumer is about to free if
+        // none is at work: take it back (`reclaim_skip`).
+        if self.reclaim_skip() && fits() {
+            return Ok(tail);
+        }
         // The ring is full. Hysteresis: while the consumer is draining it
         // (we spin), wait for a quarter of the ring, not for one frame, so
         // that the two sides do not fall into a lockstep in which every
@@ -844,18 +857,36 @@ impl ProducerGuard<'_> {
             }
         }
         let ready = || fits() || r.is_closed();
+        // Rings that can hold a `Skip` wait in slices too: a consumer that
+        // stops right before a skip frees its room without waking us, and
+        // between slices we take it back (`reclaim_skip`).
+        let skips = r.cap > EARLY_WRAP_AFTER;
         match consumer_alive {
-            None => {
+            None if !skips => {
                 if !r.s.not_full.wait_until(deadline, Spin::No, ready) {
                     return Err(timeout("space in the queue"));
                 }
             }
+            None => loop {
+                let slice = Instant::now() + CONSUMER_CHECK_SLICE;
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                if r.s.not_full.wait_until(Some(until), Spin::No, ready)
+                    || (self.reclaim_skip() && fits())
+                {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(timeout("space in the queue"));
+                }
+            },
             // Sliced: between slices, the caller says whether the one
             // process that reads this queue still lives.
             Some(alive) => loop {
                 let slice = Instant::now() + CONSUMER_CHECK_SLICE;
                 let until = deadline.map_or(slice, |d| d.min(slice));
-                if r.s.not_full.wait_until(Some(until), Spin::No, ready) {
+                if r.s.not_full.wait_until(Some(until), Spin::No, ready)
+                    || (skips && self.reclaim_skip() && fits())
+                {
                     break;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -890,6 +921,69 @@ impl ProducerGuard<'_> {
         r.s.not_empty
             .commit(|| r.s.tail.store(new, Ordering::Release));
         new
+    }
+
+    /// Goes back to the ring's start for a frame of `units` if
+    /// `frame::early_wrap` says so: writes a `Skip` frame over the rest of
+    /// the ring at `tail` and returns the tail word after it, for the frame
+    /// to be committed there. The skip is not committed on its own: the
+    /// frame's `tail` store commits both, so a producer killed in between
+    /// leaves nothing a consumer can see. Otherwise returns `tail`.
+    fn wrap_early(&self, tail: u64, units: u64) -> u64 {
+        let r = &self.ring;
+        let (tpos, count) = unpack(tail);
+        // SYNC POINT "head": the consumer's copies out of the ring's start
+        // happen-before our writes there (it commits `head` with Release).
+        let head = r.s.head.load(Ordering::Acquire);
+        r.s.head_seen.store(head, Ordering::Relaxed);
+        let after = (EARLY_WRAP_AFTER / UNIT) as u64;
+        let Some(skip) = frame::early_wrap(unpack(head).0, tpos, r.cap_units, units, after) else {
+            return tail;
+        };
+        let len = (skip - 1) * UNIT as u64;
+        // `early_wrap` bounds the skip's length to a header's 32 bits.
+        r.copy_in(tpos, &frame::encode_header(FrameKind::Skip, len as u32));
+        pack(tpos + skip, count)
+    }
+
+    /// Steps the head over a `Skip` frame at the head, as a consumer would,
+    /// if no consumer holds the consumer lock (taken here, so none can start
+    /// meanwhile): a skip is consumed right after the frames before it, but
+    /// a consumer that stopped right there leaves its room held. `true` if
+    /// it stepped. Not where a consumer died holding the lock (its
+    /// recoverer's business), as in `take_back_stream`.
+    fn reclaim_skip(&self) -> bool {
+        let r = &self.ring;
+        if r.cap <= EARLY_WRAP_AFTER {
+            return false;
+        }
+        let Ok(locked) = r.s.cons_lock.try_lock() else {
+            return false;
+        };
+        // SAFETY: this thread has just taken the lock.
+        let _guard = unsafe { RawGuard::new(&r.s.cons_lock) };
+        if locked.owner_died {
+            return false;
+        }
+        // Under both locks: `head` is written only by consumer-lock holders,
+        // `tail` only by producer-lock holders.
+        let head = r.s.head.load(Ordering::Relaxed);
+        let tail = r.s.tail.load(Ordering::Relaxed);
+        let (hpos, count) = unpack(head);
+        let used = used_units(hpos, unpack(tail).0);
+        if used == 0 {
+            return false;
+        }
+        let mut hdr = [0u8; FRAME_HEADER];
+        r.copy_out(hpos, &mut hdr);
+        let Ok((FrameKind::Skip, _, units)) = frame::decode_header(hdr, used, r.cap_units) else {
+            return false;
+        };
+        // SYNC POINT "head": Release, as every head commit (the skip's bytes
+        // were never read for data, so there is nothing to order but the
+        // word itself).
+        r.s.head.store(pack(hpos + units, count), Ordering::Release);
+        true
     }
 
     /// Ends a stream that ran out of time by taking it back whole — the
@@ -946,7 +1040,10 @@ impl ProducerGuard<'_> {
         }
         if msg.len() <= frame::max_whole_payload(r.cap) {
             let units = frame::frame_units(msg.len()).expect("bounded above");
-            let tail = self.wait_space(units, true, deadline, consumer_alive)?;
+            let mut tail = self.wait_space(units, true, deadline, consumer_alive)?;
+            if msg.len() >= EARLY_WRAP_MIN_PAYLOAD {
+                tail = self.wrap_early(tail, units);
+            }
             self.commit_frame(tail, FrameKind::Whole, msg, true);
             r.s.not_empty.wake(1);
             r.note_put();
@@ -1192,6 +1289,9 @@ impl ConsumerGuard<'_> {
                 // never saw: skip them (an End still counts its message).
                 FrameKind::Cont | FrameKind::Abort => self.advance(head, units, false),
                 FrameKind::End => self.advance(head, units, true),
+                // The rest of the ring, skipped by a producer that went back
+                // to its start (`ProducerGuard::wrap_early`).
+                FrameKind::Skip => self.advance(head, units, false),
             }
         }
     }
@@ -1313,6 +1413,10 @@ impl ConsumerGuard<'_> {
                     buf.clear();
                     return Ok(None);
                 }
+                // Producers skip only before a whole message, so this one
+                // follows a stream that ended (its End or Abort already
+                // read) or whose producer died: step over it either way.
+                FrameKind::Skip => self.advance(head, units, false),
                 // A new message without an End or Abort: the stream's
                 // producer died before its recoverer could abort it.
                 FrameKind::Whole | FrameKind::Start => {
@@ -1336,15 +1440,29 @@ impl ConsumerGuard<'_> {
         accept: impl FnOnce(&[u8]) -> Option<R>,
     ) -> Option<R> {
         let r = &self.ring;
-        let head = r.s.head.load(Ordering::Relaxed);
+        let mut head = r.s.head.load(Ordering::Relaxed);
         // SYNC POINT "tail".
         let tail = r.s.tail.load(Ordering::Acquire);
-        let used = used_units(unpack(head).0, unpack(tail).0);
-        if used == 0 {
-            return None;
+        let (mut used, mut hdr) = (
+            used_units(unpack(head).0, unpack(tail).0),
+            [0u8; FRAME_HEADER],
+        );
+        // At most one `Skip` is stepped over: a producer writes one before
+        // a frame, never two in a row.
+        for first in [true, false] {
+            if used == 0 {
+                return None;
+            }
+            r.copy_out(unpack(head).0, &mut hdr);
+            match frame::decode_header(hdr, used, r.cap_units) {
+                Ok((FrameKind::Skip, _, units)) if first => {
+                    self.advance(head, units, false);
+                    head = r.s.head.load(Ordering::Relaxed);
+                    used -= units;
+                }
+                _ => break,
+            }
         }
-        let mut hdr = [0u8; FRAME_HEADER];
-        r.copy_out(unpack(head).0, &mut hdr);
         let Ok((FrameKind::Whole, len, units)) = frame::decode_header(hdr, used, r.cap_units)
         else {
             return None;
@@ -1496,6 +1614,161 @@ mod tests {
         assert!(e.to_string().contains("in a ring of 4096"), "{e}");
         // A producer, too, sees no room beyond the ring (and no panic).
         assert!(q.try_put_bytes(b"x").is_err());
+    }
+
+    /// A message of `len` bytes numbered `i`: every byte depends on both.
+    fn numbered(i: u32, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|k| (k as u32).wrapping_mul(31).wrapping_add(i * 7) as u8)
+            .collect()
+    }
+
+    /// While the consumer keeps up, a producer of large messages goes back
+    /// to the ring's start once past `EARLY_WRAP_AFTER` instead of writing
+    /// the whole ring; every message arrives intact and in order, through
+    /// `get` and through a batch get (`take_whole_if`) alike.
+    #[test]
+    fn a_producer_that_is_kept_up_with_reuses_the_rings_start() {
+        let cap = 4 * EARLY_WRAP_AFTER;
+        let q = Queue::<()>::new(cap).unwrap();
+        let ring = q.ring();
+        let len = 64 << 10;
+        let frame = frame::frame_units(len).unwrap() * UNIT as u64;
+        let mut buf = Vec::new();
+        let mut furthest = 0;
+        for i in 0..600u32 {
+            let msg = numbered(i, len);
+            q.put_bytes(&msg).unwrap();
+            let (tpos, _) = unpack(ring.s.tail.load(Ordering::Relaxed));
+            let end = frame::ring_offset(tpos, ring.cap) as u64;
+            furthest = furthest.max(if end == 0 { cap as u64 } else { end });
+            q.get_bytes_into(&mut buf).unwrap();
+            assert!(buf == msg, "message {i}");
+        }
+        // 600 frames of 64 KiB (37.5 MiB) went through a 16 MiB ring without
+        // the tail passing the bound by more than a frame.
+        assert!(
+            furthest <= EARLY_WRAP_AFTER as u64 + frame,
+            "the tail reached {furthest} of {cap}"
+        );
+        // A backlog, with no consumer at work: the whole ring holds it (a
+        // skip left at the head on the way is taken back; see
+        // `a_skip_left_at_the_head_does_not_hold_a_sleeping_producer`).
+        let n = (cap / (len + UNIT)) as u32 - 1;
+        for i in 0..n {
+            q.put_bytes_timeout(&numbered(i, len), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("backlog message {i} of {n}: {e}"));
+        }
+        for i in 0..n {
+            q.get_bytes_into(&mut buf).unwrap();
+            assert!(buf == numbered(i, len), "backlog message {i}");
+        }
+        let batch: Queue<Vec<u8>> = Queue::new(cap).unwrap();
+        // Typed messages through a batch get, which steps over the skip.
+        let mut sent = 0u32;
+        let mut got = 0u32;
+        while got < 400 {
+            while sent < got + 3 {
+                batch.put(&numbered(sent, len)).unwrap();
+                sent += 1;
+            }
+            for m in batch.get_many(8).unwrap() {
+                assert!(m == numbered(got, len), "batch message {got}");
+                got += 1;
+            }
+        }
+        let r = batch.ring();
+        let skipped_to_start =
+            frame::ring_offset(unpack(r.s.tail.load(Ordering::Relaxed)).0, r.cap);
+        assert!(skipped_to_start as u64 <= EARLY_WRAP_AFTER as u64 + 3 * frame);
+    }
+
+    /// A consumer that reads the frames before a skip and stops: the
+    /// producer, already asleep on the full ring, takes the skip's room back
+    /// between its sleeps and finishes its puts.
+    #[test]
+    fn a_skip_left_at_the_head_does_not_hold_a_sleeping_producer() {
+        let cap = 4 * EARLY_WRAP_AFTER;
+        let q = Queue::<()>::new(cap).unwrap();
+        let ring = q.ring();
+        let len = 64 << 10;
+        let frame = frame::frame_units(len).unwrap() as usize * UNIT;
+        let mut buf = Vec::new();
+        // The tail just short of the bound, the consumer caught up.
+        let mut i = 0;
+        while frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap) + frame
+            < EARLY_WRAP_AFTER
+        {
+            q.put_bytes(&numbered(i, len)).unwrap();
+            q.get_bytes_into(&mut buf).unwrap();
+            i += 1;
+        }
+        // A: the last frame before the bound. B: past it, so it wraps.
+        q.put_bytes(&numbered(i, len)).unwrap();
+        q.put_bytes(&numbered(i + 1, len)).unwrap();
+        let b_at = frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap);
+        assert_eq!(b_at, frame, "B went to the ring's start");
+        // A producer fills the rest of the room and goes to sleep on it: it
+        // puts as many more as the whole ring holds beside B.
+        let n = (cap / frame) as u32 - 2;
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for k in 0..n {
+                    q.put_bytes_timeout(&numbered(i + 2 + k, len), Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("put {k} of {n}: {e}"));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // The consumer reads A only, and stops there, before the skip.
+        q.get_bytes_into(&mut buf).unwrap();
+        assert!(buf == numbered(i, len));
+        let t = Instant::now();
+        while !producer.is_finished() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the producer is still held"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        producer.join().unwrap();
+        // Everything after A arrives, in order.
+        for k in 0..n + 1 {
+            q.get_bytes_into(&mut buf).unwrap();
+            assert!(buf == numbered(i + 1 + k, len), "message {k}");
+        }
+    }
+
+    /// A `Skip` written but not committed (its producer killed before the
+    /// frame's `tail` store) is invisible: the next put writes over it.
+    #[test]
+    fn an_uncommitted_skip_is_invisible() {
+        let cap = 2 * EARLY_WRAP_AFTER;
+        let q = Queue::<()>::new(cap).unwrap();
+        let ring = q.ring();
+        let len = 256 << 10;
+        let mut buf = Vec::new();
+        // Bring the tail past the bound with the consumer caught up.
+        let mut i = 0;
+        while frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap)
+            < EARLY_WRAP_AFTER
+        {
+            q.put_bytes(&numbered(i, len)).unwrap();
+            q.get_bytes_into(&mut buf).unwrap();
+            i += 1;
+        }
+        // As a producer killed after `wrap_early`, before its commit.
+        {
+            let p = ring.lock_producer(None).unwrap();
+            let tail = ring.s.tail.load(Ordering::Relaxed);
+            let units = frame::frame_units(len).unwrap();
+            assert_ne!(p.wrap_early(tail, units), tail, "it would have wrapped");
+        }
+        assert!(q.try_get_bytes_into(&mut buf).is_err(), "nothing is queued");
+        q.put_bytes(&numbered(i, len)).unwrap();
+        q.get_bytes_into(&mut buf).unwrap();
+        assert!(buf == numbered(i, len));
     }
 
     /// `hand_back` stores to exactly one byte in each line of the frame
