@@ -935,6 +935,8 @@ impl ProducerGuard<'_> {
         // SYNC POINT "head": the consumer's copies out of the ring's start
         // happen-before our writes there (it commits `head` with Release).
         let head = r.s.head.load(Ordering::Acquire);
+        // Ordering: Relaxed, a producer-side cache read and written only
+        // under the producer lock (as in `wait_space`).
         r.s.head_seen.store(head, Ordering::Relaxed);
         let after = (EARLY_WRAP_AFTER / UNIT) as u64;
         let Some(skip) = frame::early_wrap(unpack(head).0, tpos, r.cap_units, units, after) else {
@@ -1457,6 +1459,8 @@ impl ConsumerGuard<'_> {
             match frame::decode_header(hdr, used, r.cap_units) {
                 Ok((FrameKind::Skip, _, units)) if first => {
                     self.advance(head, units, false);
+                    // Ordering: Relaxed, our own store just above (we hold
+                    // the consumer lock; only its holder writes `head`).
                     head = r.s.head.load(Ordering::Relaxed);
                     used -= units;
                 }
