@@ -948,6 +948,20 @@ impl ProducerGuard<'_> {
         pack(tpos + skip, count)
     }
 
+    /// Takes the consumer lock if it is free right now, so that no consumer
+    /// can start while a producer tidies the head (`reclaim_skip`,
+    /// `take_back_stream`). `None` if it is held, or if a consumer died
+    /// holding it: that consumer may have been mid-message, and ending what
+    /// it left is its recoverer's business.
+    fn try_consumer_lock(&self) -> Option<RawGuard<'_>> {
+        let cons_lock = &self.ring.s.cons_lock;
+        let locked = cons_lock.try_lock().ok()?;
+        // SAFETY: this thread has just taken the lock, and only the guard
+        // unlocks it.
+        let guard = unsafe { RawGuard::new(cons_lock) };
+        (!locked.owner_died).then_some(guard)
+    }
+
     /// Steps the head over a `Skip` frame at the head, as a consumer would,
     /// if no consumer holds the consumer lock (taken here, so none can start
     /// meanwhile): a skip is consumed right after the frames before it, but
@@ -959,14 +973,9 @@ impl ProducerGuard<'_> {
         if r.cap <= EARLY_WRAP_AFTER {
             return false;
         }
-        let Ok(locked) = r.s.cons_lock.try_lock() else {
+        let Some(_guard) = self.try_consumer_lock() else {
             return false;
         };
-        // SAFETY: this thread has just taken the lock.
-        let _guard = unsafe { RawGuard::new(&r.s.cons_lock) };
-        if locked.owner_died {
-            return false;
-        }
         // Under both locks: `head` is written only by consumer-lock holders,
         // `tail` only by producer-lock holders.
         let head = r.s.head.load(Ordering::Relaxed);
@@ -997,15 +1006,9 @@ impl ProducerGuard<'_> {
     /// consumers skip.
     fn take_back_stream(&self, before_start: u64) -> bool {
         let r = &self.ring;
-        let Ok(locked) = r.s.cons_lock.try_lock() else {
+        let Some(_guard) = self.try_consumer_lock() else {
             return false;
         };
-        // SAFETY: this thread has just taken the lock.
-        let _guard = unsafe { RawGuard::new(&r.s.cons_lock) };
-        if locked.owner_died {
-            // A consumer died holding it: it may have been mid-stream.
-            return false;
-        }
         let (start_pos, _) = unpack(before_start);
         // SYNC POINT "head": a consumer commits its position with Release.
         let (hpos, _) = unpack(r.s.head.load(Ordering::Acquire));
@@ -1451,25 +1454,24 @@ impl ConsumerGuard<'_> {
         );
         // At most one `Skip` is stepped over: a producer writes one before
         // a frame, never two in a row.
-        for first in [true, false] {
+        let mut skipped = false;
+        let (len, units) = loop {
             if used == 0 {
                 return None;
             }
             r.copy_out(unpack(head).0, &mut hdr);
             match frame::decode_header(hdr, used, r.cap_units) {
-                Ok((FrameKind::Skip, _, units)) if first => {
+                Ok((FrameKind::Whole, len, units)) => break (len, units),
+                Ok((FrameKind::Skip, _, units)) if !skipped => {
                     self.advance(head, units, false);
                     // Ordering: Relaxed, our own store just above (we hold
                     // the consumer lock; only its holder writes `head`).
                     head = r.s.head.load(Ordering::Relaxed);
                     used -= units;
+                    skipped = true;
                 }
-                _ => break,
+                _ => return None,
             }
-        }
-        let Ok((FrameKind::Whole, len, units)) = frame::decode_header(hdr, used, r.cap_units)
-        else {
-            return None;
         };
         if u64::from(len) > limit {
             return None;
@@ -1631,13 +1633,20 @@ mod tests {
     /// to the ring's start once past `EARLY_WRAP_AFTER` instead of writing
     /// the whole ring; every message arrives intact and in order, through
     /// `get` and through a batch get (`take_whole_if`) alike.
+    /// A ring that can wrap early (16 MiB), the message length the
+    /// early-wrap tests put (64 KiB) and its frame's size in bytes.
+    fn early_wrap_setup() -> (Queue<()>, usize, usize, usize) {
+        let cap = 4 * EARLY_WRAP_AFTER;
+        let len = 64 << 10;
+        let frame = frame::frame_units(len).unwrap() as usize * UNIT;
+        (Queue::<()>::new(cap).unwrap(), cap, len, frame)
+    }
+
     #[test]
     fn a_producer_that_is_kept_up_with_reuses_the_rings_start() {
-        let cap = 4 * EARLY_WRAP_AFTER;
-        let q = Queue::<()>::new(cap).unwrap();
+        let (q, cap, len, frame) = early_wrap_setup();
         let ring = q.ring();
-        let len = 64 << 10;
-        let frame = frame::frame_units(len).unwrap() * UNIT as u64;
+        let frame = frame as u64;
         let mut buf = Vec::new();
         let mut furthest = 0;
         for i in 0..600u32 {
@@ -1692,11 +1701,8 @@ mod tests {
     /// between its sleeps and finishes its puts.
     #[test]
     fn a_skip_left_at_the_head_does_not_hold_a_sleeping_producer() {
-        let cap = 4 * EARLY_WRAP_AFTER;
-        let q = Queue::<()>::new(cap).unwrap();
+        let (q, cap, len, frame) = early_wrap_setup();
         let ring = q.ring();
-        let len = 64 << 10;
-        let frame = frame::frame_units(len).unwrap() as usize * UNIT;
         let mut buf = Vec::new();
         // The tail just short of the bound, the consumer caught up.
         let mut i = 0;
