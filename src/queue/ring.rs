@@ -146,8 +146,16 @@ thread_local! {
 /// `Ring::reload_tail` treats like any forged value (at most one pace).
 #[repr(C)]
 pub(crate) struct TailSeen {
-    /// The last `tail` loaded; it lags the real tail, which only moves
-    /// forward, so it never overstates what is queued.
+    /// The last `tail` a consumer loaded: from the head on, it never
+    /// overstates what is queued. Whoever moves `head` or `tail` under
+    /// `cons_lock` keeps it between the two: a consumer reloads it when its
+    /// head reaches it (`reload_tail`); a batch get that consumes frames
+    /// committed after it stores the tail it loaded (`take_whole_if`), as
+    /// does a producer stepping over a skip at the head (`reclaim_skip`);
+    /// a producer taking a stream back (the one move of `tail` backwards)
+    /// sets it to the new tail (`take_back_stream`). It is a hint from
+    /// shared memory all the same: `wait_frame` reloads rather than use one
+    /// that says more than a ring's worth is queued.
     tail: AtomicU64,
     /// How many loads of `tail` in a row found new frames (saturating).
     streak: AtomicU64,
@@ -990,6 +998,10 @@ impl ProducerGuard<'_> {
         let Ok((FrameKind::Skip, _, units)) = frame::decode_header(hdr, used, r.cap_units) else {
             return false;
         };
+        // The consumers' cached tail may be the skip's own position: keep
+        // it from falling behind the head (see `TailSeen::tail`). Relaxed:
+        // written and read under `cons_lock`.
+        r.s.tail_seen.tail.store(tail, Ordering::Relaxed);
         // SYNC POINT "head": Release, as every head commit (the skip's bytes
         // were never read for data, so there is nothing to order but the
         // word itself).
@@ -1019,6 +1031,11 @@ impl ProducerGuard<'_> {
         // can read now, Acquire-load it. No frame after `before_start` is
         // reachable once it is the tail again.
         r.s.tail.store(before_start, Ordering::Release);
+        // A consumer that looked at `tail` after the `Start` was committed
+        // and then stopped at it holds the frames taken back in its cached
+        // tail: the next get would read them, or a frame a producer is
+        // writing there. Relaxed: written and read under `cons_lock`.
+        r.s.tail_seen.tail.store(before_start, Ordering::Relaxed);
         // Ordering: Release, as where a stream's End clears it.
         r.s.stream_open.store(0, Ordering::Release);
         // Producers waiting for space may go on (we held their lock).
@@ -1146,8 +1163,11 @@ impl ConsumerGuard<'_> {
         let mut may_spin = None;
         loop {
             // The cached tail first: no cache miss while frames are queued.
+            // A cache that says nothing, or more than the ring holds (behind
+            // the head: forged, or left by a bug), is reloaded.
             let mut tail = r.s.tail_seen.tail.load(Ordering::Relaxed);
-            if used_units(hpos, unpack(tail).0) == 0 {
+            let cached = used_units(hpos, unpack(tail).0);
+            if cached == 0 || cached > r.cap_units {
                 tail = r.reload_tail(hpos, deadline);
             }
             let used = used_units(hpos, unpack(tail).0);
@@ -1448,6 +1468,10 @@ impl ConsumerGuard<'_> {
         let mut head = r.s.head.load(Ordering::Relaxed);
         // SYNC POINT "tail".
         let tail = r.s.tail.load(Ordering::Acquire);
+        // The frames taken below may lie past the consumers' cached tail:
+        // keep the cache ahead of the head (see `TailSeen::tail`). Relaxed:
+        // written and read under `cons_lock`, which we hold.
+        r.s.tail_seen.tail.store(tail, Ordering::Relaxed);
         let (mut used, mut hdr) = (
             used_units(unpack(head).0, unpack(tail).0),
             [0u8; FRAME_HEADER],
@@ -1629,10 +1653,6 @@ mod tests {
             .collect()
     }
 
-    /// While the consumer keeps up, a producer of large messages goes back
-    /// to the ring's start once past `EARLY_WRAP_AFTER` instead of writing
-    /// the whole ring; every message arrives intact and in order, through
-    /// `get` and through a batch get (`take_whole_if`) alike.
     /// A ring that can wrap early (16 MiB), the message length the
     /// early-wrap tests put (64 KiB) and its frame's size in bytes.
     fn early_wrap_setup() -> (Queue<()>, usize, usize, usize) {
@@ -1642,6 +1662,112 @@ mod tests {
         (Queue::<()>::new(cap).unwrap(), cap, len, frame)
     }
 
+    /// A batch get takes the frames committed after the consumer last
+    /// looked at `tail` (`take_whole_if` loads it itself): the head then
+    /// passes the consumer's cached tail, and the next `get` must look
+    /// again rather than read the stale cache as "a ring's worth queued".
+    #[test]
+    fn a_batch_get_past_the_cached_tail_leaves_the_next_get_sound() {
+        let q = Queue::<u32>::new(4096).unwrap();
+        for i in 0..5 {
+            q.put(&i).unwrap();
+        }
+        // Caches the tail after message 4.
+        assert_eq!(q.get().unwrap(), 0);
+        for i in 5..10 {
+            q.put(&i).unwrap();
+        }
+        // Starts from the cache, then takes 5..10 past it.
+        assert_eq!(q.get_many(100).unwrap(), (1..10).collect::<Vec<_>>());
+        q.put(&10).unwrap();
+        assert_eq!(q.get().unwrap(), 10);
+        assert!(q.try_get().is_err());
+    }
+
+    /// A consumer that looked at `tail` while a stream's `Start` was
+    /// committed, and consumed only the message before it, still holds
+    /// that tail in its cache when the stream's producer runs out of time
+    /// and takes the stream back (the head is at its `Start`, no consumer
+    /// is at work): the cache must not send the next `get` into the bytes
+    /// taken back, nor into the frame a producer writes there next.
+    #[test]
+    fn a_stream_taken_back_after_the_consumer_looked_is_not_read() {
+        let q = Queue::<()>::new(4096).unwrap();
+        q.put_bytes(b"before").unwrap();
+        let big = vec![7u8; 10_000];
+        std::thread::scope(|s| {
+            let p = s.spawn(|| q.put_bytes_timeout(&big, Duration::from_millis(300)));
+            // The stream's Start and the ring's worth of chunks are in.
+            let t = Instant::now();
+            while q.used_bytes() < 3000 {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "no stream: {}",
+                    q.used_bytes()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Looks at tail (the Start and the chunks are in it), takes
+            // the message before the stream and leaves the head at its Start.
+            assert_eq!(q.get_bytes().unwrap(), b"before");
+            let e = p.join().unwrap().unwrap_err();
+            assert!(e.is_timeout(), "{e}");
+        });
+        assert_eq!((q.len(), q.used_bytes()), (0, 0), "taken back");
+        q.put_bytes(b"after").unwrap();
+        assert_eq!(q.get_bytes().unwrap(), b"after");
+        let mut buf = Vec::new();
+        let e = q.try_get_bytes_into(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        q.put_bytes(b"again").unwrap();
+        assert_eq!(q.get_bytes().unwrap(), b"again");
+        assert_eq!((q.len(), q.used_bytes()), (0, 0));
+    }
+
+    /// A producer that steps over a skip at the head (`reclaim_skip`) moves
+    /// the head past the consumer's cached tail when the consumer caught up
+    /// just before the skip was written: its next `get` must still find
+    /// the frame after the skip.
+    #[test]
+    fn a_skip_stepped_over_by_a_producer_leaves_the_consumer_sound() {
+        let (q, _, len, frame) = early_wrap_setup();
+        let ring = q.ring();
+        let mut buf = Vec::new();
+        // The tail just short of the bound, the consumer caught up.
+        let mut i = 0;
+        let tail_at =
+            || frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap);
+        while tail_at() + frame < EARLY_WRAP_AFTER {
+            q.put_bytes(&numbered(i, len)).unwrap();
+            q.get_bytes_into(&mut buf).unwrap();
+            i += 1;
+        }
+        // A, taken at once (the consumer's last look at `tail` ends at A),
+        // then B, past the bound: a skip and B at the ring's start.
+        q.put_bytes(&numbered(i, len)).unwrap();
+        q.get_bytes_into(&mut buf).unwrap();
+        let skip_at = tail_at();
+        q.put_bytes(&numbered(i + 1, len)).unwrap();
+        assert_eq!(tail_at(), frame, "B went to the ring's start");
+        // More than the room the skip leaves: the put that finds the ring
+        // full steps over the skip (no consumer is at work) and goes on.
+        let n = (skip_at / frame) as u32 + 2;
+        for k in 0..n {
+            q.put_bytes_timeout(&numbered(i + 2 + k, len), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("put {k} of {n}: {e}"));
+        }
+        for k in 0..n + 1 {
+            q.get_bytes_into(&mut buf)
+                .unwrap_or_else(|e| panic!("message {k}: {e}"));
+            assert!(buf == numbered(i + 1 + k, len), "message {k}");
+        }
+        assert_eq!((q.len(), q.used_bytes()), (0, 0));
+    }
+
+    /// While the consumer keeps up, a producer of large messages goes back
+    /// to the ring's start once past `EARLY_WRAP_AFTER` instead of writing
+    /// the whole ring; every message arrives intact and in order, through
+    /// `get` and through a batch get (`take_whole_if`) alike.
     #[test]
     fn a_producer_that_is_kept_up_with_reuses_the_rings_start() {
         let (q, cap, len, frame) = early_wrap_setup();
