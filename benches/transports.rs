@@ -244,6 +244,24 @@ struct TypedChild {
     back: Queue<Vec<u8>>,
 }
 
+/// A child that panics closes its queues on the way out, so that the
+/// parent's wait ends with an error instead of waiting for it for good
+/// (a bench that hangs in CI says nothing).
+macro_rules! close_on_panic {
+    ($t:ty) => {
+        impl Drop for $t {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.q.close();
+                    self.back.close();
+                }
+            }
+        }
+    };
+}
+close_on_panic!(QueueChild);
+close_on_panic!(TypedChild);
+
 impl ChildLink for TypedChild {
     fn send(&mut self, msg: &[u8]) {
         self.back.put(&msg.to_vec()).unwrap();
