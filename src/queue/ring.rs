@@ -1733,15 +1733,9 @@ mod tests {
         let (q, _, len, frame) = early_wrap_setup();
         let ring = q.ring();
         let mut buf = Vec::new();
-        // The tail just short of the bound, the consumer caught up.
-        let mut i = 0;
+        let i = up_to_the_bound(&q, len, frame, &mut buf);
         let tail_at =
             || frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap);
-        while tail_at() + frame < EARLY_WRAP_AFTER {
-            q.put_bytes(&numbered(i, len)).unwrap();
-            q.get_bytes_into(&mut buf).unwrap();
-            i += 1;
-        }
         // A, taken at once (the consumer's last look at `tail` ends at A),
         // then B, past the bound: a skip and B at the ring's start.
         q.put_bytes(&numbered(i, len)).unwrap();
@@ -1762,6 +1756,23 @@ mod tests {
             assert!(buf == numbered(i + 1 + k, len), "message {k}");
         }
         assert_eq!((q.len(), q.used_bytes()), (0, 0));
+    }
+
+    /// Puts and gets numbered messages of `len` bytes (frames of `frame`)
+    /// until the tail is just short of `EARLY_WRAP_AFTER`, the consumer
+    /// caught up; returns the next message's number.
+    fn up_to_the_bound(q: &Queue<()>, len: usize, frame: usize, buf: &mut Vec<u8>) -> u32 {
+        let ring = q.ring();
+        let mut i = 0;
+        while frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap) + frame
+            < EARLY_WRAP_AFTER
+        {
+            q.put_bytes(&numbered(i, len)).unwrap();
+            q.get_bytes_into(buf).unwrap();
+            assert!(*buf == numbered(i, len), "message {i}");
+            i += 1;
+        }
+        i
     }
 
     /// While the consumer keeps up, a producer of large messages goes back
@@ -1830,15 +1841,7 @@ mod tests {
         let (q, cap, len, frame) = early_wrap_setup();
         let ring = q.ring();
         let mut buf = Vec::new();
-        // The tail just short of the bound, the consumer caught up.
-        let mut i = 0;
-        while frame::ring_offset(unpack(ring.s.tail.load(Ordering::Relaxed)).0, ring.cap) + frame
-            < EARLY_WRAP_AFTER
-        {
-            q.put_bytes(&numbered(i, len)).unwrap();
-            q.get_bytes_into(&mut buf).unwrap();
-            i += 1;
-        }
+        let i = up_to_the_bound(&q, len, frame, &mut buf);
         // A: the last frame before the bound. B: past it, so it wraps.
         q.put_bytes(&numbered(i, len)).unwrap();
         q.put_bytes(&numbered(i + 1, len)).unwrap();
