@@ -99,26 +99,31 @@ impl Event {
         Object::open(Open::In(segment, offset)).map(|object| Event { object })
     }
 
+    #[inline]
     fn raw(&self) -> &RawEvent {
         self.object.shared()
     }
 
     /// Sets the event, waking all waiters.
+    #[inline]
     pub fn set(&self) {
         self.raw().set();
     }
 
     /// Clears the event.
+    #[inline]
     pub fn clear(&self) {
         self.raw().clear();
     }
 
     /// Whether the event is set.
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.raw().is_set()
     }
 
     /// Blocks until the event is set.
+    #[inline]
     pub fn wait(&self) {
         self.raw().wait(None);
     }

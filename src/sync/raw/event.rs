@@ -33,6 +33,7 @@ impl RawEvent {
         }
     }
 
+    #[inline]
     pub(crate) fn set(&self) {
         // SYNC POINT "event".
         if self.state.swap(EV_SET, Ordering::Release) != EV_SET {
@@ -41,16 +42,19 @@ impl RawEvent {
         }
     }
 
+    #[inline]
     pub(crate) fn clear(&self) {
         self.state.store(EV_CLEAR, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn is_set(&self) -> bool {
         // SYNC POINT "event".
         self.state.load(Ordering::Acquire) == EV_SET
     }
 
     /// Waits until set; `false` if `deadline` passed first.
+    #[inline]
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         self.cell.wait_until(deadline, Spin::Wait, || self.is_set())
     }

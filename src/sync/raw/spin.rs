@@ -16,10 +16,11 @@ pub(crate) fn spin_allowed() -> bool {
 
 /// Whether the machine has more runnable threads than CPUs. A waiter that
 /// spins then takes a CPU from a runnable thread — often the very peer it
-/// waits for — so it sleeps at once instead. Read from `/proc/loadavg` (a
-/// few microseconds) at most every [`BUSY_CHECK`] per thread, timed by the
-/// coarse clock, which is read only every [`CLOCK_EVERY`] asks: every wait
-/// that polls asks, so this runs once per hand-off (`Instant::now()` here
+/// waits for — so it sleeps instead (a [`Spinner`] after [`BUSY_AFTER`]
+/// polls). Read from `/proc/loadavg` (a few microseconds) at most every
+/// [`BUSY_CHECK`] per thread, timed by the coarse clock, which is read only
+/// every [`CLOCK_EVERY`] asks: every wait that polls past its first few
+/// asks, so this runs up to once per hand-off (`Instant::now()` here
 /// cost ~23 ns of a ~100 ns `Event` hand-off; see
 /// `docs/design-measurements.md`, "No clock read before the first polls").
 #[inline]
@@ -55,6 +56,15 @@ fn recheck_machine_busy(at: u64, busy: bool) -> bool {
     busy
 }
 
+/// At which poll a [`Spinner`] asks [`machine_busy`]. Not at the first:
+/// a hand-off between running processes mostly ends within the first few
+/// polls, and the ask (a thread-local read and write) would sit on its
+/// path; on an oversubscribed machine the waiter spends `BUSY_AFTER - 1`
+/// pauses (~25 ns each here) before it finds out, a small fraction of the
+/// system calls it is about to make. See `docs/design-measurements.md`,
+/// "The `Segment` + `Event` round trip since a6c686b".
+pub(crate) const BUSY_AFTER: u32 = 4;
+
 /// How many asks of [`machine_busy`] reuse its answer before it reads the
 /// clock to see whether [`BUSY_CHECK`] has passed: an answer is at most
 /// this many waits or `BUSY_CHECK` old, whichever comes later.
@@ -89,29 +99,40 @@ impl Spinner {
         }
     }
 
-    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the first call,
-    /// and at once where spinning cannot pay: a process confined to one
-    /// CPU ([`spin_allowed`]) or an oversubscribed machine
+    /// Pauses; `false` once [`WAIT_SPIN`] has passed since the 32nd call,
+    /// at once in a process confined to one CPU ([`spin_allowed`]), and at
+    /// the [`BUSY_AFTER`]th call on an oversubscribed machine
     /// ([`machine_busy`]).
+    ///
+    /// Inlined, its clock read out of line: a waiter's poll loop is then
+    /// one loop (load, pause, load), with no call per poll. The poll that
+    /// sees the peer's commit is the hand-off's latency; see
+    /// `docs/design-measurements.md`, "The `Segment` + `Event` round trip
+    /// since a6c686b".
+    #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         if !spin_allowed() {
             return false;
         }
-        if self.polls == 0 && machine_busy() {
+        self.polls += 1;
+        if self.polls == BUSY_AFTER && machine_busy() {
             return false;
         }
-        self.polls += 1;
-        if self.polls % 32 == 0 {
-            let now = Instant::now();
-            let start = *self.start.get_or_insert(now);
-            if now.duration_since(start) >= WAIT_SPIN {
-                return false;
-            }
+        if self.polls % 32 == 0 && !self.budget_left() {
+            return false;
         }
         for _ in 0..(1u32 << (self.polls / 64).min(4)) {
             std::hint::spin_loop();
         }
         true
+    }
+
+    /// Whether [`WAIT_SPIN`] has not yet passed since the first clock read.
+    #[inline(never)]
+    fn budget_left(&mut self) -> bool {
+        let now = Instant::now();
+        let start = *self.start.get_or_insert(now);
+        now.duration_since(start) < WAIT_SPIN
     }
 
     /// Loom's budget: two polls (see `sync::raw::wait`).

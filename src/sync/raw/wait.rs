@@ -401,6 +401,11 @@ impl WaitCell {
 
     /// Waits until `ready()` holds (`true`) or `deadline` passes (`false`,
     /// after a last check). Polls first if `spin` says so.
+    ///
+    /// The first check is inlined into the caller, the rest is out of
+    /// line: a wait for a state that already holds (an `Event` already
+    /// set) is a load and a branch, before any prologue.
+    #[inline]
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,
@@ -410,6 +415,17 @@ impl WaitCell {
         if ready() {
             return true;
         }
+        self.wait_until_slow(deadline, spin, ready)
+    }
+
+    /// [`wait_until`](Self::wait_until) after a first check that failed.
+    #[inline(never)]
+    fn wait_until_slow(
+        &self,
+        deadline: Option<Instant>,
+        spin: Spin,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         if spin == Spin::Wait {
             let mut spinner = Spinner::new();
             while spinner.spin() {
@@ -490,6 +506,7 @@ impl WaitCell {
     /// the compiler must be kept from moving the read of `sleepers` above
     /// the RMW; elsewhere, and under loom, the fence. Saves one locked
     /// instruction per `Event::set`.
+    #[inline]
     pub(crate) fn notify_after_rmw(&self, n: u32) {
         #[cfg(all(target_arch = "x86_64", not(loom)))]
         // SYNC POINT "wake": the committing RMW was a locked instruction.
@@ -504,6 +521,7 @@ impl WaitCell {
     /// [`commit`](Self::commit) (SYNC POINT "wake"); after any other commit
     /// call [`notify`](Self::notify). Makes no system call when nobody
     /// registered.
+    #[inline]
     pub(crate) fn wake(&self, n: u32) {
         self.wake_if(n, || true);
     }
@@ -515,11 +533,22 @@ impl WaitCell {
     /// so it sees what the sleeper wrote before registering. Skipping is
     /// safe only if a later commit, or the sleeper's own bounded wait,
     /// ends the wait.
+    ///
+    /// The read of `sleepers` is inlined, waking is out of line: a commit
+    /// that finds nobody registered — every `Event::set` and queue commit
+    /// of a hand-off between running processes — is a load and a branch.
+    #[inline]
     pub(crate) fn wake_if(&self, n: u32, worth_it: impl FnOnce() -> bool) {
         let seen = self.sleepers.load(Ordering::SeqCst);
         if seen & (COUNT_MASK | SPINNER_MASK) == 0 || !worth_it() {
             return;
         }
+        self.wake_registered(n, seen);
+    }
+
+    /// [`wake_if`](Self::wake_if) once `seen` showed a registration.
+    #[inline(never)]
+    fn wake_registered(&self, n: u32, seen: u64) {
         self.seq.fetch_add(1, Ordering::SeqCst);
         let seen = if spinners(seen) == 0 {
             seen
